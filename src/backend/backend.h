@@ -1,0 +1,77 @@
+// The Backend interface: one per firewall manager (nftables now; iptables and UFW behind the
+// same seam). Commands only see plans, changes and conflicts; how a backend reads and writes
+// the kernel is its own business.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/ruleset.h"
+#include "util/status.h"
+
+namespace mw {
+
+/// One line of a plan, for people and for JSON.
+struct Change {
+  std::string op;      ///< "add" | "delete" | "replace"
+  std::string object;  ///< "table" | "chain" | "set" | "elements" | "rule"
+  std::string name;    ///< table/chain/set name or rule key
+  std::string detail;  ///< nft-like text of the rule or set, or the reason
+  size_t count = 1;    ///< elements: how many intervals
+  std::vector<std::string> items;  ///< elements: the addresses (may be truncated to a sample)
+};
+
+/// Something outside mailward that would still block a port the policy keeps open.
+struct Conflict {
+  uint16_t port = 0;
+  std::string family;    ///< "ipv4" | "ipv6"
+  std::string where;     ///< e.g. "table inet filter chain input"
+  std::string certainty; ///< "blocks" | "may block"
+  std::string reason;    ///< the rule or policy that does it
+};
+
+/// A backend's plan: what it would change, against which live state.
+class BackendPlan {
+ public:
+  virtual ~BackendPlan() = default;
+  std::vector<Change> changes;
+  std::vector<Conflict> conflicts;
+  std::vector<std::string> notes;
+  uint32_t generation = 0;  ///< the live state's version the plan was made against
+  bool in_sync() const { return changes.empty(); }
+};
+
+struct PlanOptions {
+  bool analyze_conflicts = true;
+  size_t max_items = 20;  ///< addresses listed per element change; 0 = all
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  /// Reads the live state and diffs it against `desired`. Changes nothing.
+  virtual Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) = 0;
+
+  /// Applies a plan made by this backend, atomically: all of it or none of it. Fails with
+  /// Code::kGenerationMoved when the live state changed since the plan was made.
+  virtual Status Apply(const BackendPlan& plan) = 0;
+
+  /// Serialises mailward's own objects as they were when `plan` was made, for rollback.
+  /// Opaque bytes.
+  virtual Result<std::string> Snapshot(const BackendPlan& plan) = 0;
+  /// Restores a Snapshot() exactly, atomically.
+  virtual Status Restore(const std::string& snapshot) = 0;
+};
+
+struct BackendConfig {
+  std::string state_dir;
+};
+
+/// The nftables backend (netlink, libnftnl).
+std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg);
+
+}  // namespace mw

@@ -1,0 +1,690 @@
+// The nftables backend: reads the live ruleset over netlink (generation-consistent), diffs
+// mailward's table against the desired model, applies the diff as one batch.
+#include <libnftnl/chain.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "backend/backend.h"
+#include "backend/conflict.h"
+#include "backend/nft_codec.h"
+#include "backend/nft_netlink.h"
+#include "plan/diff.h"
+#include "util/fs.h"
+
+namespace mw {
+namespace nft {
+namespace {
+
+constexpr int kMaxReadAttempts = 20;
+constexpr int kMaxApplyAttempts = 5;
+constexpr size_t kElementsPerMessage = 2048;
+
+struct ChainDeleter {
+  void operator()(nftnl_chain* c) const { nftnl_chain_free(c); }
+};
+using ChainPtr = std::unique_ptr<nftnl_chain, ChainDeleter>;
+
+/// Identifies this boot and network namespace, so a cached generation number cannot be
+/// mistaken for one of another boot or namespace.
+std::string RuntimeIdentity() {
+  std::string id;
+  auto boot = ReadFile("/proc/sys/kernel/random/boot_id");
+  if (boot.ok()) id = *boot;
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  struct stat st;
+  if (stat("/proc/self/ns/net", &st) == 0) id += ":" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  return id;
+}
+
+/// The element contents of mailward's allow sets as mailward last wrote them, valid while the
+/// ruleset generation and the table handle are unchanged (nobody else committed since).
+struct ElementCache {
+  std::string identity;
+  uint32_t generation = 0;
+  uint64_t table_handle = 0;
+  std::map<std::string, std::vector<RawElement>> sets;
+
+  std::string Serialize() const {
+    std::string out = "MWEC1\n" + identity + "\n";
+    auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+    put(&generation, 4);
+    put(&table_handle, 8);
+    uint32_t n = static_cast<uint32_t>(sets.size());
+    put(&n, 4);
+    for (const auto& [name, elems] : sets) {
+      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(elems.size());
+      put(&len, 4);
+      put(name.data(), len);
+      put(&count, 4);
+      for (const auto& e : elems) {
+        put(e.key.b.data(), 16);
+        out.push_back(e.end ? 1 : 0);
+      }
+    }
+    return out;
+  }
+  bool Parse(const std::string& s) {
+    size_t nl1 = s.find('\n');
+    if (nl1 == std::string::npos || s.compare(0, nl1, "MWEC1") != 0) return false;
+    size_t nl2 = s.find('\n', nl1 + 1);
+    if (nl2 == std::string::npos) return false;
+    identity = s.substr(nl1 + 1, nl2 - nl1 - 1);
+    size_t pos = nl2 + 1;
+    auto get = [&](void* p, size_t n) {
+      if (pos + n > s.size()) return false;
+      std::memcpy(p, s.data() + pos, n);
+      pos += n;
+      return true;
+    };
+    uint32_t n = 0;
+    if (!get(&generation, 4) || !get(&table_handle, 8) || !get(&n, 4)) return false;
+    for (uint32_t i = 0; i < n; ++i) {
+      uint32_t len = 0, count = 0;
+      if (!get(&len, 4) || len > 1024 || pos + len > s.size()) return false;
+      std::string name = s.substr(pos, len);
+      pos += len;
+      if (!get(&count, 4) || static_cast<uint64_t>(count) * 17 > s.size() - pos) return false;
+      auto& v = sets[name];
+      v.resize(count);
+      for (auto& e : v) {
+        uint8_t end = 0;
+        if (!get(e.key.b.data(), 16) || !get(&end, 1)) return false;
+        e.end = end != 0;
+      }
+    }
+    return pos == s.size();
+  }
+};
+
+/// Everything read from the kernel in one consistent generation.
+struct LiveState {
+  uint32_t generation = 0;
+  LiveTable table;
+  std::vector<RulePtr> rules;                   // owns every parsed rule
+  std::vector<const nftnl_rule*> our_rules;      // mailward's chain, in order
+  ChainPtr our_chain;
+  std::vector<SetPtr> our_sets;
+  std::map<std::string, std::vector<RawElement>> our_elements;
+  std::vector<ChainInfo> other_chains;
+  struct OtherSet {
+    uint32_t key_len = 0;
+    uint32_t flags = 0;
+  };
+  std::map<std::tuple<uint32_t, std::string, std::string>, OtherSet> other_sets;
+};
+
+class NftPlan : public BackendPlan {
+ public:
+  Plan plan;
+  const Ruleset* desired = nullptr;  ///< the caller's, alive until Apply returns
+  std::unique_ptr<LiveState> live;   ///< what the plan was made against
+};
+
+class NftBackend : public Backend {
+ public:
+  explicit NftBackend(const BackendConfig& cfg) : cfg_(cfg) {}
+  std::string name() const override { return "nftables"; }
+
+  Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) override {
+    MW_RETURN_IF_ERROR(EnsureSocket());
+    auto live = ReadLive();
+    if (!live.ok()) return live.status();
+    return MakePlan(desired, std::make_unique<LiveState>(std::move(live.value())), opts);
+  }
+
+  Status Apply(const BackendPlan& bplan) override {
+    MW_RETURN_IF_ERROR(EnsureSocket());
+    const auto& p = static_cast<const NftPlan&>(bplan);
+    if (p.plan.empty()) {
+      RememberElements(*p.desired, p.generation - 1);
+      return Status::Ok();
+    }
+    Batch batch(p.generation);
+    BuildBatch(p.plan, &batch);
+    batch.End();
+    MW_RETURN_IF_ERROR(sock_->Send(batch));
+    RememberElements(*p.desired, p.generation);
+    return Status::Ok();
+  }
+
+  Result<std::string> Snapshot(const BackendPlan& plan) override;
+  Status Restore(const std::string& snapshot) override;
+
+  /// After a successful Apply of `plan` made against generation g: if the kernel is now at
+  /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
+  void RememberElements(const Ruleset& desired, uint32_t planned_generation);
+
+ private:
+  Status EnsureSocket() {
+    if (sock_) return Status::Ok();
+    auto s = Socket::Open();
+    if (!s.ok()) return s.status();
+    sock_ = std::move(s.value());
+    return Status::Ok();
+  }
+  std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
+  Result<LiveState> ReadLive();
+  Status ReadOnce(LiveState* st, const ElementCache* cache);
+  Result<std::unique_ptr<BackendPlan>> MakePlan(const Ruleset& desired, std::unique_ptr<LiveState> live,
+                                                const PlanOptions& opts);
+  void BuildBatch(const mw::Plan& plan, Batch* batch);
+  std::optional<bool> LookupOther(LiveState& live, uint32_t family, const std::string& table,
+                                  const std::string& set, const std::vector<uint8_t>& key);
+
+  BackendConfig cfg_;
+  std::unique_ptr<Socket> sock_;
+};
+
+Status NftBackend::ReadOnce(LiveState* st, const ElementCache* cache) {
+  // Tables.
+  bool have_table = false;
+  uint64_t table_handle = 0;
+  MW_RETURN_IF_ERROR(sock_->Request(
+      [](char* buf, uint32_t seq) {
+        return nftnl_table_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
+      },
+      [&](const nlmsghdr* nlh) {
+        nftnl_table* t = nftnl_table_alloc();
+        if (nftnl_table_nlmsg_parse(nlh, t) == 0 &&
+            nftnl_table_get_u32(t, NFTNL_TABLE_FAMILY) == NFPROTO_INET &&
+            std::strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), kTable) == 0) {
+          have_table = true;
+          table_handle = nftnl_table_get_u64(t, NFTNL_TABLE_HANDLE);
+        }
+        nftnl_table_free(t);
+        return MNL_CB_OK;
+      }));
+  st->table.exists = have_table;
+  st->table.handle = table_handle;
+
+  // Chains.
+  std::map<std::tuple<uint32_t, std::string, std::string>, size_t> chain_index;
+  MW_RETURN_IF_ERROR(sock_->Request(
+      [](char* buf, uint32_t seq) {
+        return nftnl_chain_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
+      },
+      [&](const nlmsghdr* nlh) {
+        ChainPtr c(nftnl_chain_alloc());
+        if (nftnl_chain_nlmsg_parse(nlh, c.get()) < 0) return MNL_CB_OK;
+        uint32_t fam = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_FAMILY);
+        std::string table = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE);
+        std::string name = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME);
+        bool base = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM);
+        if (fam == NFPROTO_INET && table == kTable) {
+          if (name != kChain) {
+            st->table.foreign.push_back("chain " + name);
+            return MNL_CB_OK;
+          }
+          st->table.chain_exists = true;
+          const char* type = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE);
+          st->table.chain_ok = base && nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM) == NF_INET_LOCAL_IN &&
+                               static_cast<int32_t>(nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO)) == kChainPriority &&
+                               type && std::strcmp(type, "filter") == 0 &&
+                               nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY) == NF_ACCEPT;
+          st->our_chain = std::move(c);
+          return MNL_CB_OK;
+        }
+        ChainInfo ci;
+        ci.family = fam;
+        ci.table = table;
+        ci.name = name;
+        ci.base = base;
+        if (base) {
+          ci.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
+          ci.priority = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
+          ci.policy = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY) ? nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY) : NF_ACCEPT;
+        }
+        chain_index[{fam, table, name}] = st->other_chains.size();
+        st->other_chains.push_back(std::move(ci));
+        return MNL_CB_OK;
+      }));
+
+  // Sets (their descriptions; elements only for mailward's own).
+  MW_RETURN_IF_ERROR(sock_->Request(
+      [](char* buf, uint32_t seq) {
+        return nftnl_set_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
+      },
+      [&](const nlmsghdr* nlh) {
+        SetPtr s(nftnl_set_alloc());
+        if (nftnl_set_nlmsg_parse(nlh, s.get()) < 0) return MNL_CB_OK;
+        uint32_t fam = nftnl_set_get_u32(s.get(), NFTNL_SET_FAMILY);
+        std::string table = nftnl_set_get_str(s.get(), NFTNL_SET_TABLE);
+        if (fam == NFPROTO_INET && table == kTable) {
+          LiveSet ls;
+          ls.spec_known = ParseSetSpec(s.get(), &ls.spec);
+          if (!ls.spec_known) ls.spec.name = nftnl_set_get_str(s.get(), NFTNL_SET_NAME);
+          st->table.sets.push_back(ls);
+          st->our_sets.push_back(std::move(s));
+        } else {
+          st->other_sets[{fam, table, nftnl_set_get_str(s.get(), NFTNL_SET_NAME)}] = {
+              nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN), nftnl_set_get_u32(s.get(), NFTNL_SET_FLAGS)};
+        }
+        return MNL_CB_OK;
+      }));
+
+  // Rules of every table: ours to diff, the others for the conflict report.
+  MW_RETURN_IF_ERROR(sock_->Request(
+      [](char* buf, uint32_t seq) {
+        return nftnl_rule_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
+      },
+      [&](const nlmsghdr* nlh) {
+        RulePtr r(nftnl_rule_alloc());
+        bool parsed = nftnl_rule_nlmsg_parse(nlh, r.get()) == 0;
+        // A rule libnftnl cannot parse (an expression newer than it) still has its place.
+        auto* nfg = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        uint32_t fam = nfg->nfgen_family;
+        const char* t = nftnl_rule_is_set(r.get(), NFTNL_RULE_TABLE) ? nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE) : "";
+        const char* c = nftnl_rule_is_set(r.get(), NFTNL_RULE_CHAIN) ? nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN) : "";
+        if (fam == NFPROTO_INET && std::strcmp(t, kTable) == 0) {
+          if (std::strcmp(c, kChain) != 0) return MNL_CB_OK;  // in a foreign chain, gone with it
+          LiveRule lr;
+          lr.handle = nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE);
+          if (parsed) {
+            lr.key = RuleComment(r.get());
+            lr.body = RenderBody(r.get());
+          } else {
+            lr.body = "(an expression this mailward cannot read)";
+          }
+          st->table.rules.push_back(lr);
+          st->our_rules.push_back(r.get());
+          st->rules.push_back(std::move(r));
+          return MNL_CB_OK;
+        }
+        auto it = chain_index.find({fam, t, c});
+        if (it != chain_index.end()) {
+          st->other_chains[it->second].rules.push_back(parsed ? r.get() : nullptr);
+          if (parsed) st->rules.push_back(std::move(r));
+        }
+        return MNL_CB_OK;
+      }));
+
+  // Elements of mailward's allow sets: from our own last write when nobody touched the
+  // ruleset since, else from the kernel.
+  bool trust_cache = cache && have_table && cache->table_handle == table_handle &&
+                     cache->generation == st->generation;
+  for (auto& ls : st->table.sets) {
+    if (!ls.spec_known || ls.spec.kind != SetSpec::Kind::kAllow) continue;
+    std::vector<RawElement> raw;
+    if (trust_cache && cache->sets.count(ls.spec.name)) {
+      raw = cache->sets.at(ls.spec.name);
+    } else {
+      Family fam = ls.spec.family;
+      bool bad = false;
+      std::string name = ls.spec.name;
+      MW_RETURN_IF_ERROR(sock_->Request(
+          [&](char* buf, uint32_t seq) {
+            nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
+            mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, kTable);
+            mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name.c_str());
+            return nlh;
+          },
+          [&](const nlmsghdr* nlh) {
+            if (!ParseElements(nlh, fam, &raw)) bad = true;
+            return MNL_CB_OK;
+          }));
+      if (bad) return Status::Netlink("set " + name + ": malformed element dump");
+    }
+    bool clean = true;
+    ls.intervals = ElementsToIntervals(ls.spec.family, raw, &clean);
+    if (!clean) ls.spec_known = false;
+    st->our_elements[ls.spec.name] = std::move(raw);
+  }
+  return Status::Ok();
+}
+
+Result<LiveState> NftBackend::ReadLive() {
+  ElementCache cache;
+  bool have_cache = false;
+  if (!cfg_.state_dir.empty()) {
+    auto text = ReadFile(CachePath());
+    have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
+  }
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    auto g1 = sock_->GetGeneration();
+    if (!g1.ok()) return g1.status();
+    LiveState st;
+    st.generation = *g1;
+    Status s = ReadOnce(&st, have_cache ? &cache : nullptr);
+    if (!s.ok() && s.code() != Code::kGenerationMoved) return s;
+    auto g2 = sock_->GetGeneration();
+    if (!g2.ok()) return g2.status();
+    if (s.ok() && *g2 == *g1) return st;
+  }
+  return Status::Netlink("the ruleset kept changing while it was read (" +
+                         std::to_string(kMaxReadAttempts) + " attempts)");
+}
+
+std::optional<bool> NftBackend::LookupOther(LiveState& live, uint32_t family, const std::string& table,
+                                            const std::string& set, const std::vector<uint8_t>& key) {
+  auto it = live.other_sets.find({family, table, set});
+  if (it == live.other_sets.end() || it->second.key_len != key.size()) return std::nullopt;
+  if (it->second.flags & (NFT_SET_MAP | NFT_SET_OBJECT | NFT_SET_CONCAT)) return std::nullopt;
+  // Port-sized keys only: small sets, cheap to read.
+  if (key.size() > 4) return std::nullopt;
+  std::vector<std::pair<std::vector<uint8_t>, bool>> elems;
+  Status s = sock_->Request(
+      [&](char* buf, uint32_t seq) {
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, family, NLM_F_DUMP, seq);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set.c_str());
+        return nlh;
+      },
+      [&](const nlmsghdr* nlh) {
+        nftnl_set* s = nftnl_set_alloc();
+        if (nftnl_set_elems_nlmsg_parse(nlh, s) == 0) {
+          nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(s);
+          while (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter)) {
+            uint32_t len = 0;
+            const void* k = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+            uint32_t flags = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) ? nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) : 0;
+            if (k) elems.push_back({std::vector<uint8_t>(static_cast<const uint8_t*>(k), static_cast<const uint8_t*>(k) + len),
+                                    (flags & NFT_SET_ELEM_INTERVAL_END) != 0});
+          }
+          nftnl_set_elems_iter_destroy(iter);
+        }
+        nftnl_set_free(s);
+        return MNL_CB_OK;
+      });
+  if (!s.ok()) return std::nullopt;
+  if (!(it->second.flags & NFT_SET_INTERVAL)) {
+    for (const auto& [k, end] : elems)
+      if (k == key) return true;
+    return false;
+  }
+  // Interval set: the key is inside when the closest element at or below it is a start.
+  const std::vector<uint8_t>* best = nullptr;
+  bool best_end = true;
+  for (const auto& [k, end] : elems) {
+    if (k <= key && (!best || k > *best || (k == *best && !end))) {
+      best = &k;
+      best_end = end;
+    }
+  }
+  return best && !best_end;
+}
+
+std::string SetDetail(const SetSpec& s) {
+  std::string t = s.family == Family::kV4 ? "type ipv4_addr" : "type ipv6_addr";
+  if (s.kind == SetSpec::Kind::kAllow) return t + "; flags interval";
+  return t + "; flags dynamic,timeout; timeout " + std::to_string(s.timeout_ms / 1000) + "s; size " + std::to_string(s.size);
+}
+
+Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired,
+                                                          std::unique_ptr<LiveState> live_ptr,
+                                                          const PlanOptions& opts) {
+  LiveState& live = *live_ptr;
+  std::vector<std::string> bodies;
+  bodies.reserve(desired.rules.size());
+  for (const auto& r : desired.rules) bodies.push_back(RenderBody(r));
+  auto out = std::make_unique<NftPlan>();
+  out->generation = live.generation;
+  out->desired = &desired;
+  out->plan = Diff(desired, bodies, live.table);
+  const mw::Plan& p = out->plan;
+
+  auto elements_change = [&](const std::string& op, const ElementChange& ec, const std::vector<Interval>& ivs) {
+    Change c{op, "elements", ec.set, "", ivs.size(), {}};
+    size_t n = opts.max_items == 0 ? ivs.size() : std::min(ivs.size(), opts.max_items);
+    for (size_t i = 0; i < n; ++i) c.items.push_back(FormatInterval(ec.family, ivs[i]));
+    c.detail = std::to_string(ivs.size()) + (ivs.size() == 1 ? " entry" : " entries");
+    out->changes.push_back(std::move(c));
+  };
+  if (!p.recreate_reason.empty())
+    out->changes.push_back({"replace", "table", "inet mailward", p.recreate_reason, 1, {}});
+  else if (p.create_table)
+    out->changes.push_back({"add", "table", "inet mailward", "", 1, {}});
+  if (p.create_chain)
+    out->changes.push_back({"add", "chain", kChain, "type filter hook input priority filter; policy accept", 1, {}});
+  for (const auto& r : p.delete_rules)
+    out->changes.push_back({"delete", "rule", r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
+                            r.body, 1, {}});
+  for (const auto& s : p.delete_sets) out->changes.push_back({"delete", "set", s, "", 1, {}});
+  for (const auto& s : p.create_sets) out->changes.push_back({"add", "set", s.name, SetDetail(s), 1, {}});
+  for (const auto& ec : p.elements) {
+    if (!ec.remove.empty()) elements_change("delete", ec, ec.remove);
+    if (!ec.add.empty()) elements_change("add", ec, ec.add);
+  }
+  for (const auto& r : p.add_rules) out->changes.push_back({"add", "rule", r.spec.key, r.spec.Describe(), 1, {}});
+
+  if (opts.analyze_conflicts) {
+    SetLookup lookup = [&](uint32_t fam, const std::string& table, const std::string& set,
+                           const std::vector<uint8_t>& key) { return LookupOther(live, fam, table, set, key); };
+    for (uint16_t port : desired.open_ports)
+      for (Family f : {Family::kV4, Family::kV6})
+        for (auto& c : FindConflicts(live.other_chains, port, f, lookup)) out->conflicts.push_back(std::move(c));
+  }
+  out->live = std::move(live_ptr);
+  return std::unique_ptr<BackendPlan>(std::move(out));
+}
+
+void AddElementMessages(Batch* batch, uint16_t type, const std::string& set, Family fam,
+                        const std::vector<RawElement>& raw, const char* verb) {
+  for (size_t i = 0; i < raw.size(); i += kElementsPerMessage) {
+    size_t end = std::min(raw.size(), i + kElementsPerMessage);
+    size_t max = 256 + set.size() + (end - i) * ElementBytes(fam);
+    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, max,
+                               std::string(verb) + " elements of set " + set);
+    PutElements(nlh, set, fam, raw, i, end);
+    batch->Commit(nlh);
+  }
+}
+
+void AddTable(Batch* batch, uint16_t type, const char* what) {
+  nftnl_table* t = nftnl_table_alloc();
+  nftnl_table_set_str(t, NFTNL_TABLE_NAME, kTable);
+  nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWTABLE ? NLM_F_CREATE : 0, 512, what);
+  nftnl_table_nlmsg_build_payload(nlh, t);
+  batch->Commit(nlh);
+  nftnl_table_free(t);
+}
+
+void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
+  if (!p.recreate_reason.empty()) {
+    AddTable(batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+    AddTable(batch, NFT_MSG_DELTABLE, "delete table inet mailward");
+  }
+  if (p.create_table) AddTable(batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+  if (p.create_chain) {
+    nftnl_chain* c = nftnl_chain_alloc();
+    nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, kTable);
+    nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, kChain);
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+    nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, kChainPriority);
+    nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, 1024, "add chain input");
+    nftnl_chain_nlmsg_build_payload(nlh, c);
+    batch->Commit(nlh);
+    nftnl_chain_free(c);
+  }
+  for (const auto& r : p.delete_rules) {
+    nftnl_rule* rule = nftnl_rule_alloc();
+    nftnl_rule_set_str(rule, NFTNL_RULE_TABLE, kTable);
+    nftnl_rule_set_str(rule, NFTNL_RULE_CHAIN, kChain);
+    nftnl_rule_set_u64(rule, NFTNL_RULE_HANDLE, r.handle);
+    nlmsghdr* nlh = batch->Add(NFT_MSG_DELRULE, NFPROTO_INET, 0, 512,
+                               "delete rule " + (r.key.empty() ? "handle " + std::to_string(r.handle) : r.key));
+    nftnl_rule_nlmsg_build_payload(nlh, rule);
+    batch->Commit(nlh);
+    nftnl_rule_free(rule);
+  }
+  for (const auto& name : p.delete_sets) {
+    nftnl_set* s = nftnl_set_alloc();
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, kTable);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, name.c_str());
+    nlmsghdr* nlh = batch->Add(NFT_MSG_DELSET, NFPROTO_INET, 0, 512, "delete set " + name);
+    nftnl_set_nlmsg_build_payload(nlh, s);
+    batch->Commit(nlh);
+    nftnl_set_free(s);
+  }
+  uint32_t set_id = 1;
+  for (const auto& spec : p.create_sets) {
+    SetPtr s = BuildSet(spec);
+    nftnl_set_set_u32(s.get(), NFTNL_SET_ID, set_id++);
+    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE | NLM_F_EXCL, 1024, "add set " + spec.name);
+    nftnl_set_nlmsg_build_payload(nlh, s.get());
+    batch->Commit(nlh);
+  }
+  // Removals before additions: an interval that is replaced by a wider one shares its start.
+  for (const auto& ec : p.elements)
+    if (!ec.remove.empty())
+      AddElementMessages(batch, NFT_MSG_DELSETELEM, ec.set, ec.family, IntervalsToElements(ec.remove), "delete");
+  for (const auto& ec : p.elements)
+    if (!ec.add.empty())
+      AddElementMessages(batch, NFT_MSG_NEWSETELEM, ec.set, ec.family, IntervalsToElements(ec.add), "add");
+  for (const auto& ra : p.add_rules) {
+    RulePtr r = BuildRule(ra.spec);
+    uint16_t flags = NLM_F_CREATE;
+    if (ra.before_handle) nftnl_rule_set_u64(r.get(), NFTNL_RULE_POSITION, *ra.before_handle);
+    else flags |= NLM_F_APPEND;
+    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWRULE, NFPROTO_INET, flags, 8192, "add rule " + ra.spec.key);
+    nftnl_rule_nlmsg_build_payload(nlh, r.get());
+    batch->Commit(nlh);
+  }
+}
+
+void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_generation) {
+  if (cfg_.state_dir.empty()) return;
+  auto gen = sock_->GetGeneration();
+  std::string path = CachePath();
+  // Only when our commit is the one and only since the plan's read.
+  bool ours = gen.ok() && *gen == planned_generation + 1;
+  uint64_t handle = 0;
+  bool have_table = false;
+  if (ours) {
+    Status s = sock_->Request(
+        [](char* buf, uint32_t seq) {
+          nlmsghdr* nlh = nftnl_table_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
+          mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, kTable);
+          return nlh;
+        },
+        [&](const nlmsghdr* nlh) {
+          nftnl_table* t = nftnl_table_alloc();
+          if (nftnl_table_nlmsg_parse(nlh, t) == 0) {
+            handle = nftnl_table_get_u64(t, NFTNL_TABLE_HANDLE);
+            have_table = true;
+          }
+          nftnl_table_free(t);
+          return MNL_CB_OK;
+        });
+    auto gen2 = sock_->GetGeneration();
+    ours = s.ok() && have_table && gen2.ok() && *gen2 == *gen;
+  }
+  if (!ours) {
+    unlink(path.c_str());
+    return;
+  }
+  ElementCache c;
+  c.identity = RuntimeIdentity();
+  c.generation = *gen;
+  c.table_handle = handle;
+  for (const auto& s : desired.sets)
+    if (s.spec.kind == SetSpec::Kind::kAllow) c.sets[s.spec.name] = IntervalsToElements(s.intervals);
+  // A cache, not a record: losing it costs one full read, so no fsync.
+  if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+}
+
+// Snapshot format: "MWSN1\n", u8 table-exists, then messages: u16 type, u32 len, payload
+// (the attributes after nfgenmsg), rebuilt into a batch by Restore.
+Result<std::string> NftBackend::Snapshot(const BackendPlan& bplan) {
+  const auto& np = static_cast<const NftPlan&>(bplan);
+  LiveState* live = np.live.get();
+  if (!live) return Status::Error(Code::kInternal, "snapshot of a plan without its live state");
+  std::string out = "MWSN1\n";
+  out.push_back(live->table.exists ? 1 : 0);
+  std::vector<char> buf(1 << 20);
+  auto put_msg = [&](nlmsghdr* nlh) {
+    uint16_t type = nlh->nlmsg_type & 0xff;
+    uint32_t len = nlh->nlmsg_len - NLMSG_HDRLEN - sizeof(nfgenmsg);
+    out.append(reinterpret_cast<const char*>(&type), 2);
+    out.append(reinterpret_cast<const char*>(&len), 4);
+    out.append(static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg))), len);
+  };
+  if (live->table.exists) {
+    if (live->our_chain) {
+      nftnl_chain_unset(live->our_chain.get(), NFTNL_CHAIN_HANDLE);
+      nftnl_chain_unset(live->our_chain.get(), NFTNL_CHAIN_USE);
+      nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWCHAIN, NFPROTO_INET, 0, 0);
+      nftnl_chain_nlmsg_build_payload(nlh, live->our_chain.get());
+      put_msg(nlh);
+    }
+    for (auto& s : live->our_sets) {
+      nftnl_set_unset(s.get(), NFTNL_SET_HANDLE);
+      nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSET, NFPROTO_INET, 0, 0);
+      nftnl_set_nlmsg_build_payload(nlh, s.get());
+      put_msg(nlh);
+      std::string name = nftnl_set_get_str(s.get(), NFTNL_SET_NAME);
+      auto it = live->our_elements.find(name);
+      if (it == live->our_elements.end()) continue;
+      Family fam = nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN) == 4 ? Family::kV4 : Family::kV6;
+      for (size_t i = 0; i < it->second.size(); i += kElementsPerMessage) {
+        size_t end = std::min(it->second.size(), i + kElementsPerMessage);
+        size_t need = 512 + (end - i) * ElementBytes(fam);
+        if (buf.size() < need) buf.resize(need);
+        nlmsghdr* enlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSETELEM, NFPROTO_INET, 0, 0);
+        PutElements(enlh, name, fam, it->second, i, end);
+        put_msg(enlh);
+      }
+    }
+    for (const nftnl_rule* cr : live->our_rules) {
+      auto* r = const_cast<nftnl_rule*>(cr);
+      nftnl_rule_unset(r, NFTNL_RULE_HANDLE);
+      nftnl_rule_unset(r, NFTNL_RULE_POSITION);
+      nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWRULE, NFPROTO_INET, 0, 0);
+      nftnl_rule_nlmsg_build_payload(nlh, r);
+      put_msg(nlh);
+    }
+  }
+  return out;
+}
+
+Status NftBackend::Restore(const std::string& snap) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  if (snap.size() < 7 || snap.compare(0, 6, "MWSN1\n") != 0) return Status::Io("not a mailward nftables snapshot");
+  bool table = snap[6] != 0;
+  Batch batch(0);
+  AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+  AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
+  if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+  size_t pos = 7;
+  while (pos < snap.size()) {
+    if (pos + 6 > snap.size()) return Status::Io("truncated snapshot");
+    uint16_t type;
+    uint32_t len;
+    std::memcpy(&type, snap.data() + pos, 2);
+    std::memcpy(&len, snap.data() + pos + 2, 4);
+    pos += 6;
+    if (len > snap.size() - pos) return Status::Io("truncated snapshot");
+    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWSETELEM && type != NFT_MSG_NEWRULE)
+      return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
+    uint16_t flags = NLM_F_CREATE | (type == NFT_MSG_NEWRULE ? NLM_F_APPEND : 0);
+    nlmsghdr* nlh = batch.Add(type, NFPROTO_INET, flags, len + 64, "restore snapshot");
+    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), snap.data() + pos, len);
+    nlh->nlmsg_len += MNL_ALIGN(len);
+    batch.Commit(nlh);
+    pos += len;
+  }
+  batch.End();
+  MW_RETURN_IF_ERROR(sock_->Send(batch));
+  if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace nft
+
+std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg) {
+  return std::make_unique<nft::NftBackend>(cfg);
+}
+
+}  // namespace mw

@@ -1,0 +1,72 @@
+// Translation between mailward's model and nf_tables objects: rules and sets built with
+// libnftnl, set elements encoded and decoded directly (the hot path at 100,000 addresses).
+// Pure: nothing here does I/O, so it is tested without a kernel.
+#pragma once
+
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <linux/netlink.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/ruleset.h"
+
+namespace mw::nft {
+
+inline constexpr const char* kTable = "mailward";
+inline constexpr const char* kChain = "input";
+inline constexpr int kChainPriority = 0;  // "filter"
+
+struct RuleDeleter {
+  void operator()(nftnl_rule* r) const { nftnl_rule_free(r); }
+};
+struct SetDeleter {
+  void operator()(nftnl_set* s) const { nftnl_set_free(s); }
+};
+using RulePtr = std::unique_ptr<nftnl_rule, RuleDeleter>;
+using SetPtr = std::unique_ptr<nftnl_set, SetDeleter>;
+
+/// The nf_tables rule for a RuleSpec in inet mailward / input, its key in the comment.
+RulePtr BuildRule(const RuleSpec& spec);
+
+/// Canonical text of a rule's expressions ("meta load l4proto => reg 1; cmp eq reg 1 ...").
+/// Identical for a rule built by BuildRule and the same rule read back from the kernel.
+std::string RenderBody(const nftnl_rule* rule);
+std::string RenderBody(const RuleSpec& spec);
+
+/// The rule's comment (user data), or "".
+std::string RuleComment(const nftnl_rule* rule);
+
+/// The nf_tables set for a SetSpec.
+SetPtr BuildSet(const SetSpec& spec);
+
+/// Reads a kernel set into a SetSpec; false when the set has a shape mailward never makes.
+bool ParseSetSpec(const nftnl_set* set, SetSpec* out);
+
+/// One element as the kernel holds it: a key and whether it closes an interval.
+struct RawElement {
+  Addr key;
+  bool end = false;
+};
+
+/// Appends NFTA_SET_ELEM_LIST_* attributes for elements [begin, end) of `elems` to nlh.
+void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
+                 const std::vector<RawElement>& elems, size_t begin, size_t end);
+/// Bytes one element needs in a message (for chunking).
+size_t ElementBytes(Family family);
+
+/// The raw elements (start, then end unless it reaches the top) of intervals.
+std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals);
+
+/// Appends the elements of one NFT_MSG_NEWSETELEM message to *out. Returns false on a
+/// malformed message.
+bool ParseElements(const nlmsghdr* nlh, Family family, std::vector<RawElement>* out);
+
+/// Rebuilds intervals from raw elements exactly as stored (no merging, so every interval can be
+/// deleted by its own elements). A lone end element (nft's 0.0.0.0 marker) is ignored.
+/// *clean is false when two starts follow each other (a shape only a full rewrite can fix).
+std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement> elems, bool* clean);
+
+}  // namespace mw::nft

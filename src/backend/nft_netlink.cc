@@ -1,0 +1,205 @@
+#include "backend/nft_netlink.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <libnftnl/common.h>
+#include <libnftnl/gen.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cstring>
+
+namespace mw::nft {
+namespace {
+constexpr size_t kRecvBuf = 1 << 16;        // one read: enough for the largest dump skb
+constexpr int kSocketRcvBuf = 4 << 20;      // the kernel's queue for replies
+std::string Err(int e) { return std::strerror(e); }
+}  // namespace
+
+Batch::Batch(uint32_t genid) {
+  first_seq_ = static_cast<uint32_t>(time(nullptr));
+  next_seq_ = first_seq_;
+  buf_.resize(1 << 16);
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data());
+  nlh->nlmsg_type = NFNL_MSG_BATCH_BEGIN;
+  nlh->nlmsg_flags = NLM_F_REQUEST;
+  nlh->nlmsg_seq = next_seq_++;
+  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+  nfg->nfgen_family = AF_UNSPEC;
+  nfg->version = NFNETLINK_V0;
+  nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+  if (genid) mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
+  used_ = NLMSG_ALIGN(nlh->nlmsg_len);
+  first_seq_ = next_seq_;
+}
+
+nlmsghdr* Batch::Add(uint16_t type, uint16_t family, uint16_t flags, size_t max_len, std::string what) {
+  if (buf_.size() < used_ + max_len + 64) buf_.resize(std::max(buf_.size() * 2, used_ + max_len + 64));
+  uint32_t seq = next_seq_++;
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf_.data() + used_, type, family, flags | NLM_F_ACK, seq);
+  what_.push_back(std::move(what));
+  return nlh;
+}
+
+void Batch::Commit(nlmsghdr* nlh) { used_ += NLMSG_ALIGN(nlh->nlmsg_len); }
+
+void Batch::End() {
+  if (buf_.size() < used_ + 64) buf_.resize(used_ + 64);
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data() + used_);
+  nlh->nlmsg_type = NFNL_MSG_BATCH_END;
+  nlh->nlmsg_flags = NLM_F_REQUEST;
+  nlh->nlmsg_seq = next_seq_++;
+  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+  nfg->nfgen_family = AF_UNSPEC;
+  nfg->version = NFNETLINK_V0;
+  nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+  used_ += NLMSG_ALIGN(nlh->nlmsg_len);
+  buf_.resize(used_);
+}
+
+std::string Batch::Describe(uint32_t seq) const {
+  if (seq < first_seq_ || seq - first_seq_ >= what_.size()) return "";
+  return what_[seq - first_seq_];
+}
+
+Socket::~Socket() {
+  if (nl_) mnl_socket_close(nl_);
+}
+
+Result<std::unique_ptr<Socket>> Socket::Open() {
+  mnl_socket* nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+  if (!nl) return Status::Netlink("cannot open a netfilter netlink socket: " + Err(errno));
+  if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+    int e = errno;
+    mnl_socket_close(nl);
+    return Status::Netlink("cannot bind the netlink socket: " + Err(e));
+  }
+  int fd = mnl_socket_get_fd(nl);
+  int rcv = kSocketRcvBuf;
+  // FORCE needs CAP_NET_ADMIN; fall back to the capped variant.
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  int one = 1;
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+  std::unique_ptr<Socket> s(new Socket(nl));
+  s->portid_ = mnl_socket_get_portid(nl);
+  s->seq_ = static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u;
+  return s;
+}
+
+Result<uint32_t> Socket::GetGeneration() {
+  uint32_t genid = 0;
+  bool got = false;
+  Status st = Request(
+      [](char* buf, uint32_t seq) {
+        return nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, seq);
+      },
+      [&](const nlmsghdr* nlh) {
+        nftnl_gen* gen = nftnl_gen_alloc();
+        if (nftnl_gen_nlmsg_parse(nlh, gen) == 0) {
+          genid = nftnl_gen_get_u32(gen, NFTNL_GEN_ID);
+          got = true;
+        }
+        nftnl_gen_free(gen);
+        return MNL_CB_OK;
+      });
+  if (!st.ok()) return st.WithContext("reading the ruleset generation");
+  if (!got) return Status::Netlink("the kernel sent no ruleset generation");
+  return genid;
+}
+
+namespace {
+struct CbCtx {
+  const std::function<int(const nlmsghdr*)>* fn;
+};
+int DataCb(const nlmsghdr* nlh, void* data) { return (*static_cast<CbCtx*>(data)->fn)(nlh); }
+}  // namespace
+
+Status Socket::Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& build,
+                       const std::function<int(const nlmsghdr*)>& cb) {
+  std::vector<char> buf(kRecvBuf);
+  uint32_t seq = seq_++;
+  nlmsghdr* nlh = build(buf.data(), seq);
+  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
+    return Status::Netlink("netlink send failed: " + Err(errno));
+  CbCtx ctx{&cb};
+  for (;;) {
+    ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Netlink("netlink receive failed: " + Err(errno));
+    }
+    int ret = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid_, DataCb, &ctx);
+    if (ret < 0) {
+      if (errno == EINTR) {
+        // The dump was interrupted by a concurrent change (NLM_F_DUMP_INTR).
+        return Status::Error(Code::kGenerationMoved, "the ruleset changed during the dump");
+      }
+      return Status::Netlink(Err(errno));
+    }
+    if (ret == MNL_CB_STOP) break;
+  }
+  return Status::Ok();
+}
+
+Status Socket::Send(const Batch& batch) {
+  const auto& bytes = batch.bytes();
+  int fd = mnl_socket_get_fd(nl_);
+  int snd = static_cast<int>(std::min<size_t>(bytes.size() + 4096, 1u << 30));
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
+  sockaddr_nl snl{};
+  snl.nl_family = AF_NETLINK;
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_name = &snl;
+  msg.msg_namelen = sizeof snl;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (sendmsg(fd, &msg, 0) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
+
+  // Every change message asked for an ack; the kernel has processed the whole batch by the
+  // time sendmsg returns, so read until all acks are in or an error shows.
+  std::vector<char> buf(kRecvBuf);
+  size_t acks = 0;
+  std::string first_error;
+  int first_errno = 0;
+  while (acks < batch.messages()) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (first_errno) break;
+        pollfd pfd{fd, POLLIN, 0};
+        int pr = poll(&pfd, 1, 10000);
+        if (pr == 0)
+          return Status::Netlink("the kernel did not acknowledge every change of the batch within 10 s");
+        continue;
+      }
+      return Status::Netlink("reading the batch acknowledgements failed: " + Err(errno));
+    }
+    for (nlmsghdr* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, static_cast<int>(n));
+         nlh = mnl_nlmsg_next(nlh, reinterpret_cast<int*>(&n))) {
+      if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+      auto* err = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+      ++acks;
+      if (err->error != 0 && first_errno == 0) {
+        first_errno = -err->error;
+        std::string what = batch.Describe(err->msg.nlmsg_seq);
+        if (what.empty()) what = "the batch";
+        first_error = what + ": " + Err(first_errno);
+      }
+    }
+  }
+  if (first_errno == ERESTART || first_errno == EINTR)
+    return Status::Error(Code::kGenerationMoved,
+                         "the ruleset changed since it was read (generation moved); nothing was applied");
+  if (first_errno) return Status::Netlink("the kernel refused the batch, nothing was applied: " + first_error);
+  return Status::Ok();
+}
+
+}  // namespace mw::nft

@@ -1,0 +1,336 @@
+#include "cli/commands.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "backend/backend.h"
+#include "model/ruleset.h"
+#include "policy/policy.h"
+#include "report/report.h"
+#include "util/fs.h"
+
+namespace mw {
+namespace {
+
+using json = nlohmann::json;
+constexpr size_t kSnapshotsKept = 10;
+
+bool Json(const GlobalOptions& g) { return g.format == "json"; }
+
+const char* CodeName(Code c) {
+  switch (c) {
+    case Code::kOk: return "ok";
+    case Code::kInvalidPolicy: return "invalid_policy";
+    case Code::kIo: return "io";
+    case Code::kNetlink: return "netlink";
+    case Code::kGenerationMoved: return "ruleset_changed";
+    case Code::kBusy: return "busy";
+    case Code::kVerifyFailed: return "verify_failed";
+    case Code::kRefused: return "refused";
+    case Code::kInternal: return "internal";
+  }
+  return "?";
+}
+
+/// Reports a failed Status and returns `code`.
+int Fail(const GlobalOptions& g, const std::string& command, const Status& s, int code = exit_code::kError) {
+  if (Json(g)) {
+    json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
+    std::cout << j.dump(2) << "\n";
+  }
+  std::cerr << "mailward " << command << ": error: " << s.message() << "\n";
+  if (s.code() == Code::kInvalidPolicy && command != "validate")
+    std::cerr << "nothing was applied: the firewall is unchanged\n";
+  return code;
+}
+
+struct Loaded {
+  Policy policy;
+  Ruleset desired;
+};
+
+Result<Loaded> Load(const GlobalOptions& g) {
+  auto files = PolicyFiles(g.policy);
+  if (!files.ok()) return files.status();
+  auto policy = LoadPolicy(*files);
+  if (!policy.ok()) return policy.status();
+  Loaded l{std::move(policy.value()), {}};
+  l.desired = BuildRuleset(l.policy);
+  return l;
+}
+
+struct Chosen {
+  std::unique_ptr<Backend> backend;
+  std::string reason;
+  std::vector<std::string> notes;
+};
+
+bool UfwActive() {
+  auto conf = ReadFile("/etc/ufw/ufw.conf");
+  return conf.ok() && conf->find("\nENABLED=yes") != std::string::npos;
+}
+
+Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
+  Chosen c;
+  std::string want = g.backend.empty() ? BackendName(p.backend) : g.backend;
+  std::string source = g.backend.empty() ? "the policy" : "--backend";
+  BackendConfig cfg{g.state_dir};
+  if (want == "auto") {
+    if (UfwActive())
+      c.notes.push_back("UFW is active; mailward keeps its own table inet mailward beside UFW's rules "
+                        "(a UFW backend is not in this version)");
+    c.backend = MakeNftablesBackend(cfg);
+    c.reason = "auto: nftables over netlink";
+    return c;
+  }
+  if (want == "nftables") {
+    c.backend = MakeNftablesBackend(cfg);
+    c.reason = "nftables, as " + source + " says";
+    return c;
+  }
+  if (want == "iptables" || want == "ufw")
+    return Status::Invalid("backend '" + want + "' (from " + source + ") is not available in this version of mailward; use nftables or auto");
+  return Status::Invalid("unknown backend '" + want + "' (expected auto, nftables, iptables or ufw)");
+}
+
+/// An exclusive lock on the state directory; waits up to `timeout` seconds.
+class Lock {
+ public:
+  ~Lock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Acquire(const std::string& dir, double timeout) {
+    MW_RETURN_IF_ERROR(MakeDirs(dir));
+    std::string path = dir + "/lock";
+    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+    while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        return Status::Error(Code::kBusy, "another mailward is applying (lock " + path + " held for more than " +
+                                              std::to_string(static_cast<int>(timeout)) + " s); nothing was applied");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& plan) {
+  json changes = json::array(), conflicts = json::array();
+  for (const auto& ch : plan.changes) changes.push_back(ChangeToJson(ch));
+  for (const auto& cf : plan.conflicts) conflicts.push_back(ConflictToJson(cf));
+  json notes = c.notes;
+  for (const auto& n : plan.notes) notes.push_back(n);
+  return {{"command", command},
+          {"backend", c.backend->name()},
+          {"backend_reason", c.reason},
+          {"in_sync", plan.in_sync()},
+          {"generation", plan.generation},
+          {"changes", changes},
+          {"conflicts", conflicts},
+          {"notes", notes}};
+}
+
+void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
+  if (g.quiet) return;
+  bool color = UseColor();
+  std::cout << "backend: " << c.backend->name() << " (" << c.reason << ")\n";
+  for (const auto& n : c.notes) std::cout << "note: " << n << "\n";
+  if (plan.in_sync()) {
+    std::cout << "in sync: nothing to change\n";
+  } else {
+    std::cout << verb << " " << plan.changes.size() << (plan.changes.size() == 1 ? " change" : " changes") << ":\n";
+    std::cout << PlanText(plan.changes, color, g.verbose);
+  }
+  if (!plan.conflicts.empty()) {
+    std::cout << "conflicts: other rules would still block ports the policy keeps open:\n";
+    std::cout << ConflictsText(plan.conflicts, color);
+  }
+}
+
+PlanOptions MakePlanOptions(const GlobalOptions& g) {
+  PlanOptions o;
+  o.max_items = g.verbose ? 0 : 20;
+  return o;
+}
+
+Status SaveSnapshot(const std::string& state_dir, const std::string& snap) {
+  std::string dir = state_dir + "/snapshots";
+  MW_RETURN_IF_ERROR(MakeDirs(dir));
+  auto existing = ListFiles(dir, ".snap");
+  if (!existing.ok()) return existing.status();
+  char name[64];
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  std::snprintf(name, sizeof name, "/%020lld.snap",
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()));
+  MW_RETURN_IF_ERROR(WriteFileAtomic(dir + name, snap, Durability::kFsync));
+  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) unlink((*existing)[i].c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+int CmdValidate(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) {
+    if (Json(g)) {
+      json errors = json::array();
+      std::string m = l.status().message();
+      size_t pos = 0;
+      while (pos <= m.size()) {
+        size_t nl = m.find('\n', pos);
+        if (nl == std::string::npos) nl = m.size();
+        errors.push_back(m.substr(pos, nl - pos));
+        pos = nl + 1;
+      }
+      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+    }
+    std::cerr << l.status().message() << "\n";
+    return exit_code::kError;
+  }
+  if (Json(g)) {
+    json j = PolicySummaryJson(l->policy);
+    j["command"] = "validate";
+    j["valid"] = true;
+    std::cout << j.dump(2) << "\n";
+  } else if (!g.quiet) {
+    std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
+              << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
+    for (const auto& p : l->policy.ports) {
+      std::cout << "  " << p.name << " " << p.port << "/tcp " << (p.state == PortState::kOpen ? "open" : "closed");
+      if (!p.allow.empty()) {
+        std::cout << " allow";
+        for (const auto& a : p.allow) std::cout << " " << a;
+      }
+      if (p.rate_limit) std::cout << " rate_limit " << p.rate_limit->text;
+      std::cout << "\n";
+    }
+  }
+  return exit_code::kOk;
+}
+
+int CmdPlan(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) return Fail(g, "plan", l.status());
+  auto c = ChooseBackend(g, l->policy);
+  if (!c.ok()) return Fail(g, "plan", c.status());
+  auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
+  if (!plan.ok()) return Fail(g, "plan", plan.status());
+  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  else PrintPlanText(g, *c, **plan, "would make");
+  return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
+}
+
+int CmdCheck(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) return Fail(g, "check", l.status());
+  auto c = ChooseBackend(g, l->policy);
+  if (!c.ok()) return Fail(g, "check", c.status());
+  auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
+  if (!plan.ok()) return Fail(g, "check", plan.status());
+  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty();
+  if (Json(g)) {
+    json j = PlanJson("check", *c, **plan);
+    j["drift"] = !(*plan)->in_sync();
+    j["clean"] = clean;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    PrintPlanText(g, *c, **plan, "drift:");
+    if (!g.quiet) std::cout << (clean ? "clean\n" : "not clean: run 'mailward apply' to repair drift\n");
+  }
+  return clean ? exit_code::kOk : exit_code::kChanges;
+}
+
+int CmdApply(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) return Fail(g, "apply", l.status());
+  auto c = ChooseBackend(g, l->policy);
+  if (!c.ok()) return Fail(g, "apply", c.status());
+  Lock lock;
+  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
+  if (!ls.ok()) return Fail(g, "apply", ls);
+
+  Backend& be = *c->backend;
+  std::unique_ptr<BackendPlan> plan;
+  std::string snapshot;
+  int attempts = 0;
+  for (;;) {
+    auto p = be.Plan(l->desired, MakePlanOptions(g));
+    if (!p.ok()) return Fail(g, "apply", p.status());
+    plan = std::move(p.value());
+    if (!plan->in_sync()) {
+      auto snap = be.Snapshot(*plan);
+      if (!snap.ok()) return Fail(g, "apply", snap.status());
+      snapshot = std::move(snap.value());
+      Status ss = SaveSnapshot(g.state_dir, snapshot);
+      if (!ss.ok()) return Fail(g, "apply", ss.WithContext("cannot save the rollback snapshot, nothing was applied"));
+    }
+    Status s = be.Apply(*plan);
+    if (s.ok()) break;
+    if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
+    return Fail(g, "apply", s);
+  }
+
+  // Verify: read back and compare with the policy.
+  bool verified = true;
+  std::string verify_error;
+  if (!plan->in_sync()) {
+    PlanOptions o = MakePlanOptions(g);
+    o.analyze_conflicts = false;
+    auto after = be.Plan(l->desired, o);
+    if (!after.ok()) {
+      verified = false;
+      verify_error = after.status().message();
+    } else if (!(*after)->in_sync()) {
+      verified = false;
+      verify_error = "the ruleset read back differs from the policy (" + std::to_string((*after)->changes.size()) +
+                     " differences):\n" + PlanText((*after)->changes, false, false);
+    }
+    if (!verified) {
+      Status rs = be.Restore(snapshot);
+      Status vs = Status::Error(Code::kVerifyFailed,
+                                "verification failed: " + verify_error +
+                                    (rs.ok() ? "; rolled back to the previous state" : "; ROLLBACK FAILED: " + rs.message()));
+      return Fail(g, "apply", vs, exit_code::kVerifyFailed);
+    }
+  }
+  if (Json(g)) {
+    json j = PlanJson("apply", *c, *plan);
+    j["applied"] = !plan->in_sync();
+    j["verified"] = verified;
+    std::cout << j.dump(2) << "\n";
+  } else if (!g.quiet) {
+    PrintPlanText(g, *c, *plan, "applied");
+    if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
+  }
+  return exit_code::kOk;
+}
+
+int CmdRollback(const GlobalOptions& g) {
+  Lock lock;
+  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
+  if (!ls.ok()) return Fail(g, "rollback", ls);
+  auto snaps = ListFiles(g.state_dir + "/snapshots", ".snap");
+  if (!snaps.ok()) return Fail(g, "rollback", snaps.status());
+  if (snaps->empty()) return Fail(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
+  auto data = ReadFile(snaps->back());
+  if (!data.ok()) return Fail(g, "rollback", data.status());
+  auto be = MakeNftablesBackend(BackendConfig{g.state_dir});
+  Status s = be->Restore(*data);
+  if (!s.ok()) return Fail(g, "rollback", s);
+  unlink(snaps->back().c_str());
+  if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";
+  else if (!g.quiet) std::cout << "rolled back to the state saved in " << snaps->back() << "\n";
+  return exit_code::kOk;
+}
+
+}  // namespace mw

@@ -1,0 +1,32 @@
+// One function per command. Each prints its own report and returns the process exit code of
+// SPEC.md; main() only parses arguments.
+#pragma once
+
+#include <string>
+
+namespace mw {
+
+struct GlobalOptions {
+  std::string policy = "/etc/mailward/policy.yaml";
+  std::string backend;  ///< empty: the policy's choice
+  std::string state_dir = "/var/lib/mailward";
+  std::string format = "text";
+  bool quiet = false;
+  bool verbose = false;
+  double lock_timeout = 60;  ///< seconds a second apply waits for the first
+};
+
+namespace exit_code {
+inline constexpr int kOk = 0;
+inline constexpr int kError = 1;
+inline constexpr int kChanges = 2;  ///< plan: changes pending; check: drift or findings
+inline constexpr int kVerifyFailed = 3;
+}  // namespace exit_code
+
+int CmdValidate(const GlobalOptions& g);
+int CmdPlan(const GlobalOptions& g);
+int CmdApply(const GlobalOptions& g);
+int CmdCheck(const GlobalOptions& g);
+int CmdRollback(const GlobalOptions& g);
+
+}  // namespace mw

@@ -1,0 +1,42 @@
+// mailward: keeps the mail ports of a Linux host as a policy declares. Parses arguments and
+// dispatches; the commands return SPEC.md's exit codes.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  mw::GlobalOptions g;
+  CLI::App app{"mailward: keeps the mail ports of this host as a policy declares", "mailward"};
+  app.set_version_flag("--version", std::string("mailward ") + MAILWARD_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_option("--policy", g.policy, "policy file or directory")->capture_default_str();
+  app.add_option("--backend", g.backend, "auto | nftables | iptables | ufw (overrides the policy)")
+      ->check(CLI::IsMember({"auto", "nftables", "iptables", "ufw"}));
+  app.add_option("--state-dir", g.state_dir, "snapshots, cache and lock")->capture_default_str();
+  app.add_option("--format", g.format, "text | json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  app.add_flag("--quiet,-q", g.quiet, "print nothing but errors (text format)");
+  app.add_flag("--verbose,-v", g.verbose, "list every address of a change");
+  app.add_option("--lock-timeout", g.lock_timeout, "seconds to wait for another apply")->capture_default_str();
+
+  auto* validate = app.add_subcommand("validate", "check the policy files only (exit 0 valid, 1 invalid)");
+  auto* plan = app.add_subcommand("plan", "show what apply would change (0 in sync, 2 changes pending, 1 error)");
+  auto* apply = app.add_subcommand("apply", "apply the plan atomically and verify (0 ok, 1 error, 3 rolled back)");
+  auto* check = app.add_subcommand("check", "drift check: changes nothing (0 clean, 2 drift or conflicts, 1 error)");
+  auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
+  for (auto* sc : {validate, plan, apply, check, rollback}) sc->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
+  }
+  if (*validate) return mw::CmdValidate(g);
+  if (*plan) return mw::CmdPlan(g);
+  if (*apply) return mw::CmdApply(g);
+  if (*check) return mw::CmdCheck(g);
+  if (*rollback) return mw::CmdRollback(g);
+  return 1;
+}

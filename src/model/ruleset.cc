@@ -1,0 +1,128 @@
+#include "model/ruleset.h"
+
+#include <algorithm>
+
+namespace mw {
+
+const char* VerdictName(Verdict v) {
+  switch (v) {
+    case Verdict::kAccept: return "accept";
+    case Verdict::kDrop: return "drop";
+    case Verdict::kReject: return "reject with tcp reset";
+  }
+  return "?";
+}
+
+std::string AllowSetName(const std::string& allowlist, Family f) {
+  return "allow_" + allowlist + (f == Family::kV4 ? "_v4" : "_v6");
+}
+
+std::string MeterSetName(uint16_t port, Family f) {
+  return "meter_" + std::to_string(port) + (f == Family::kV4 ? "_v4" : "_v6");
+}
+
+const AddrSet* Ruleset::FindSet(const std::string& name) const {
+  for (const auto& s : sets)
+    if (s.spec.name == name) return &s;
+  return nullptr;
+}
+
+std::string RuleSpec::Describe() const {
+  std::string out;
+  auto add = [&](const std::string& s) { out += (out.empty() ? "" : " ") + s; };
+  if (loopback) add("iifname \"lo\"");
+  if (port) add("tcp dport " + std::to_string(port));
+  if (ct_new) add("ct state new");
+  const char* saddr = family == Family::kV6 ? "ip6 saddr" : "ip saddr";
+  if (!saddr_set.empty()) add(std::string(saddr) + " @" + saddr_set);
+  if (!meter_set.empty() && limit)
+    add("update @" + meter_set + " { " + saddr + " limit rate over " + std::to_string(limit->count) + "/" +
+        (limit->unit_seconds == 1 ? "second" : limit->unit_seconds == 60 ? "minute"
+                                             : limit->unit_seconds == 3600 ? "hour" : "day") +
+        " burst " + std::to_string(limit->burst) + " packets }");
+  else if (family && saddr_set.empty())
+    add(family == Family::kV4 ? "meta nfproto ipv4" : "meta nfproto ipv6");
+  add(VerdictName(verdict));
+  return out;
+}
+
+Ruleset BuildRuleset(const Policy& policy) {
+  Ruleset rs;
+  // Allow sets, for every allowlist a port uses (an unused allowlist costs nothing).
+  std::vector<std::string> used;
+  for (const auto& p : policy.ports)
+    if (p.state == PortState::kClosed)
+      for (const auto& a : p.allow)
+        if (std::find(used.begin(), used.end(), a) == used.end()) used.push_back(a);
+  std::sort(used.begin(), used.end());
+  for (const auto& name : used) {
+    const Allowlist& al = policy.allowlists.at(name);
+    for (Family f : {Family::kV4, Family::kV6}) {
+      AddrSet s;
+      s.spec.name = AllowSetName(name, f);
+      s.spec.family = f;
+      s.spec.kind = SetSpec::Kind::kAllow;
+      s.intervals = NormalizeToIntervals(f, al.entries);
+      rs.sets.push_back(std::move(s));
+    }
+  }
+  // Local webmail and local tools must keep working: loopback first.
+  RuleSpec lo;
+  lo.key = "mailward:loopback";
+  lo.loopback = true;
+  lo.verdict = Verdict::kAccept;
+  rs.rules.push_back(lo);
+
+  for (const auto& p : policy.ports) {
+    std::string base = "mailward:" + std::to_string(p.port);
+    if (p.rate_limit) {
+      for (Family f : {Family::kV4, Family::kV6}) {
+        AddrSet m;
+        m.spec.name = MeterSetName(p.port, f);
+        m.spec.family = f;
+        m.spec.kind = SetSpec::Kind::kMeter;
+        m.spec.timeout_ms = std::max<uint64_t>(60, 2 * p.rate_limit->unit_seconds) * 1000;
+        m.spec.size = 65535;
+        rs.sets.push_back(m);
+        RuleSpec r;
+        r.key = base + ":ratelimit:" + FamilyName(f);
+        r.port = p.port;
+        r.ct_new = true;
+        r.family = f;
+        r.meter_set = m.spec.name;
+        r.limit = p.rate_limit;
+        r.verdict = p.action == Action::kReject ? Verdict::kReject : Verdict::kDrop;
+        rs.rules.push_back(r);
+      }
+    }
+    if (p.state == PortState::kOpen) {
+      rs.open_ports.push_back(p.port);
+      RuleSpec r;
+      r.key = base + ":open";
+      r.port = p.port;
+      r.verdict = Verdict::kAccept;
+      rs.rules.push_back(r);
+      continue;
+    }
+    for (const auto& a : p.allow) {
+      for (Family f : {Family::kV4, Family::kV6}) {
+        RuleSpec r;
+        r.key = base + ":allow:" + a + ":" + FamilyName(f);
+        r.port = p.port;
+        r.family = f;
+        r.saddr_set = AllowSetName(a, f);
+        r.verdict = Verdict::kAccept;
+        rs.rules.push_back(r);
+      }
+    }
+    RuleSpec r;
+    r.key = base + ":closed";
+    r.port = p.port;
+    r.ct_new = true;
+    r.verdict = p.action == Action::kReject ? Verdict::kReject : Verdict::kDrop;
+    rs.rules.push_back(r);
+  }
+  return rs;
+}
+
+}  // namespace mw

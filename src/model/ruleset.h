@@ -1,0 +1,66 @@
+// Backend-neutral model of what mailward owns: named address sets and an ordered list of rules
+// in one input chain. Built from a Policy; nftables renders it 1:1, iptables and UFW map it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/address.h"
+#include "policy/policy.h"
+
+namespace mw {
+
+enum class Verdict : uint8_t { kAccept, kDrop, kReject };
+const char* VerdictName(Verdict v);
+
+/// A named set. Allow sets hold allowlist addresses as intervals; meter sets are filled by the
+/// kernel (per-source rate-limit state) and their content is never compared.
+struct SetSpec {
+  enum class Kind : uint8_t { kAllow, kMeter };
+  std::string name;
+  Family family = Family::kV4;
+  Kind kind = Kind::kAllow;
+  uint64_t timeout_ms = 0;  ///< meter sets: how long a source's state lives
+  uint32_t size = 0;        ///< meter sets: the most sources tracked
+  friend bool operator==(const SetSpec&, const SetSpec&) = default;
+};
+
+struct AddrSet {
+  SetSpec spec;
+  std::vector<Interval> intervals;  ///< canonical: sorted, disjoint, non-adjacent
+};
+
+/// One rule of the chain. Every field is a match or the verdict; `key` is the stable identity
+/// stored in the rule's comment ("mailward:143:allow:office:ipv4").
+struct RuleSpec {
+  std::string key;
+  bool loopback = false;             ///< match input interface "lo"
+  uint16_t port = 0;                 ///< 0: any port (only with loopback)
+  std::optional<Family> family;      ///< match the network protocol
+  std::string saddr_set;             ///< match the source address in this set
+  bool ct_new = false;               ///< match new connections only
+  std::string meter_set;             ///< update this meter set with the limit below
+  std::optional<RateLimit> limit;    ///< with meter_set: matches sources over the limit
+  Verdict verdict = Verdict::kAccept;
+  /// A one-line nft-like description, for plans and messages.
+  std::string Describe() const;
+};
+
+/// Everything mailward owns, in order.
+struct Ruleset {
+  std::vector<AddrSet> sets;
+  std::vector<RuleSpec> rules;
+  std::vector<uint16_t> open_ports;  ///< ports the policy keeps open (for conflict reports)
+  const AddrSet* FindSet(const std::string& name) const;
+};
+
+/// Set names used for allowlists and meters.
+std::string AllowSetName(const std::string& allowlist, Family f);
+std::string MeterSetName(uint16_t port, Family f);
+
+/// Builds the desired ruleset of a valid policy. Pure.
+Ruleset BuildRuleset(const Policy& policy);
+
+}  // namespace mw

@@ -1,0 +1,153 @@
+#include "policy/address.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace mw {
+
+bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
+  std::string_view addr_part = text;
+  int prefix = -1;
+  auto slash = text.find('/');
+  if (slash != std::string_view::npos) {
+    addr_part = text.substr(0, slash);
+    std::string_view p = text.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit)) {
+      *error = "bad prefix length '" + std::string(p) + "' in '" + std::string(text) + "'";
+      return false;
+    }
+    std::from_chars(p.data(), p.data() + p.size(), prefix);
+  }
+  char buf[INET6_ADDRSTRLEN + 1];
+  if (addr_part.empty() || addr_part.size() >= sizeof buf) {
+    *error = "'" + std::string(text) + "' is not an IPv4 or IPv6 address";
+    return false;
+  }
+  std::memcpy(buf, addr_part.data(), addr_part.size());
+  buf[addr_part.size()] = 0;
+  Cidr c;
+  if (inet_pton(AF_INET, buf, c.addr.b.data()) == 1) {
+    c.family = Family::kV4;
+  } else if (inet_pton(AF_INET6, buf, c.addr.b.data()) == 1) {
+    c.family = Family::kV6;
+  } else {
+    *error = "'" + std::string(text) + "' is not an IPv4 or IPv6 address";
+    return false;
+  }
+  int max = c.family == Family::kV4 ? 32 : 128;
+  if (prefix == -1) prefix = max;
+  if (prefix > max) {
+    *error = "prefix length /" + std::to_string(prefix) + " is too long for " +
+             (c.family == Family::kV4 ? "IPv4 (at most /32)" : "IPv6 (at most /128)");
+    return false;
+  }
+  c.prefix = static_cast<uint8_t>(prefix);
+  // Host bits below the prefix must be zero.
+  Addr net = c.addr;
+  for (int bit = prefix; bit < max; ++bit) net.b[bit / 8] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
+  if (!(net == c.addr)) {
+    *error = "'" + std::string(text) + "' has host bits set; did you mean " +
+             FormatAddr(c.family, net) + "/" + std::to_string(prefix) + "?";
+    return false;
+  }
+  *out = c;
+  return true;
+}
+
+Addr AddrNext(Family family, const Addr& a, bool* overflow) {
+  Addr r = a;
+  int n = static_cast<int>(AddrLen(family));
+  for (int i = n - 1; i >= 0; --i) {
+    if (++r.b[i] != 0) {
+      *overflow = false;
+      return r;
+    }
+  }
+  *overflow = true;
+  return r;
+}
+
+Addr AddrPrev(Family family, const Addr& a) {
+  Addr r = a;
+  int n = static_cast<int>(AddrLen(family));
+  for (int i = n - 1; i >= 0; --i) {
+    if (r.b[i]-- != 0) break;
+  }
+  return r;
+}
+
+std::vector<Interval> NormalizeToIntervals(Family family, const std::vector<Cidr>& cidrs) {
+  // Closed ranges [first, last] first; merging them is simpler than half-open ones.
+  struct Closed {
+    Addr first, last;
+  };
+  std::vector<Closed> ranges;
+  ranges.reserve(cidrs.size());
+  int max = family == Family::kV4 ? 32 : 128;
+  for (const Cidr& c : cidrs) {
+    if (c.family != family) continue;
+    Closed r{c.addr, c.addr};
+    for (int bit = c.prefix; bit < max; ++bit) r.last.b[bit / 8] |= static_cast<uint8_t>(0x80 >> (bit % 8));
+    ranges.push_back(r);
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Closed& x, const Closed& y) { return x.first < y.first; });
+  std::vector<Interval> out;
+  out.reserve(ranges.size());
+  size_t i = 0;
+  while (i < ranges.size()) {
+    Addr first = ranges[i].first, last = ranges[i].last;
+    size_t j = i + 1;
+    for (; j < ranges.size(); ++j) {
+      bool ovf = false;
+      Addr after = AddrNext(family, last, &ovf);
+      if (ovf) {  // `last` is the top address: everything after merges in.
+        continue;
+      }
+      if (ranges[j].first > after) break;
+      if (ranges[j].last > last) last = ranges[j].last;
+    }
+    Interval iv;
+    iv.start = first;
+    bool ovf = false;
+    iv.end = AddrNext(family, last, &ovf);
+    if (ovf) {
+      iv.to_max = true;
+      iv.end = Addr{};
+    }
+    out.push_back(iv);
+    i = j;
+  }
+  return out;
+}
+
+std::string FormatAddr(Family family, const Addr& a) {
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(family == Family::kV4 ? AF_INET : AF_INET6, a.b.data(), buf, sizeof buf);
+  return buf;
+}
+
+std::string FormatInterval(Family family, const Interval& iv) {
+  int max = family == Family::kV4 ? 32 : 128;
+  Addr last = iv.to_max ? Addr{} : AddrPrev(family, iv.end);
+  if (iv.to_max) {
+    for (size_t i = 0; i < AddrLen(family); ++i) last.b[i] = 0xff;
+  }
+  if (last == iv.start) return FormatAddr(family, iv.start);
+  // Is it exactly one prefix? Find the prefix whose network is start and broadcast is last.
+  for (int p = max - 1; p >= 0; --p) {
+    Addr net = iv.start, bcast = iv.start;
+    for (int bit = p; bit < max; ++bit) {
+      net.b[bit / 8] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
+      bcast.b[bit / 8] |= static_cast<uint8_t>(0x80 >> (bit % 8));
+    }
+    if (!(net == iv.start)) break;
+    if (bcast == last) return FormatAddr(family, iv.start) + "/" + std::to_string(p);
+    if (bcast > last) break;
+  }
+  return FormatAddr(family, iv.start) + "-" + FormatAddr(family, last);
+}
+
+}  // namespace mw

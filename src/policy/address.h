@@ -1,0 +1,59 @@
+// IP addresses, CIDR prefixes and the disjoint intervals that nftables interval sets hold.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mw {
+
+enum class Family : uint8_t { kV4, kV6 };
+
+inline const char* FamilyName(Family f) { return f == Family::kV4 ? "ipv4" : "ipv6"; }
+inline size_t AddrLen(Family f) { return f == Family::kV4 ? 4 : 16; }
+
+/// An address in network byte order; IPv4 uses the first 4 bytes, the rest stay zero.
+struct Addr {
+  std::array<uint8_t, 16> b{};
+  friend bool operator==(const Addr&, const Addr&) = default;
+  friend auto operator<=>(const Addr& x, const Addr& y) { return x.b <=> y.b; }
+};
+
+struct Cidr {
+  Family family = Family::kV4;
+  Addr addr;
+  uint8_t prefix = 32;
+};
+
+/// Parses "198.51.100.7", "198.51.100.0/24", "2001:db8::/32". Host bits set below the prefix are
+/// an error (the message suggests the network). On failure returns false and sets *error.
+bool ParseCidr(std::string_view text, Cidr* out, std::string* error);
+
+/// A half-open range [start, end) of one family; `to_max` means the range reaches the family's
+/// last address (then `end` is unused).
+struct Interval {
+  Addr start;
+  Addr end;
+  bool to_max = false;
+  friend bool operator==(const Interval&, const Interval&) = default;
+  friend auto operator<=>(const Interval&, const Interval&) = default;
+};
+
+/// Sorts and merges the prefixes of one family into disjoint, non-adjacent intervals: the
+/// canonical content of an interval set (what the kernel would hold after nft's auto-merge).
+std::vector<Interval> NormalizeToIntervals(Family family, const std::vector<Cidr>& cidrs);
+
+/// Formats an address of the family.
+std::string FormatAddr(Family family, const Addr& a);
+/// Formats an interval as a single address, a CIDR when it is one, else "first-last".
+std::string FormatInterval(Family family, const Interval& iv);
+
+/// Returns a+1; sets *overflow when a was the family's last address.
+Addr AddrNext(Family family, const Addr& a, bool* overflow);
+/// Returns a-1 (a must not be zero).
+Addr AddrPrev(Family family, const Addr& a);
+
+}  // namespace mw

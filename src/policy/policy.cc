@@ -1,0 +1,525 @@
+#include "policy/policy.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+#include <set>
+
+#include "util/fs.h"
+
+namespace mw {
+
+std::string SourcePos::ToString() const {
+  if (line <= 0) return file;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+const char* BackendName(BackendKind k) {
+  switch (k) {
+    case BackendKind::kAuto: return "auto";
+    case BackendKind::kNftables: return "nftables";
+    case BackendKind::kIptables: return "iptables";
+    case BackendKind::kUfw: return "ufw";
+  }
+  return "?";
+}
+
+uint16_t KnownServicePort(const std::string& name) {
+  static const std::map<std::string, uint16_t> kServices = {
+      {"imap", 143},       {"imaps", 993}, {"pop3", 110}, {"pop3s", 995},
+      {"submission", 587}, {"submissions", 465}, {"smtp", 25}, {"managesieve", 4190},
+  };
+  auto it = kServices.find(name);
+  return it == kServices.end() ? 0 : it->second;
+}
+
+namespace {
+
+constexpr size_t kMaxErrors = 50;
+constexpr size_t kMaxPolicyBytes = 16u << 20;
+constexpr size_t kMaxAllowlistFileBytes = 512u << 20;
+
+std::string DirOf(const std::string& path) {
+  auto pos = path.rfind('/');
+  if (pos == std::string::npos) return ".";
+  return pos == 0 ? "/" : path.substr(0, pos);
+}
+
+bool ValidName(const std::string& s) {
+  if (s.empty() || s.size() > 32) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
+}
+
+/// Collects problems and the partially built policy of one load.
+class Loader {
+ public:
+  explicit Loader(Policy* policy) : p_(policy) {}
+
+  void Error(const SourcePos& at, const std::string& msg) {
+    if (errors_.size() < kMaxErrors) errors_.push_back(at.ToString() + ": " + msg);
+    else truncated_ = true;
+  }
+  void RawError(const std::string& msg) {
+    if (errors_.size() < kMaxErrors) errors_.push_back(msg);
+  }
+  SourcePos At(const YAML::Node& n) const {
+    const YAML::Mark m = n.Mark();
+    return SourcePos{file_, m.line + 1, m.column + 1};
+  }
+  SourcePos AtFile() const { return SourcePos{file_, 0, 0}; }
+
+  void LoadText(const std::string& text, const std::string& file) {
+    file_ = file;
+    if (text.size() > kMaxPolicyBytes) {
+      Error(AtFile(), "policy file is larger than 16 MiB");
+      return;
+    }
+    if (text.find('\0') != std::string::npos) {
+      Error(AtFile(), "policy file contains NUL bytes (binary, not YAML)");
+      return;
+    }
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      std::string msg = e.msg == "bad file" ? "YAML nesting is too deep (more than 500 levels)"
+                                            : e.msg;
+      Error(SourcePos{file, e.mark.line + 1, e.mark.column + 1}, "YAML syntax: " + msg);
+      return;
+    }
+    if (!root || root.IsNull()) {
+      Error(AtFile(), "policy file is empty (expected at least 'version: 1')");
+      return;
+    }
+    if (!root.IsMap()) {
+      Error(At(root), "the policy must be a mapping of keys (version, backend, allowlists, ports, dovecot)");
+      return;
+    }
+    p_->files.push_back(file);
+    bool have_version = false;
+    ForEachKey(root, {"version", "backend", "allowlists", "ports", "dovecot"},
+               [&](const std::string& key, const YAML::Node& k, const YAML::Node& v) {
+                 if (key == "version") {
+                   have_version = true;
+                   Version(v);
+                 } else if (key == "backend") {
+                   Backend(v);
+                 } else if (key == "allowlists") {
+                   Allowlists(v);
+                 } else if (key == "ports") {
+                   Ports(v);
+                 } else if (key == "dovecot") {
+                   Dovecot(k, v);
+                 }
+               });
+    if (!have_version) Error(At(root), "missing 'version: 1'");
+  }
+
+  /// After all files: allow-list references, ports sorted.
+  void Finish() {
+    for (const auto& [port, ref] : allow_refs_) {
+      (void)port;
+      if (!p_->allowlists.count(ref.first)) {
+        std::string known;
+        for (const auto& [n, a] : p_->allowlists) known += (known.empty() ? "" : ", ") + n;
+        Error(ref.second, "unknown allowlist '" + ref.first + "'" +
+                              (known.empty() ? " (no allowlists are defined)" : " (defined: " + known + ")"));
+      }
+    }
+    std::sort(p_->ports.begin(), p_->ports.end(),
+              [](const PortPolicy& a, const PortPolicy& b) { return a.port < b.port; });
+  }
+
+  Status Result() const {
+    if (errors_.empty()) return Status::Ok();
+    std::string all;
+    for (const auto& e : errors_) all += (all.empty() ? "" : "\n") + e;
+    if (truncated_) all += "\n(further errors not shown)";
+    return Status::Invalid(all);
+  }
+
+ private:
+  using KeyFn = std::function<void(const std::string&, const YAML::Node&, const YAML::Node&)>;
+
+  /// Walks a mapping; reports duplicate keys, non-scalar keys and keys outside `allowed`
+  /// (unless `allowed` is empty, meaning any key).
+  void ForEachKey(const YAML::Node& map, std::initializer_list<const char*> allowed, const KeyFn& fn) {
+    std::map<std::string, SourcePos> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const YAML::Node& k = it->first;
+      if (!k.IsScalar()) {
+        Error(At(k), "keys must be plain names");
+        continue;
+      }
+      std::string key = k.Scalar();
+      auto [pos, inserted] = seen.emplace(key, At(k));
+      if (!inserted) {
+        Error(At(k), "duplicate key '" + key + "' (first at line " + std::to_string(pos->second.line) + ")");
+        continue;
+      }
+      if (allowed.size() > 0 &&
+          std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        Error(At(k), "unknown key '" + key + "' (expected one of: " + list + ")");
+        continue;
+      }
+      fn(key, k, it->second);
+    }
+  }
+
+  bool Scalar(const YAML::Node& v, const std::string& what, std::string* out) {
+    if (!v.IsScalar()) {
+      Error(At(v), what + " must be a single value");
+      return false;
+    }
+    *out = v.Scalar();
+    return true;
+  }
+
+  void Version(const YAML::Node& v) {
+    std::string s;
+    if (!Scalar(v, "'version'", &s)) return;
+    if (s != "1") Error(At(v), "unsupported version '" + s + "' (this mailward reads version 1)");
+  }
+
+  void Backend(const YAML::Node& v) {
+    std::string s;
+    if (!Scalar(v, "'backend'", &s)) return;
+    BackendKind k;
+    if (s == "auto") k = BackendKind::kAuto;
+    else if (s == "nftables") k = BackendKind::kNftables;
+    else if (s == "iptables") k = BackendKind::kIptables;
+    else if (s == "ufw") k = BackendKind::kUfw;
+    else {
+      Error(At(v), "unknown backend '" + s + "' (expected auto, nftables, iptables or ufw)");
+      return;
+    }
+    if (backend_set_ && k != p_->backend) {
+      Error(At(v), "backend already set to '" + std::string(BackendName(p_->backend)) + "' at " +
+                       backend_pos_.ToString());
+      return;
+    }
+    backend_set_ = true;
+    backend_pos_ = At(v);
+    p_->backend = k;
+  }
+
+  void Allowlists(const YAML::Node& v) {
+    if (v.IsNull()) return;
+    if (!v.IsMap()) {
+      Error(At(v), "'allowlists' must map names to lists of addresses");
+      return;
+    }
+    ForEachKey(v, {}, [&](const std::string& name, const YAML::Node& k, const YAML::Node& body) {
+      if (!ValidName(name)) {
+        Error(At(k), "allowlist name '" + name + "' must be 1-32 letters, digits, '_' or '-'");
+        return;
+      }
+      Allowlist& al = p_->allowlists[name];
+      if (al.name.empty()) {
+        al.name = name;
+        al.where = At(k);
+      }
+      if (body.IsSequence()) {
+        for (const YAML::Node& item : body) {
+          if (!item.IsScalar()) {
+            Error(At(item), "allowlist '" + name + "': each entry must be an address or CIDR");
+            continue;
+          }
+          Cidr c;
+          std::string err;
+          if (!ParseCidr(item.Scalar(), &c, &err)) {
+            Error(At(item), "allowlist '" + name + "': " + err);
+            continue;
+          }
+          al.entries.push_back(c);
+        }
+      } else if (body.IsMap()) {
+        ForEachKey(body, {"file"}, [&](const std::string&, const YAML::Node&, const YAML::Node& f) {
+          std::string path;
+          if (!Scalar(f, "'file'", &path)) return;
+          if (path.empty()) {
+            Error(At(f), "allowlist '" + name + "': empty file name");
+            return;
+          }
+          if (path[0] != '/') path = DirOf(file_) + "/" + path;
+          ReadAllowlistFile(al, path, At(f));
+        });
+      } else if (body.IsNull()) {
+        // An empty list: allowed (nobody is allowlisted).
+      } else {
+        Error(At(body), "allowlist '" + name + "' must be a list of addresses or {file: PATH}");
+      }
+    });
+  }
+
+  void ReadAllowlistFile(Allowlist& al, const std::string& path, const SourcePos& at) {
+    auto text = ReadFile(path);
+    if (!text.ok()) {
+      Error(at, "allowlist '" + al.name + "': " + text.status().message());
+      return;
+    }
+    if (text->size() > kMaxAllowlistFileBytes) {
+      Error(at, "allowlist '" + al.name + "': " + path + " is larger than 512 MiB");
+      return;
+    }
+    al.files.push_back(path);
+    const std::string& s = *text;
+    size_t pos = 0;
+    int line = 0;
+    while (pos < s.size()) {
+      ++line;
+      size_t eol = s.find('\n', pos);
+      if (eol == std::string::npos) eol = s.size();
+      size_t end = s.find('#', pos);
+      if (end == std::string::npos || end > eol) end = eol;
+      size_t b = pos;
+      while (b < end && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
+      size_t e = end;
+      while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
+      if (b < e) {
+        std::string_view tok(s.data() + b, e - b);
+        SourcePos where{path, line, static_cast<int>(b - pos) + 1};
+        if (tok.find_first_of(" \t") != std::string_view::npos) {
+          Error(where, "one address or CIDR per line, found '" + std::string(tok) + "'");
+        } else {
+          Cidr c;
+          std::string err;
+          if (ParseCidr(tok, &c, &err)) al.entries.push_back(c);
+          else Error(where, err);
+        }
+      }
+      pos = eol + 1;
+    }
+  }
+
+  void Ports(const YAML::Node& v) {
+    if (v.IsNull()) return;
+    if (!v.IsMap()) {
+      Error(At(v), "'ports' must map service names to settings");
+      return;
+    }
+    ForEachKey(v, {}, [&](const std::string& name, const YAML::Node& k, const YAML::Node& body) {
+      PortPolicy pp;
+      pp.name = name;
+      pp.where = At(k);
+      pp.port = KnownServicePort(name);
+      if (!body.IsMap()) {
+        Error(At(body), "port '" + name + "' must be a mapping with at least 'state'");
+        return;
+      }
+      bool have_state = false, ok = true;
+      ForEachKey(body, {"state", "port", "allow", "action", "rate_limit"},
+                 [&](const std::string& key, const YAML::Node&, const YAML::Node& val) {
+                   std::string s;
+                   if (key == "state") {
+                     have_state = true;
+                     if (!Scalar(val, "'state'", &s)) { ok = false; return; }
+                     if (s == "open") pp.state = PortState::kOpen;
+                     else if (s == "closed") pp.state = PortState::kClosed;
+                     else { Error(At(val), "state must be 'open' or 'closed', not '" + s + "'"); ok = false; }
+                   } else if (key == "port") {
+                     if (!Scalar(val, "'port'", &s)) { ok = false; return; }
+                     int n = -1;
+                     auto r = std::from_chars(s.data(), s.data() + s.size(), n);
+                     if (r.ec != std::errc() || r.ptr != s.data() + s.size() || n < 1 || n > 65535) {
+                       Error(At(val), "port '" + s + "' is not a number from 1 to 65535");
+                       ok = false;
+                     } else {
+                       pp.port = static_cast<uint16_t>(n);
+                     }
+                   } else if (key == "action") {
+                     if (!Scalar(val, "'action'", &s)) { ok = false; return; }
+                     if (s == "drop") pp.action = Action::kDrop;
+                     else if (s == "reject") pp.action = Action::kReject;
+                     else { Error(At(val), "action must be 'drop' or 'reject', not '" + s + "'"); ok = false; }
+                   } else if (key == "allow") {
+                     if (!val.IsSequence()) {
+                       Error(At(val), "'allow' must be a list of allowlist names, e.g. [office]");
+                       ok = false;
+                       return;
+                     }
+                     for (const YAML::Node& item : val) {
+                       if (!item.IsScalar()) {
+                         Error(At(item), "'allow' entries must be allowlist names");
+                         ok = false;
+                         continue;
+                       }
+                       if (std::find(pp.allow.begin(), pp.allow.end(), item.Scalar()) != pp.allow.end()) {
+                         Error(At(item), "allowlist '" + item.Scalar() + "' is listed twice");
+                         continue;
+                       }
+                       pp.allow.push_back(item.Scalar());
+                       allow_refs_.push_back({pp.port, {item.Scalar(), At(item)}});
+                     }
+                   } else if (key == "rate_limit") {
+                     if (!Scalar(val, "'rate_limit'", &s)) { ok = false; return; }
+                     RateLimit rl;
+                     std::string err;
+                     if (!ParseRate(s, &rl, &err)) { Error(At(val), err); ok = false; }
+                     else pp.rate_limit = rl;
+                   }
+                 });
+      if (!have_state) {
+        Error(At(k), "port '" + name + "' needs 'state: open' or 'state: closed'");
+        ok = false;
+      }
+      if (pp.port == 0) {
+        Error(At(k), "'" + name +
+                         "' is not a known service (imap, imaps, pop3, pop3s, submission, "
+                         "submissions, smtp, managesieve); give it 'port:'");
+        ok = false;
+      }
+      if (pp.state == PortState::kOpen && !pp.allow.empty() && ok) {
+        Error(At(k), "port '" + name + "' is open to everyone; 'allow' only applies to closed ports");
+        ok = false;
+      }
+      if (!ok) return;
+      for (const PortPolicy& other : p_->ports) {
+        if (other.port == pp.port) {
+          Error(At(k), "port " + std::to_string(pp.port) + " is already defined as '" + other.name +
+                           "' at " + other.where.ToString());
+          return;
+        }
+      }
+      p_->ports.push_back(pp);
+    });
+  }
+
+  static bool ParseRate(const std::string& s, RateLimit* rl, std::string* err) {
+    // "N/unit" or "N/unit burst M"
+    std::string main = s, burst;
+    auto sp = s.find(" burst ");
+    if (sp != std::string::npos) {
+      main = s.substr(0, sp);
+      burst = s.substr(sp + 7);
+    }
+    auto slash = main.find('/');
+    auto bad = [&] {
+      *err = "rate_limit '" + s + "' must look like 20/minute (units: second, minute, hour, day), "
+             "optionally followed by 'burst N'";
+      return false;
+    };
+    if (slash == std::string::npos) return bad();
+    uint32_t n = 0;
+    auto r = std::from_chars(main.data(), main.data() + slash, n);
+    if (r.ec != std::errc() || r.ptr != main.data() + slash || n == 0) return bad();
+    std::string unit = main.substr(slash + 1);
+    if (unit == "second") rl->unit_seconds = 1;
+    else if (unit == "minute") rl->unit_seconds = 60;
+    else if (unit == "hour") rl->unit_seconds = 3600;
+    else if (unit == "day") rl->unit_seconds = 86400;
+    else return bad();
+    rl->count = n;
+    if (!burst.empty()) {
+      uint32_t b = 0;
+      auto rb = std::from_chars(burst.data(), burst.data() + burst.size(), b);
+      if (rb.ec != std::errc() || rb.ptr != burst.data() + burst.size()) return bad();
+      rl->burst = b;
+    }
+    rl->text = s;
+    return true;
+  }
+
+  void Dovecot(const YAML::Node& k, const YAML::Node& v) {
+    if (dovecot_set_) {
+      Error(At(k), "'dovecot' is already set at " + dovecot_pos_.ToString());
+      return;
+    }
+    dovecot_set_ = true;
+    dovecot_pos_ = At(k);
+    p_->dovecot.enabled = true;
+    if (v.IsNull()) return;
+    if (!v.IsMap()) {
+      Error(At(v), "'dovecot' must be a mapping (config, ignore)");
+      return;
+    }
+    ForEachKey(v, {"config", "ignore"}, [&](const std::string& key, const YAML::Node&, const YAML::Node& val) {
+      if (key == "config") {
+        std::string s;
+        if (Scalar(val, "'config'", &s)) p_->dovecot.config = s;
+      } else {
+        if (val.IsNull()) return;
+        if (!val.IsSequence()) {
+          Error(At(val), "'ignore' must be a list of finding ids");
+          return;
+        }
+        for (const YAML::Node& item : val) {
+          if (!item.IsScalar()) Error(At(item), "'ignore' entries must be finding ids");
+          else p_->dovecot.ignore.push_back(item.Scalar());
+        }
+      }
+    });
+  }
+
+  Policy* p_;
+  std::string file_;
+  std::vector<std::string> errors_;
+  bool truncated_ = false;
+  bool backend_set_ = false, dovecot_set_ = false;
+  SourcePos backend_pos_, dovecot_pos_;
+  std::vector<std::pair<uint16_t, std::pair<std::string, SourcePos>>> allow_refs_;
+};
+
+}  // namespace
+
+Result<std::vector<std::string>> PolicyFiles(const std::string& path) {
+  std::vector<std::string> files;
+  auto add_dropins = [&](const std::string& dir) -> Status {
+    auto more = ListFiles(dir + "/policy.d", ".yaml");
+    if (!more.ok()) return more.status();
+    files.insert(files.end(), more->begin(), more->end());
+    return Status::Ok();
+  };
+  if (IsDirectory(path)) {
+    if (Exists(path + "/policy.yaml")) {
+      files.push_back(path + "/policy.yaml");
+      MW_RETURN_IF_ERROR(add_dropins(path));
+    } else {
+      auto all = ListFiles(path, ".yaml");
+      if (!all.ok()) return all.status();
+      files = *all;
+    }
+    if (files.empty()) return Status::Invalid(path + ": no policy files (*.yaml) in this directory");
+    return files;
+  }
+  if (!Exists(path)) return Status::Invalid(path + ": policy file not found");
+  files.push_back(path);
+  auto slash = path.rfind('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (base == "policy.yaml") MW_RETURN_IF_ERROR(add_dropins(DirOf(path)));
+  return files;
+}
+
+Result<Policy> LoadPolicy(const std::vector<std::string>& files) {
+  Policy policy;
+  Loader loader(&policy);
+  for (const auto& f : files) {
+    auto text = ReadFile(f);
+    if (!text.ok()) {
+      loader.RawError(text.status().message());
+      continue;
+    }
+    loader.LoadText(*text, f);
+  }
+  loader.Finish();
+  Status s = loader.Result();
+  if (!s.ok()) return s;
+  return policy;
+}
+
+Result<Policy> ParsePolicyText(const std::string& text, const std::string& name) {
+  Policy policy;
+  Loader loader(&policy);
+  loader.LoadText(text, name);
+  loader.Finish();
+  Status s = loader.Result();
+  if (!s.ok()) return s;
+  return policy;
+}
+
+}  // namespace mw

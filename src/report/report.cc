@@ -1,0 +1,79 @@
+#include "report/report.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace mw {
+
+bool UseColor() { return isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }
+
+nlohmann::json ChangeToJson(const Change& c) {
+  nlohmann::json j = {{"op", c.op}, {"object", c.object}, {"name", c.name}, {"detail", c.detail}};
+  if (c.object == "elements") {
+    j["count"] = c.count;
+    j["items"] = c.items;
+    j["items_truncated"] = c.items.size() < c.count;
+  }
+  return j;
+}
+
+nlohmann::json ConflictToJson(const Conflict& c) {
+  return {{"port", c.port}, {"family", c.family}, {"where", c.where}, {"certainty", c.certainty},
+          {"reason", c.reason}};
+}
+
+nlohmann::json PolicySummaryJson(const Policy& p) {
+  nlohmann::json ports = nlohmann::json::array();
+  for (const auto& pp : p.ports) {
+    nlohmann::json j = {{"name", pp.name},
+                        {"port", pp.port},
+                        {"state", pp.state == PortState::kOpen ? "open" : "closed"},
+                        {"action", pp.action == Action::kDrop ? "drop" : "reject"},
+                        {"allow", pp.allow},
+                        {"rate_limit", nullptr}};
+    if (pp.rate_limit) j["rate_limit"] = pp.rate_limit->text;
+    ports.push_back(j);
+  }
+  nlohmann::json lists = nlohmann::json::object();
+  for (const auto& [name, al] : p.allowlists) lists[name] = {{"entries", al.entries.size()}, {"files", al.files}};
+  return {{"files", p.files},
+          {"backend", BackendName(p.backend)},
+          {"ports", ports},
+          {"allowlists", lists},
+          {"dovecot", p.dovecot.enabled ? nlohmann::json{{"config", p.dovecot.config}, {"ignore", p.dovecot.ignore}}
+                                        : nlohmann::json(nullptr)}};
+}
+
+std::string PlanText(const std::vector<Change>& changes, bool color, bool verbose) {
+  std::string out;
+  size_t width = 0;
+  for (const auto& c : changes) width = std::max(width, c.object.size() + 1 + c.name.size());
+  width = std::min<size_t>(width, 48);
+  for (const auto& c : changes) {
+    const char* sign = c.op == "add" ? "+" : c.op == "delete" ? "-" : "~";
+    const char* col = !color ? "" : c.op == "add" ? "\033[32m" : c.op == "delete" ? "\033[31m" : "\033[33m";
+    std::string head = c.object + " " + c.name;
+    std::string line = "  " + std::string(col) + sign + " " + head + (color ? "\033[0m" : "");
+    if (!c.detail.empty()) line += std::string(head.size() < width ? width - head.size() : 0, ' ') + "  " + c.detail;
+    if (c.object == "elements" && !c.items.empty()) {
+      size_t shown = verbose ? c.items.size() : std::min<size_t>(c.items.size(), 5);
+      line += ": ";
+      for (size_t i = 0; i < shown; ++i) line += (i ? ", " : "") + c.items[i];
+      if (shown < c.count) line += ", ... (" + std::to_string(c.count - shown) + " more)";
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string ConflictsText(const std::vector<Conflict>& conflicts, bool color) {
+  std::string out;
+  for (const auto& c : conflicts) {
+    out += std::string("  ") + (color ? "\033[33m!\033[0m " : "! ") + std::to_string(c.port) + "/" + c.family + " " +
+           c.certainty + ": " + c.where + ": " + c.reason + "\n";
+  }
+  return out;
+}
+
+}  // namespace mw

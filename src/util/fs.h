@@ -1,0 +1,32 @@
+// Small filesystem helpers: whole-file reads and atomic writes.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace mw {
+
+/// Reads a whole file. Fails with Code::kIo naming the path and errno text.
+Result<std::string> ReadFile(const std::string& path);
+
+enum class Durability { kFsync, kNoFsync };
+
+/// Writes `data` to `path` atomically: a temporary file in the same directory, then rename.
+/// With Durability::kFsync the file and the directory are fsynced, so after a crash the path
+/// holds either the old or the new content.
+Status WriteFileAtomic(const std::string& path, const std::string& data, Durability durability,
+                       unsigned mode = 0600);
+
+/// Creates a directory and its parents (mode 0700 for new ones).
+Status MakeDirs(const std::string& path);
+
+/// The regular files in `dir` whose names end with `suffix`, sorted by name. A missing
+/// directory is an empty list.
+Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix);
+
+bool IsDirectory(const std::string& path);
+bool Exists(const std::string& path);
+
+}  // namespace mw
