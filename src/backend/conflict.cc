@@ -21,7 +21,25 @@ enum class Outcome { kContinue, kAccept, kDrop, kMaybeDrop, kMaybeAccept, kRetur
 struct Reg {
   bool known = false;
   std::vector<uint8_t> bytes;
+  /// Unknown, except that it is not the loopback interface (name "lo", index 1, type 772).
+  bool not_loopback = false;
 };
+
+bool IsLoopbackValue(const void* data, uint32_t len) {
+  auto* b = static_cast<const uint8_t*>(data);
+  if (len >= 3 && b[0] == 'l' && b[1] == 'o' && b[2] == 0) return true;  // iifname "lo"
+  if (len == 4) {
+    uint32_t v;
+    std::memcpy(&v, data, 4);
+    return v == 1;  // iif lo: index 1 in every namespace
+  }
+  if (len == 2) {
+    uint16_t v;
+    std::memcpy(&v, data, 2);
+    return v == 772;  // iiftype loopback (ARPHRD_LOOPBACK)
+  }
+  return false;
+}
 
 struct Packet {
   uint16_t port;
@@ -127,6 +145,8 @@ class Evaluator {
           d = {true, Bytes(&p, 2)};
         } else if (key == NFT_META_PKTTYPE) {
           d = {true, {PACKET_HOST}};
+        } else if (key == NFT_META_IIFNAME || key == NFT_META_IIF || key == NFT_META_IIFTYPE) {
+          d.not_loopback = true;
         }
       } else if (name == "payload") {
         if (!nftnl_expr_is_set(e, NFTNL_EXPR_PAYLOAD_DREG)) continue;  // payload set
@@ -172,7 +192,10 @@ class Evaluator {
         Reg& s = regs[reg_index(nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_SREG))];
         uint32_t len = 0;
         const void* data = nftnl_expr_get(e, NFTNL_EXPR_CMP_DATA, &len);
-        if (!s.known || !data || len > s.bytes.size()) {
+        uint32_t op = nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_OP);
+        if (s.not_loopback && data && IsLoopbackValue(data, len) && (op == NFT_CMP_EQ || op == NFT_CMP_NEQ)) {
+          t = op == NFT_CMP_EQ ? Tri::kNo : Tri::kYes;
+        } else if (!s.known || !data || len > s.bytes.size()) {
           t = Tri::kMaybe;
         } else {
           int c = std::memcmp(s.bytes.data(), data, len);

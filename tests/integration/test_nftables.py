@@ -1,0 +1,218 @@
+"""The nftables backend against the real kernel, in namespaces: reachability over IPv4 and IPv6,
+coexistence with other tables, drift found and repaired, bad policies change nothing."""
+import json
+import os
+import unittest
+
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, MailwardCase,
+                    Sandbox, Topology, other_tables, run)
+
+POLICY = """\
+version: 1
+backend: nftables
+allowlists:
+  office:
+    - {allowed_v4}
+    - {allowed_v6}/128
+ports:
+  imap:
+    state: closed
+    allow: [office]
+  imaps:
+    state: open
+  pop3:
+    state: closed
+    action: reject
+""".format(allowed_v4=ALLOWED_V4, allowed_v6=ALLOWED_V6)
+
+# Rules of other tools that must survive untouched: a Docker-like ip table, a fail2ban-like
+# inet table with a set, and the admin's own filter table accepting 22.
+OTHERS = """\
+table ip docker_like {
+  chain DOCKER { }
+  chain forward { type filter hook forward priority filter; policy accept; jump DOCKER; }
+}
+table inet f2b-table {
+  set addr-set-sshd { type ipv4_addr; elements = { 192.0.2.66 } }
+  chain f2b-chain { type filter hook input priority filter - 1; policy accept;
+    tcp dport 22 ip saddr @addr-set-sshd reject
+  }
+}
+table inet admin {
+  chain input { type filter hook input priority filter; policy accept;
+    tcp dport 22 accept comment "admin ssh"
+  }
+}
+"""
+
+
+class Reachability(MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.topo.serve([110, 143, 993])
+        self.policy = self.write("policy.yaml", POLICY)
+
+    def reach(self):
+        t = self.topo
+        return {
+            (port, src): t.connect(dst, port, src)
+            for port in (110, 143, 993)
+            for dst, srcs in ((HOST_V4, (PLAIN_V4, ALLOWED_V4)), (HOST_V6, (PLAIN_V6, ALLOWED_V6)))
+            for src in srcs
+        }
+
+    def test_closed_port_blocked_from_plain_source_open_from_allowlisted(self):
+        before = self.reach()
+        self.assertTrue(all(v == "open" for v in before.values()), before)
+        p = self.mw(self.topo.in_host, "apply", policy=self.policy)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        after = self.reach()
+        for src in (PLAIN_V4, PLAIN_V6):
+            self.assertEqual(after[(143, src)], "filtered", src)   # dropped
+            self.assertEqual(after[(110, src)], "closed", src)     # rejected with a reset
+            self.assertEqual(after[(993, src)], "open", src)
+        for src in (ALLOWED_V4, ALLOWED_V6):
+            self.assertEqual(after[(143, src)], "open", src)
+            self.assertEqual(after[(110, src)], "closed", src)     # no allowlist on 110
+            self.assertEqual(after[(993, src)], "open", src)
+        # Loopback is exempt: local webmail keeps working.
+        lo = self.topo.in_host(["python3", "-c",
+                                "import socket;s=socket.create_connection(('127.0.0.1',143),1);print(s.recv(9))"])
+        self.assertIn("OK", lo.stdout)
+
+    def test_second_apply_changes_nothing(self):
+        self.assertEqual(self.mw(self.topo.in_host, "apply", policy=self.policy).returncode, 0)
+        rc, j = self.mw_json(self.topo.in_host, "apply", policy=self.policy)
+        self.assertEqual(rc, 0)
+        self.assertFalse(j["applied"])
+        self.assertEqual(j["changes"], [])
+        rc, j = self.mw_json(self.topo.in_host, "plan", policy=self.policy)
+        self.assertEqual(rc, 0)
+        self.assertTrue(j["in_sync"])
+
+
+class Coexistence(MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.ns = Sandbox()
+        self.addCleanup(self.ns.close)
+        self.policy = self.write("policy.yaml", POLICY)
+        self.ns.run(["nft", "-f", self.write("others.nft", OTHERS)])
+
+    def test_other_tables_byte_identical(self):
+        before = other_tables(self.ns.run)
+        self.assertEqual(len(before), 3)
+        for _ in range(2):
+            self.assertEqual(self.mw(self.ns.run, "apply", policy=self.policy).returncode, 0)
+        self.assertEqual(self.mw(self.ns.run, "rollback").returncode, 0)
+        self.assertEqual(self.mw(self.ns.run, "apply", policy=self.policy).returncode, 0)
+        self.assertEqual(other_tables(self.ns.run), before)
+
+    def test_bad_policy_leaves_ruleset_untouched(self):
+        self.assertEqual(self.mw(self.ns.run, "apply", policy=self.policy).returncode, 0)
+        before = self.ns.run(["nft", "list", "ruleset"]).stdout
+        bad = self.write("bad.yaml", POLICY.replace(ALLOWED_V4, "198.51.100.300"))
+        p = self.mw(self.ns.run, "apply", policy=bad)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("bad.yaml:5:7", p.stderr)
+        self.assertIn("nothing was applied", p.stderr)
+        self.assertEqual(self.ns.run(["nft", "list", "ruleset"]).stdout, before)
+
+    def test_check_reports_a_table_that_still_blocks_an_open_port(self):
+        self.ns.run(["nft", "-f", self.write("block.nft", """\
+table ip strict {
+  chain input { type filter hook input priority filter; policy drop;
+    iifname "lo" accept
+    tcp dport { 22, 443 } accept
+  }
+}
+table ip6 dropper {
+  chain input { type filter hook input priority 10; policy accept;
+    tcp dport 993 drop
+  }
+}
+""")])
+        self.assertEqual(self.mw(self.ns.run, "apply", policy=self.policy).returncode, 0)
+        rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
+        self.assertEqual(rc, 2)
+        self.assertTrue(j["in_sync"])
+        got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
+        self.assertIn((993, "ipv4", "table ip strict chain input", "blocks"), got)
+        self.assertIn((993, "ipv6", "table ip6 dropper chain input", "blocks"), got)
+        # The admin's 22 accept in table inet admin never reads as a conflict.
+        self.assertFalse(any("admin" in c["where"] for c in j["conflicts"]))
+
+    def test_set_lookup_accepting_the_port_is_no_conflict(self):
+        self.ns.run(["nft", "-f", self.write("ok.nft", """\
+table inet strict {
+  chain input { type filter hook input priority filter; policy drop;
+    tcp dport { 22, 993 } accept
+  }
+}
+""")])
+        rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
+        self.assertEqual(rc, 2)  # drift: nothing applied yet
+        self.assertEqual(j["conflicts"], [])
+
+
+class Drift(MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.ns = Sandbox()
+        self.addCleanup(self.ns.close)
+        self.policy = self.write("policy.yaml", POLICY)
+        self.assertEqual(self.mw(self.ns.run, "apply", policy=self.policy).returncode, 0)
+        self.good = self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout
+
+    def assert_repaired(self, expect_ops):
+        rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assertTrue(j["drift"])
+        ops = sorted((c["op"], c["object"]) for c in j["changes"])
+        self.assertEqual(ops, sorted(expect_ops), j["changes"])
+        rc, j = self.mw_json(self.ns.run, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        self.assertTrue(j["verified"])
+        self.assertEqual(self.mw(self.ns.run, "check", policy=self.policy).returncode, 0)
+        self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
+
+    def test_table_deleted(self):
+        self.ns.run(["nft", "delete", "table", "inet", "mailward"])
+        rc, j = self.mw_json(self.ns.run, "plan", policy=self.policy)
+        self.assertEqual(rc, 2)
+        self.assertEqual(j["changes"][0], {"op": "add", "object": "table", "name": "inet mailward", "detail": ""})
+        self.mw(self.ns.run, "apply", policy=self.policy, check=True)
+        self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
+
+    def test_chain_flushed(self):
+        self.ns.run(["nft", "flush", "chain", "inet", "mailward", "input"])
+        self.assert_repaired([("add", "rule")] * 6)
+
+    def test_element_removed(self):
+        self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_v4", "{", ALLOWED_V4, "}"])
+        self.assert_repaired([("add", "elements")])
+
+    def test_rule_added_by_hand(self):
+        self.ns.run(["nft", "insert", "rule", "inet", "mailward", "input", "tcp", "dport", "143", "accept"])
+        self.assert_repaired([("delete", "rule")])
+
+    def test_rule_edited_by_hand(self):
+        out = self.ns.run(["nft", "-a", "list", "chain", "inet", "mailward", "input"]).stdout
+        handle = [l for l in out.splitlines() if "mailward:143:closed" in l][0].split("# handle ")[1]
+        self.ns.run(["nft", "replace", "rule", "inet", "mailward", "input", "handle", handle, "tcp", "dport", "143",
+                     "ct", "state", "new", "accept", "comment", "\"mailward:143:closed\""])
+        self.assert_repaired([("delete", "rule"), ("add", "rule")])
+
+    def test_foreign_chain_recreates_table(self):
+        self.ns.run(["nft", "add", "chain", "inet", "mailward", "sneaky"])
+        rc, j = self.mw_json(self.ns.run, "plan", policy=self.policy)
+        self.assertEqual(rc, 2)
+        self.assertEqual(j["changes"][0]["op"], "replace")
+        self.mw(self.ns.run, "apply", policy=self.policy, check=True)
+        self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
+
+
+if __name__ == "__main__":
+    unittest.main()
