@@ -1,1 +1,121 @@
+#include "backend/nft_codec.h"
+
 #include <gtest/gtest.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/common.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+
+#include <vector>
+
+namespace mw::nft {
+namespace {
+
+Cidr C(const char* s) {
+  Cidr c;
+  std::string err;
+  EXPECT_TRUE(ParseCidr(s, &c, &err)) << err;
+  return c;
+}
+
+TEST(NftCodec, RendersTheRulesMailwardMakes) {
+  RuleSpec r;
+  r.key = "mailward:143:allow:office:ipv4";
+  r.port = 143;
+  r.family = Family::kV4;
+  r.saddr_set = "allow_office_v4";
+  EXPECT_EQ(RenderBody(r),
+            "meta load l4proto => reg 1 ; cmp eq reg 1 0x00000006 ; payload load 2b @ transport header + 2 => reg 1 ; "
+            "cmp eq reg 1 0x00008f00 ; meta load nfproto => reg 1 ; cmp eq reg 1 0x00000002 ; payload load 4b @ "
+            "network header + 12 => reg 1 ; lookup reg 1 set allow_office_v4 0x0 ; immediate reg 0 accept");
+  RuleSpec lo;
+  lo.key = "mailward:loopback";
+  lo.loopback = true;
+  EXPECT_EQ(RenderBody(lo), "meta load iifname => reg 1 ; cmp eq reg 1 0x00006f6c 0x00000000 0x00000000 0x00000000 ; "
+                            "immediate reg 0 accept");
+  RuleSpec rej;
+  rej.key = "k";
+  rej.port = 110;
+  rej.ct_new = true;
+  rej.verdict = Verdict::kReject;
+  EXPECT_NE(RenderBody(rej).find("reject type 1 code 0"), std::string::npos);
+  EXPECT_NE(RenderBody(rej).find("ct load state"), std::string::npos);
+}
+
+TEST(NftCodec, CommentCarriesTheKey) {
+  RuleSpec r;
+  r.key = "mailward:993:open";
+  r.port = 993;
+  auto rule = BuildRule(r);
+  EXPECT_EQ(RuleComment(rule.get()), "mailward:993:open");
+}
+
+TEST(NftCodec, SetSpecRoundTrips) {
+  for (auto kind : {SetSpec::Kind::kAllowHosts, SetSpec::Kind::kAllowNets, SetSpec::Kind::kMeter}) {
+    SetSpec s{"x", Family::kV6, kind, kind == SetSpec::Kind::kMeter ? 120000u : 0u,
+              kind == SetSpec::Kind::kMeter ? 65535u : 0u};
+    auto built = BuildSet(s);
+    SetSpec back;
+    ASSERT_TRUE(ParseSetSpec(built.get(), &back));
+    EXPECT_EQ(back, s);
+  }
+}
+
+TEST(NftCodec, ElementsRoundTripThroughAMessage) {
+  auto iv = NormalizeToIntervals(Family::kV6, {C("2001:db8::/48"), C("2001:db8:1::1"), C("ffff::/16")});
+  auto raw = IntervalsToElements(iv, SetSpec::Kind::kAllowNets);
+  ASSERT_EQ(raw.size(), 5u);  // the last interval reaches the top: no end element
+  std::vector<char> buf(1 << 16);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSETELEM, NFPROTO_INET, 0, 1);
+  PutElements(nlh, "allow_x_v6", Family::kV6, raw, 0, raw.size());
+  std::vector<RawElement> parsed;
+  ASSERT_TRUE(ParseElements(nlh, Family::kV6, &parsed));
+  ASSERT_EQ(parsed.size(), raw.size());
+  bool clean = false;
+  EXPECT_EQ(ElementsToIntervals(Family::kV6, parsed, SetSpec::Kind::kAllowNets, &clean), iv);
+  EXPECT_TRUE(clean);
+}
+
+TEST(NftCodec, NftsZeroMarkerIsIgnored) {
+  // nft adds "0.0.0.0 flags interval end" to interval sets; the kernel dumps in reverse.
+  auto iv = NormalizeToIntervals(Family::kV4, {C("10.0.0.0/24"), C("10.0.2.5")});
+  auto raw = IntervalsToElements(iv, SetSpec::Kind::kAllowNets);
+  raw.push_back(RawElement{Addr{}, true});
+  std::reverse(raw.begin(), raw.end());
+  bool clean = false;
+  EXPECT_EQ(ElementsToIntervals(Family::kV4, raw, SetSpec::Kind::kAllowNets, &clean), iv);
+  EXPECT_TRUE(clean);
+}
+
+TEST(NftCodec, TwoStartsInARowAreNotClean) {
+  std::vector<RawElement> raw = {{C("10.0.0.1").addr, false}, {C("10.0.0.5").addr, false}};
+  bool clean = true;
+  ElementsToIntervals(Family::kV4, raw, SetSpec::Kind::kAllowNets, &clean);
+  EXPECT_FALSE(clean);
+}
+
+TEST(NftCodec, HostSetsHoldOneElementPerAddress) {
+  std::vector<Interval> hosts, nets;
+  SplitHostsAndNets(Family::kV4, {C("10.0.0.1"), C("10.0.0.2"), C("255.255.255.255")}, &hosts, &nets);
+  ASSERT_EQ(hosts.size(), 3u);
+  EXPECT_TRUE(hosts[2].to_max);
+  auto raw = IntervalsToElements(hosts, SetSpec::Kind::kAllowHosts);
+  ASSERT_EQ(raw.size(), 3u);  // no end elements, no merging of neighbours
+  for (const auto& e : raw) EXPECT_FALSE(e.end);
+  std::reverse(raw.begin(), raw.end());
+  bool clean = false;
+  EXPECT_EQ(ElementsToIntervals(Family::kV4, raw, SetSpec::Kind::kAllowHosts, &clean), hosts);
+  EXPECT_TRUE(clean);
+}
+
+TEST(NftCodec, WrongKeyLengthIsMalformed) {
+  std::vector<char> buf(4096);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSETELEM, NFPROTO_INET, 0, 1);
+  std::vector<RawElement> raw = {{C("10.0.0.1").addr, false}};
+  PutElements(nlh, "s", Family::kV4, raw, 0, 1);
+  std::vector<RawElement> parsed;
+  EXPECT_FALSE(ParseElements(nlh, Family::kV6, &parsed));
+}
+
+}  // namespace
+}  // namespace mw::nft

@@ -43,6 +43,13 @@ class BackendPlan {
   bool in_sync() const { return changes.empty(); }
 };
 
+/// A rollback point: opaque bytes, plus optionally an existing file that holds the bulk of it
+/// (large address sets) and is hard-linked beside the snapshot instead of being copied.
+struct Snapshot {
+  std::string bytes;
+  std::string attachment_path;
+};
+
 struct PlanOptions {
   bool analyze_conflicts = true;
   size_t max_items = 20;  ///< addresses listed per element change; 0 = all
@@ -61,10 +68,10 @@ class Backend {
   virtual Status Apply(const BackendPlan& plan) = 0;
 
   /// Serialises mailward's own objects as they were when `plan` was made, for rollback.
-  /// Opaque bytes.
-  virtual Result<std::string> Snapshot(const BackendPlan& plan) = 0;
-  /// Restores a Snapshot() exactly, atomically.
-  virtual Status Restore(const std::string& snapshot) = 0;
+  virtual Result<Snapshot> TakeSnapshot(const BackendPlan& plan) = 0;
+  /// Restores a snapshot exactly, atomically. `attachment` is the content of the snapshot's
+  /// attachment file, if it had one.
+  virtual Status Restore(const std::string& bytes, const std::string& attachment) = 0;
 };
 
 struct BackendConfig {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <type_traits>
 #include <map>
 #include <set>
 
@@ -20,6 +21,7 @@
 #include "backend/nft_netlink.h"
 #include "plan/diff.h"
 #include "util/fs.h"
+#include "util/timing.h"
 
 namespace mw {
 namespace nft {
@@ -28,6 +30,8 @@ namespace {
 constexpr int kMaxReadAttempts = 20;
 constexpr int kMaxApplyAttempts = 5;
 constexpr size_t kElementsPerMessage = 2048;
+constexpr uint16_t kSnapIntervals = 0xfff0;     // snapshot record: a set's intervals, raw
+constexpr uint16_t kSnapIntervalsRef = 0xfff1;  // ... held by the attachment (a cache file)
 
 struct ChainDeleter {
   void operator()(nftnl_chain* c) const { nftnl_chain_free(c); }
@@ -48,40 +52,43 @@ std::string RuntimeIdentity() {
 
 /// The element contents of mailward's allow sets as mailward last wrote them, valid while the
 /// ruleset generation and the table handle are unchanged (nobody else committed since).
+/// Stored as raw Interval arrays: reading and writing 100,000 entries is one memcpy each.
 struct ElementCache {
+  static_assert(std::is_trivially_copyable_v<Interval>);
   std::string identity;
   uint32_t generation = 0;
   uint64_t table_handle = 0;
-  std::map<std::string, std::vector<RawElement>> sets;
+  std::map<std::string, std::vector<Interval>> sets;
 
   std::string Serialize() const {
-    std::string out = "MWEC1\n" + identity + "\n";
+    size_t total = 64 + identity.size();
+    for (const auto& [name, ivs] : sets) total += 16 + name.size() + ivs.size() * sizeof(Interval);
+    std::string out;
+    out.reserve(total);
+    out = "MWEC2\n" + identity + "\n";
     auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
     put(&generation, 4);
     put(&table_handle, 8);
     uint32_t n = static_cast<uint32_t>(sets.size());
     put(&n, 4);
-    for (const auto& [name, elems] : sets) {
-      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(elems.size());
+    for (const auto& [name, ivs] : sets) {
+      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(ivs.size());
       put(&len, 4);
       put(name.data(), len);
       put(&count, 4);
-      for (const auto& e : elems) {
-        put(e.key.b.data(), 16);
-        out.push_back(e.end ? 1 : 0);
-      }
+      put(ivs.data(), ivs.size() * sizeof(Interval));
     }
     return out;
   }
   bool Parse(const std::string& s) {
     size_t nl1 = s.find('\n');
-    if (nl1 == std::string::npos || s.compare(0, nl1, "MWEC1") != 0) return false;
+    if (nl1 == std::string::npos || s.compare(0, nl1, "MWEC2") != 0) return false;
     size_t nl2 = s.find('\n', nl1 + 1);
     if (nl2 == std::string::npos) return false;
     identity = s.substr(nl1 + 1, nl2 - nl1 - 1);
     size_t pos = nl2 + 1;
     auto get = [&](void* p, size_t n) {
-      if (pos + n > s.size()) return false;
+      if (n > s.size() - pos) return false;
       std::memcpy(p, s.data() + pos, n);
       pos += n;
       return true;
@@ -90,17 +97,13 @@ struct ElementCache {
     if (!get(&generation, 4) || !get(&table_handle, 8) || !get(&n, 4)) return false;
     for (uint32_t i = 0; i < n; ++i) {
       uint32_t len = 0, count = 0;
-      if (!get(&len, 4) || len > 1024 || pos + len > s.size()) return false;
+      if (!get(&len, 4) || len > 1024 || len > s.size() - pos) return false;
       std::string name = s.substr(pos, len);
       pos += len;
-      if (!get(&count, 4) || static_cast<uint64_t>(count) * 17 > s.size() - pos) return false;
+      if (!get(&count, 4) || static_cast<uint64_t>(count) * sizeof(Interval) > s.size() - pos) return false;
       auto& v = sets[name];
       v.resize(count);
-      for (auto& e : v) {
-        uint8_t end = 0;
-        if (!get(e.key.b.data(), 16) || !get(&end, 1)) return false;
-        e.end = end != 0;
-      }
+      if (!get(v.data(), count * sizeof(Interval))) return false;
     }
     return pos == s.size();
   }
@@ -114,8 +117,8 @@ struct LiveState {
   std::vector<const nftnl_rule*> our_rules;      // mailward's chain, in order
   ChainPtr our_chain;
   std::vector<SetPtr> our_sets;
-  std::map<std::string, std::vector<RawElement>> our_elements;
   std::vector<ChainInfo> other_chains;
+  bool elements_from_cache_file = false;  ///< allow-set contents equal the cache file's
   struct OtherSet {
     uint32_t key_len = 0;
     uint32_t flags = 0;
@@ -157,8 +160,8 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
 
-  Result<std::string> Snapshot(const BackendPlan& plan) override;
-  Status Restore(const std::string& snapshot) override;
+  Result<mw::Snapshot> TakeSnapshot(const BackendPlan& plan) override;
+  Status Restore(const std::string& snapshot, const std::string& attachment) override;
 
   /// After a successful Apply of `plan` made against generation g: if the kernel is now at
   /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
@@ -174,7 +177,10 @@ class NftBackend : public Backend {
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
   Result<LiveState> ReadLive();
-  Status ReadOnce(LiveState* st, const ElementCache* cache);
+  /// Takes (moves out) the cached sets it uses from *cache.
+  Status ReadOnce(LiveState* st, ElementCache* cache);
+  /// What RememberElements last wrote, so a verification read-back needs no file.
+  std::optional<ElementCache> last_written_;
   Result<std::unique_ptr<BackendPlan>> MakePlan(const Ruleset& desired, std::unique_ptr<LiveState> live,
                                                 const PlanOptions& opts);
   void BuildBatch(const mw::Plan& plan, Batch* batch);
@@ -185,7 +191,7 @@ class NftBackend : public Backend {
   std::unique_ptr<Socket> sock_;
 };
 
-Status NftBackend::ReadOnce(LiveState* st, const ElementCache* cache) {
+Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
   // Tables.
   bool have_table = false;
   uint64_t table_handle = 0;
@@ -313,39 +319,47 @@ Status NftBackend::ReadOnce(LiveState* st, const ElementCache* cache) {
   bool trust_cache = cache && have_table && cache->table_handle == table_handle &&
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
-    if (!ls.spec_known || ls.spec.kind != SetSpec::Kind::kAllow) continue;
-    std::vector<RawElement> raw;
-    if (trust_cache && cache->sets.count(ls.spec.name)) {
-      raw = cache->sets.at(ls.spec.name);
-    } else {
-      Family fam = ls.spec.family;
-      bool bad = false;
-      std::string name = ls.spec.name;
-      MW_RETURN_IF_ERROR(sock_->Request(
-          [&](char* buf, uint32_t seq) {
-            nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
-            mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, kTable);
-            mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name.c_str());
-            return nlh;
-          },
-          [&](const nlmsghdr* nlh) {
-            if (!ParseElements(nlh, fam, &raw)) bad = true;
-            return MNL_CB_OK;
-          }));
-      if (bad) return Status::Netlink("set " + name + ": malformed element dump");
+    if (!ls.spec_known || !ls.spec.is_allow()) continue;
+    if (trust_cache) {
+      auto node = cache->sets.extract(ls.spec.name);
+      if (node) {
+        ls.intervals = std::move(node.mapped());
+        continue;
+      }
     }
+    std::vector<RawElement> raw;
+    Family fam = ls.spec.family;
+    bool bad = false;
+    std::string name = ls.spec.name;
+    MW_RETURN_IF_ERROR(sock_->Request(
+        [&](char* buf, uint32_t seq) {
+          nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
+          mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, kTable);
+          mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name.c_str());
+          return nlh;
+        },
+        [&](const nlmsghdr* nlh) {
+          if (!ParseElements(nlh, fam, &raw)) bad = true;
+          return MNL_CB_OK;
+        }));
+    if (bad) return Status::Netlink("set " + name + ": malformed element dump");
     bool clean = true;
-    ls.intervals = ElementsToIntervals(ls.spec.family, raw, &clean);
+    ls.intervals = ElementsToIntervals(ls.spec.family, std::move(raw), ls.spec.kind, &clean);
     if (!clean) ls.spec_known = false;
-    st->our_elements[ls.spec.name] = std::move(raw);
   }
   return Status::Ok();
 }
 
 Result<LiveState> NftBackend::ReadLive() {
+  Phase phase("read live state");
   ElementCache cache;
-  bool have_cache = false;
-  if (!cfg_.state_dir.empty()) {
+  bool have_cache = false, from_file = false;
+  if (last_written_) {
+    cache = std::move(*last_written_);
+    last_written_.reset();
+    have_cache = true;
+  } else if (!cfg_.state_dir.empty()) {
+    from_file = true;
     auto text = ReadFile(CachePath());
     have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
   }
@@ -358,7 +372,11 @@ Result<LiveState> NftBackend::ReadLive() {
     if (!s.ok() && s.code() != Code::kGenerationMoved) return s;
     auto g2 = sock_->GetGeneration();
     if (!g2.ok()) return g2.status();
-    if (s.ok() && *g2 == *g1) return st;
+    if (s.ok() && *g2 == *g1) {
+      st.elements_from_cache_file = from_file && have_cache && st.table.exists &&
+                                    cache.generation == st.generation && cache.table_handle == st.table.handle;
+      return st;
+    }
   }
   return Status::Netlink("the ruleset kept changing while it was read (" +
                          std::to_string(kMaxReadAttempts) + " attempts)");
@@ -415,7 +433,8 @@ std::optional<bool> NftBackend::LookupOther(LiveState& live, uint32_t family, co
 
 std::string SetDetail(const SetSpec& s) {
   std::string t = s.family == Family::kV4 ? "type ipv4_addr" : "type ipv6_addr";
-  if (s.kind == SetSpec::Kind::kAllow) return t + "; flags interval";
+  if (s.kind == SetSpec::Kind::kAllowNets) return t + "; flags interval";
+  if (s.kind == SetSpec::Kind::kAllowHosts) return t;
   return t + "; flags dynamic,timeout; timeout " + std::to_string(s.timeout_ms / 1000) + "s; size " + std::to_string(s.size);
 }
 
@@ -538,10 +557,10 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
   // Removals before additions: an interval that is replaced by a wider one shares its start.
   for (const auto& ec : p.elements)
     if (!ec.remove.empty())
-      AddElementMessages(batch, NFT_MSG_DELSETELEM, ec.set, ec.family, IntervalsToElements(ec.remove), "delete");
+      AddElementMessages(batch, NFT_MSG_DELSETELEM, ec.set, ec.family, IntervalsToElements(ec.remove, ec.kind), "delete");
   for (const auto& ec : p.elements)
     if (!ec.add.empty())
-      AddElementMessages(batch, NFT_MSG_NEWSETELEM, ec.set, ec.family, IntervalsToElements(ec.add), "add");
+      AddElementMessages(batch, NFT_MSG_NEWSETELEM, ec.set, ec.family, IntervalsToElements(ec.add, ec.kind), "add");
   for (const auto& ra : p.add_rules) {
     RulePtr r = BuildRule(ra.spec);
     uint16_t flags = NLM_F_CREATE;
@@ -554,6 +573,7 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
 }
 
 void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_generation) {
+  Phase phase("remember elements");
   if (cfg_.state_dir.empty()) return;
   auto gen = sock_->GetGeneration();
   std::string path = CachePath();
@@ -582,6 +602,7 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   }
   if (!ours) {
     unlink(path.c_str());
+    last_written_.reset();
     return;
   }
   ElementCache c;
@@ -589,18 +610,25 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   c.generation = *gen;
   c.table_handle = handle;
   for (const auto& s : desired.sets)
-    if (s.spec.kind == SetSpec::Kind::kAllow) c.sets[s.spec.name] = IntervalsToElements(s.intervals);
+    if (s.spec.is_allow()) c.sets[s.spec.name] = s.intervals;
   // A cache, not a record: losing it costs one full read, so no fsync.
   if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+  last_written_ = std::move(c);
 }
 
-// Snapshot format: "MWSN1\n", u8 table-exists, then messages: u16 type, u32 len, payload
+// Snapshot format: "MWSN2\n", u8 table-exists, then messages: u16 type, u32 len, payload
 // (the attributes after nfgenmsg), rebuilt into a batch by Restore.
-Result<std::string> NftBackend::Snapshot(const BackendPlan& bplan) {
+Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
   const auto& np = static_cast<const NftPlan&>(bplan);
   LiveState* live = np.live.get();
   if (!live) return Status::Error(Code::kInternal, "snapshot of a plan without its live state");
-  std::string out = "MWSN1\n";
+  mw::Snapshot snap;
+  // The allow sets are exactly what the cache file says: link it rather than copy 100,000
+  // addresses (RememberElements replaces the cache by rename, so the link keeps this version).
+  bool by_ref = live->elements_from_cache_file;
+  if (by_ref) snap.attachment_path = CachePath();
+  std::string& out = snap.bytes;
+  out = "MWSN2\n";
   out.push_back(live->table.exists ? 1 : 0);
   std::vector<char> buf(1 << 20);
   auto put_msg = [&](nlmsghdr* nlh) {
@@ -618,23 +646,31 @@ Result<std::string> NftBackend::Snapshot(const BackendPlan& bplan) {
       nftnl_chain_nlmsg_build_payload(nlh, live->our_chain.get());
       put_msg(nlh);
     }
+    uint32_t set_id = 1;
     for (auto& s : live->our_sets) {
       nftnl_set_unset(s.get(), NFTNL_SET_HANDLE);
+      nftnl_set_set_u32(s.get(), NFTNL_SET_ID, set_id++);  // the kernel requires one on NEWSET
       nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSET, NFPROTO_INET, 0, 0);
       nftnl_set_nlmsg_build_payload(nlh, s.get());
       put_msg(nlh);
       std::string name = nftnl_set_get_str(s.get(), NFTNL_SET_NAME);
-      auto it = live->our_elements.find(name);
-      if (it == live->our_elements.end()) continue;
-      Family fam = nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN) == 4 ? Family::kV4 : Family::kV6;
-      for (size_t i = 0; i < it->second.size(); i += kElementsPerMessage) {
-        size_t end = std::min(it->second.size(), i + kElementsPerMessage);
-        size_t need = 512 + (end - i) * ElementBytes(fam);
-        if (buf.size() < need) buf.resize(need);
-        nlmsghdr* enlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSETELEM, NFPROTO_INET, 0, 0);
-        PutElements(enlh, name, fam, it->second, i, end);
-        put_msg(enlh);
-      }
+      const LiveSet* ls = nullptr;
+      for (const auto& x : live->table.sets)
+        if (x.spec.name == name && x.spec_known && x.spec.is_allow()) ls = &x;
+      if (!ls || ls->intervals.empty()) continue;
+      // Elements as a raw interval array (type kSnapIntervals): a memcpy, not 100,000 attributes;
+      // or, when they are the attachment's, only the set's name (kSnapIntervalsRef).
+      uint16_t type = by_ref ? kSnapIntervalsRef : kSnapIntervals;
+      size_t payload = by_ref ? 0 : ls->intervals.size() * sizeof(Interval);
+      uint32_t len = static_cast<uint32_t>(2 + 4 + name.size() + payload);
+      out.append(reinterpret_cast<const char*>(&type), 2);
+      out.append(reinterpret_cast<const char*>(&len), 4);
+      out.push_back(ls->spec.family == Family::kV4 ? 4 : 6);
+      out.push_back(static_cast<char>(ls->spec.kind));
+      uint32_t nlen = static_cast<uint32_t>(name.size());
+      out.append(reinterpret_cast<const char*>(&nlen), 4);
+      out.append(name);
+      out.append(reinterpret_cast<const char*>(ls->intervals.data()), payload);
     }
     for (const nftnl_rule* cr : live->our_rules) {
       auto* r = const_cast<nftnl_rule*>(cr);
@@ -645,13 +681,15 @@ Result<std::string> NftBackend::Snapshot(const BackendPlan& bplan) {
       put_msg(nlh);
     }
   }
-  return out;
+  return snap;
 }
 
-Status NftBackend::Restore(const std::string& snap) {
+Status NftBackend::Restore(const std::string& snap, const std::string& attachment) {
   MW_RETURN_IF_ERROR(EnsureSocket());
-  if (snap.size() < 7 || snap.compare(0, 6, "MWSN1\n") != 0) return Status::Io("not a mailward nftables snapshot");
+  if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
   bool table = snap[6] != 0;
+  ElementCache attached;
+  bool attached_ok = !attachment.empty() && attached.Parse(attachment);
   Batch batch(0);
   AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
   AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
@@ -665,7 +703,30 @@ Status NftBackend::Restore(const std::string& snap) {
     std::memcpy(&len, snap.data() + pos + 2, 4);
     pos += 6;
     if (len > snap.size() - pos) return Status::Io("truncated snapshot");
-    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWSETELEM && type != NFT_MSG_NEWRULE)
+    if (type == kSnapIntervals || type == kSnapIntervalsRef) {
+      if (len < 6) return Status::Io("truncated snapshot");
+      Family fam = snap[pos] == 4 ? Family::kV4 : Family::kV6;
+      auto kind = static_cast<SetSpec::Kind>(snap[pos + 1]);
+      if (kind != SetSpec::Kind::kAllowHosts && kind != SetSpec::Kind::kAllowNets) return Status::Io("corrupt snapshot");
+      uint32_t nlen;
+      std::memcpy(&nlen, snap.data() + pos + 2, 4);
+      if (nlen > len - 6 || (len - 6 - nlen) % sizeof(Interval)) return Status::Io("corrupt snapshot");
+      std::string name = snap.substr(pos + 6, nlen);
+      std::vector<Interval> ivs;
+      if (type == kSnapIntervals) {
+        ivs.resize((len - 6 - nlen) / sizeof(Interval));
+        std::memcpy(ivs.data(), snap.data() + pos + 6 + nlen, ivs.size() * sizeof(Interval));
+      } else {
+        if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
+        auto it = attached.sets.find(name);
+        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + name);
+        ivs = it->second;
+      }
+      AddElementMessages(&batch, NFT_MSG_NEWSETELEM, name, fam, IntervalsToElements(ivs, kind), "restore");
+      pos += len;
+      continue;
+    }
+    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWRULE)
       return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
     uint16_t flags = NLM_F_CREATE | (type == NFT_MSG_NEWRULE ? NLM_F_APPEND : 0);
     nlmsghdr* nlh = batch.Add(type, NFPROTO_INET, flags, len + 64, "restore snapshot");
@@ -677,6 +738,7 @@ Status NftBackend::Restore(const std::string& snap) {
   batch.End();
   MW_RETURN_IF_ERROR(sock_->Send(batch));
   if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+  last_written_.reset();
   return Status::Ok();
 }
 

@@ -189,8 +189,10 @@ SetPtr BuildSet(const SetSpec& spec) {
   nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
   nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, spec.family == Family::kV4 ? kTypeIpAddr : kTypeIp6Addr);
   nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, static_cast<uint32_t>(AddrLen(spec.family)));
-  if (spec.kind == SetSpec::Kind::kAllow) {
+  if (spec.kind == SetSpec::Kind::kAllowNets) {
     nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
+  } else if (spec.kind == SetSpec::Kind::kAllowHosts) {
+    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
   } else {
     nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL);
     nftnl_set_set_u64(s, NFTNL_SET_TIMEOUT, spec.timeout_ms);
@@ -214,8 +216,8 @@ bool ParseSetSpec(const nftnl_set* s, SetSpec* out) {
   else return false;
   if (nftnl_set_is_set(s, NFTNL_SET_DATA_TYPE) || nftnl_set_is_set(s, NFTNL_SET_OBJ_TYPE)) return false;
   flags &= ~static_cast<uint32_t>(NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
-  if (flags == NFT_SET_INTERVAL) {
-    out->kind = SetSpec::Kind::kAllow;
+  if (flags == 0 || flags == NFT_SET_INTERVAL) {
+    out->kind = flags ? SetSpec::Kind::kAllowNets : SetSpec::Kind::kAllowHosts;
     out->timeout_ms = 0;
     out->size = 0;
     return true;
@@ -251,12 +253,13 @@ void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
   mnl_attr_nest_end(nlh, list);
 }
 
-std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals) {
+std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals, SetSpec::Kind kind) {
   std::vector<RawElement> out;
-  out.reserve(intervals.size() * 2);
+  bool ranges = kind == SetSpec::Kind::kAllowNets;
+  out.reserve(intervals.size() * (ranges ? 2 : 1));
   for (const auto& iv : intervals) {
     out.push_back({iv.start, false});
-    if (!iv.to_max) out.push_back({iv.end, true});
+    if (ranges && !iv.to_max) out.push_back({iv.end, true});
   }
   return out;
 }
@@ -321,12 +324,32 @@ bool ParseElements(const nlmsghdr* nlh, Family family, std::vector<RawElement>* 
   return ctx.ok;
 }
 
-std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement> elems, bool* clean) {
+std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement> elems, SetSpec::Kind kind,
+                                          bool* clean) {
   *clean = true;
-  std::sort(elems.begin(), elems.end(), [](const RawElement& a, const RawElement& b) {
+  if (kind != SetSpec::Kind::kAllowNets) {  // a hash set: every element is one address
+    std::vector<Interval> out;
+    out.reserve(elems.size());
+    for (const auto& e : elems) {
+      if (e.end) {
+        *clean = false;
+        continue;
+      }
+      bool ovf = false;
+      Interval iv{e.key, AddrNext(family, e.key, &ovf), false};
+      if (ovf) iv = Interval{e.key, Addr{}, true};
+      out.push_back(iv);
+    }
+    if (!std::is_sorted(out.begin(), out.end())) std::sort(out.begin(), out.end());
+    return out;
+  }
+  auto before = [](const RawElement& a, const RawElement& b) {
     if (!(a.key == b.key)) return a.key < b.key;
     return a.end && !b.end;  // at one key, an end closes before a start opens
-  });
+  };
+  // The kernel dumps interval sets in reverse; mailward's own record is already in order.
+  if (std::is_sorted(elems.rbegin(), elems.rend(), before)) std::reverse(elems.begin(), elems.end());
+  else if (!std::is_sorted(elems.begin(), elems.end(), before)) std::sort(elems.begin(), elems.end(), before);
   std::vector<Interval> out;
   out.reserve(elems.size() / 2 + 1);
   bool open = false;
@@ -348,7 +371,6 @@ std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement>
     cur.to_max = true;
     out.push_back(cur);
   }
-  (void)family;
   return out;
 }
 

@@ -58,7 +58,8 @@ void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
 size_t ElementBytes(Family family);
 
 /// The raw elements (start, then end unless it reaches the top) of intervals.
-std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals);
+/// For a hash set of hosts, only the starts.
+std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals, SetSpec::Kind kind);
 
 /// Appends the elements of one NFT_MSG_NEWSETELEM message to *out. Returns false on a
 /// malformed message.
@@ -67,6 +68,8 @@ bool ParseElements(const nlmsghdr* nlh, Family family, std::vector<RawElement>* 
 /// Rebuilds intervals from raw elements exactly as stored (no merging, so every interval can be
 /// deleted by its own elements). A lone end element (nft's 0.0.0.0 marker) is ignored.
 /// *clean is false when two starts follow each other (a shape only a full rewrite can fix).
-std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement> elems, bool* clean);
+/// For a hash set of hosts, every element is a one-address interval.
+std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement> elems, SetSpec::Kind kind,
+                                          bool* clean);
 
 }  // namespace mw::nft

@@ -13,6 +13,8 @@
 
 #include <cstring>
 
+#include "util/timing.h"
+
 namespace mw::nft {
 namespace {
 constexpr size_t kRecvBuf = 1 << 16;        // one read: enough for the largest dump skb
@@ -160,7 +162,10 @@ Status Socket::Send(const Batch& batch) {
   msg.msg_namelen = sizeof snl;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (sendmsg(fd, &msg, 0) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
+  {
+    Phase phase("kernel commit");
+    if (sendmsg(fd, &msg, 0) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
+  }
 
   // Every change message asked for an ack; the kernel has processed the whole batch by the
   // time sendmsg returns, so read until all acks are in or an error shows.

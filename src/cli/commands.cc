@@ -1,10 +1,12 @@
 #include "cli/commands.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -14,6 +16,7 @@
 #include "policy/policy.h"
 #include "report/report.h"
 #include "util/fs.h"
+#include "util/timing.h"
 
 namespace mw {
 namespace {
@@ -56,6 +59,7 @@ struct Loaded {
 };
 
 Result<Loaded> Load(const GlobalOptions& g) {
+  Phase phase("load policy");
   auto files = PolicyFiles(g.policy);
   if (!files.ok()) return files.status();
   auto policy = LoadPolicy(*files);
@@ -163,7 +167,13 @@ PlanOptions MakePlanOptions(const GlobalOptions& g) {
   return o;
 }
 
-Status SaveSnapshot(const std::string& state_dir, const std::string& snap) {
+std::string AttachmentOf(const std::string& snap_path) {
+  return snap_path.substr(0, snap_path.size() - 5) + ".elements";
+}
+
+/// Writes snapshots/<microseconds>.snap (and links its attachment beside it as .elements),
+/// keeping the newest kSnapshotsKept.
+Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap) {
   std::string dir = state_dir + "/snapshots";
   MW_RETURN_IF_ERROR(MakeDirs(dir));
   auto existing = ListFiles(dir, ".snap");
@@ -172,9 +182,24 @@ Status SaveSnapshot(const std::string& state_dir, const std::string& snap) {
   auto now = std::chrono::system_clock::now().time_since_epoch();
   std::snprintf(name, sizeof name, "/%020lld.snap",
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()));
-  MW_RETURN_IF_ERROR(WriteFileAtomic(dir + name, snap, Durability::kFsync));
-  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) unlink((*existing)[i].c_str());
-  return Status::Ok();
+  std::string path = dir + name;
+  if (!snap.attachment_path.empty()) {
+    std::string att = AttachmentOf(path);
+    if (link(snap.attachment_path.c_str(), att.c_str()) != 0)
+      return Status::Io(att + ": cannot link " + snap.attachment_path + ": " + std::strerror(errno));
+  }
+  MW_RETURN_IF_ERROR(WriteFileAtomic(path, snap.bytes, Durability::kFsync));
+  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) {
+    unlink((*existing)[i].c_str());
+    unlink(AttachmentOf((*existing)[i]).c_str());
+  }
+  return path;
+}
+
+/// The attachment's content, or "" when the snapshot has none.
+std::string ReadAttachment(const std::string& snap_path) {
+  auto a = ReadFile(AttachmentOf(snap_path));
+  return a.ok() ? *a : "";
 }
 
 }  // namespace
@@ -261,20 +286,31 @@ int CmdApply(const GlobalOptions& g) {
 
   Backend& be = *c->backend;
   std::unique_ptr<BackendPlan> plan;
-  std::string snapshot;
+  Snapshot snapshot;
+  std::string snapshot_path;
   int attempts = 0;
   for (;;) {
-    auto p = be.Plan(l->desired, MakePlanOptions(g));
+    auto p = [&] {
+      Phase phase("plan");
+      return be.Plan(l->desired, MakePlanOptions(g));
+    }();
     if (!p.ok()) return Fail(g, "apply", p.status());
     plan = std::move(p.value());
     if (!plan->in_sync()) {
-      auto snap = be.Snapshot(*plan);
+      Phase phase("snapshot");
+      auto snap = be.TakeSnapshot(*plan);
       if (!snap.ok()) return Fail(g, "apply", snap.status());
       snapshot = std::move(snap.value());
-      Status ss = SaveSnapshot(g.state_dir, snapshot);
-      if (!ss.ok()) return Fail(g, "apply", ss.WithContext("cannot save the rollback snapshot, nothing was applied"));
+      Phase save("save snapshot");
+      auto saved = SaveSnapshot(g.state_dir, snapshot);
+      if (!saved.ok())
+        return Fail(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
+      snapshot_path = *saved;
     }
-    Status s = be.Apply(*plan);
+    Status s = [&] {
+      Phase phase("apply batch");
+      return be.Apply(*plan);
+    }();
     if (s.ok()) break;
     if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
     return Fail(g, "apply", s);
@@ -286,6 +322,7 @@ int CmdApply(const GlobalOptions& g) {
   if (!plan->in_sync()) {
     PlanOptions o = MakePlanOptions(g);
     o.analyze_conflicts = false;
+    Phase phase("verify read-back");
     auto after = be.Plan(l->desired, o);
     if (!after.ok()) {
       verified = false;
@@ -296,7 +333,7 @@ int CmdApply(const GlobalOptions& g) {
                      " differences):\n" + PlanText((*after)->changes, false, false);
     }
     if (!verified) {
-      Status rs = be.Restore(snapshot);
+      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
                                     (rs.ok() ? "; rolled back to the previous state" : "; ROLLBACK FAILED: " + rs.message()));
@@ -325,9 +362,10 @@ int CmdRollback(const GlobalOptions& g) {
   auto data = ReadFile(snaps->back());
   if (!data.ok()) return Fail(g, "rollback", data.status());
   auto be = MakeNftablesBackend(BackendConfig{g.state_dir});
-  Status s = be->Restore(*data);
+  Status s = be->Restore(*data, ReadAttachment(snaps->back()));
   if (!s.ok()) return Fail(g, "rollback", s);
   unlink(snaps->back().c_str());
+  unlink(AttachmentOf(snaps->back()).c_str());
   if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";
   else if (!g.quiet) std::cout << "rolled back to the state saved in " << snaps->back() << "\n";
   return exit_code::kOk;

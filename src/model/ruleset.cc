@@ -13,8 +13,53 @@ const char* VerdictName(Verdict v) {
   return "?";
 }
 
-std::string AllowSetName(const std::string& allowlist, Family f) {
-  return "allow_" + allowlist + (f == Family::kV4 ? "_v4" : "_v6");
+std::string AllowSetName(const std::string& allowlist, SetSpec::Kind kind, Family f) {
+  return "allow_" + allowlist + (kind == SetSpec::Kind::kAllowHosts ? "_hosts" : "_nets") +
+         (f == Family::kV4 ? "_v4" : "_v6");
+}
+
+void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vector<Interval>* hosts,
+                       std::vector<Interval>* nets) {
+  const uint8_t max = family == Family::kV4 ? 32 : 128;
+  std::vector<Cidr> prefixes, singles;
+  for (const auto& c : entries) {
+    if (c.family != family) continue;
+    (c.prefix == max ? singles : prefixes).push_back(c);
+  }
+  *nets = NormalizeToIntervals(family, prefixes);
+  std::vector<Interval> h;
+  h.reserve(singles.size());
+  for (const auto& c : singles) {
+    Interval iv;
+    iv.start = c.addr;
+    bool ovf = false;
+    iv.end = AddrNext(family, c.addr, &ovf);
+    if (ovf) {
+      iv.end = Addr{};
+      iv.to_max = true;
+    }
+    h.push_back(iv);
+  }
+  // Hosts differ by their start alone: sort on it, as two integers.
+  auto by_start = [](const Interval& x, const Interval& y) {
+    uint64_t xh = x.start.hi(), yh = y.start.hi();
+    return xh != yh ? xh < yh : x.start.lo() < y.start.lo();
+  };
+  if (!std::is_sorted(h.begin(), h.end(), by_start)) std::sort(h.begin(), h.end(), by_start);
+  h.erase(std::unique(h.begin(), h.end()), h.end());
+  // A host inside a listed prefix is already allowed: keep the canonical form minimal.
+  if (!nets->empty()) {
+    std::vector<Interval> kept;
+    kept.reserve(h.size());
+    for (const auto& iv : h) {
+      auto it = std::upper_bound(nets->begin(), nets->end(), iv.start,
+                                 [](const Addr& a, const Interval& n) { return a < n.start; });
+      bool covered = it != nets->begin() && (std::prev(it)->to_max || iv.start < std::prev(it)->end);
+      if (!covered) kept.push_back(iv);
+    }
+    h.swap(kept);
+  }
+  *hosts = std::move(h);
 }
 
 std::string MeterSetName(uint16_t port, Family f) {
@@ -58,12 +103,15 @@ Ruleset BuildRuleset(const Policy& policy) {
   for (const auto& name : used) {
     const Allowlist& al = policy.allowlists.at(name);
     for (Family f : {Family::kV4, Family::kV6}) {
-      AddrSet s;
-      s.spec.name = AllowSetName(name, f);
-      s.spec.family = f;
-      s.spec.kind = SetSpec::Kind::kAllow;
-      s.intervals = NormalizeToIntervals(f, al.entries);
-      rs.sets.push_back(std::move(s));
+      AddrSet hosts, nets;
+      SplitHostsAndNets(f, al.entries, &hosts.intervals, &nets.intervals);
+      for (auto* s : {&hosts, &nets}) {
+        if (s->intervals.empty()) continue;
+        s->spec.kind = s == &hosts ? SetSpec::Kind::kAllowHosts : SetSpec::Kind::kAllowNets;
+        s->spec.name = AllowSetName(name, s->spec.kind, f);
+        s->spec.family = f;
+        rs.sets.push_back(std::move(*s));
+      }
     }
   }
   // Local webmail and local tools must keep working: loopback first.
@@ -106,13 +154,17 @@ Ruleset BuildRuleset(const Policy& policy) {
     }
     for (const auto& a : p.allow) {
       for (Family f : {Family::kV4, Family::kV6}) {
-        RuleSpec r;
-        r.key = base + ":allow:" + a + ":" + FamilyName(f);
-        r.port = p.port;
-        r.family = f;
-        r.saddr_set = AllowSetName(a, f);
-        r.verdict = Verdict::kAccept;
-        rs.rules.push_back(r);
+        for (auto kind : {SetSpec::Kind::kAllowHosts, SetSpec::Kind::kAllowNets}) {
+          std::string set = AllowSetName(a, kind, f);
+          if (!rs.FindSet(set)) continue;  // no entries of this shape: no set, no rule
+          RuleSpec r;
+          r.key = base + ":allow:" + a + (kind == SetSpec::Kind::kAllowHosts ? ":hosts:" : ":nets:") + FamilyName(f);
+          r.port = p.port;
+          r.family = f;
+          r.saddr_set = set;
+          r.verdict = Verdict::kAccept;
+          rs.rules.push_back(r);
+        }
       }
     }
     RuleSpec r;

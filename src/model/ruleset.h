@@ -15,16 +15,19 @@ namespace mw {
 enum class Verdict : uint8_t { kAccept, kDrop, kReject };
 const char* VerdictName(Verdict v);
 
-/// A named set. Allow sets hold allowlist addresses as intervals; meter sets are filled by the
-/// kernel (per-source rate-limit state) and their content is never compared.
+/// A named set. An allowlist becomes, per family, a hash set of single addresses (O(1) to look
+/// up and to change, however long the list) and an interval set of its prefixes; either is
+/// made only when it has entries. Both hold their content as intervals (a host is [a, a+1)).
+/// Meter sets are filled by the kernel (per-source rate-limit state) and never compared.
 struct SetSpec {
-  enum class Kind : uint8_t { kAllow, kMeter };
+  enum class Kind : uint8_t { kAllowHosts, kAllowNets, kMeter };
   std::string name;
   Family family = Family::kV4;
-  Kind kind = Kind::kAllow;
+  Kind kind = Kind::kAllowNets;
   uint64_t timeout_ms = 0;  ///< meter sets: how long a source's state lives
   uint32_t size = 0;        ///< meter sets: the most sources tracked
   friend bool operator==(const SetSpec&, const SetSpec&) = default;
+  bool is_allow() const { return kind != Kind::kMeter; }
 };
 
 struct AddrSet {
@@ -57,7 +60,12 @@ struct Ruleset {
 };
 
 /// Set names used for allowlists and meters.
-std::string AllowSetName(const std::string& allowlist, Family f);
+std::string AllowSetName(const std::string& allowlist, SetSpec::Kind kind, Family f);
+
+/// Splits the entries of one family into single addresses not covered by a prefix (as
+/// one-address intervals) and the merged prefixes.
+void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vector<Interval>* hosts,
+                       std::vector<Interval>* nets);
 std::string MeterSetName(uint16_t port, Family f);
 
 /// Builds the desired ruleset of a valid policy. Pure.

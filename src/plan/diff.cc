@@ -28,7 +28,7 @@ Plan FullCreate(const Ruleset& desired, const std::vector<std::string>& bodies) 
   p.create_chain = true;
   for (const auto& s : desired.sets) {
     p.create_sets.push_back(s.spec);
-    if (!s.intervals.empty()) p.elements.push_back({s.spec.name, s.spec.family, s.intervals, {}});
+    if (!s.intervals.empty()) p.elements.push_back({s.spec.name, s.spec.family, s.spec.kind, s.intervals, {}});
   }
   for (size_t i = 0; i < desired.rules.size(); ++i)
     p.add_rules.push_back({desired.rules[i], bodies[i], std::nullopt});
@@ -104,11 +104,11 @@ Plan Diff(const Ruleset& desired, const std::vector<std::string>& bodies, const 
     auto it = live_sets.find(ds.spec.name);
     if (it == live_sets.end()) {
       p.create_sets.push_back(ds.spec);
-      if (!ds.intervals.empty()) p.elements.push_back({ds.spec.name, ds.spec.family, ds.intervals, {}});
+      if (!ds.intervals.empty()) p.elements.push_back({ds.spec.name, ds.spec.family, ds.spec.kind, ds.intervals, {}});
       continue;
     }
-    if (ds.spec.kind == SetSpec::Kind::kAllow) {
-      ElementChange ec{ds.spec.name, ds.spec.family, {}, {}};
+    if (ds.spec.is_allow()) {
+      ElementChange ec{ds.spec.name, ds.spec.family, ds.spec.kind, {}, {}};
       DiffIntervals(ds.intervals, it->second->intervals, &ec.add, &ec.remove);
       if (!ec.add.empty() || !ec.remove.empty()) p.elements.push_back(std::move(ec));
     }

@@ -40,6 +40,7 @@ struct LiveTable {
 struct ElementChange {
   std::string set;
   Family family = Family::kV4;
+  SetSpec::Kind kind = SetSpec::Kind::kAllowNets;
   std::vector<Interval> add;
   std::vector<Interval> remove;
 };

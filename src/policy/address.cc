@@ -7,6 +7,28 @@
 
 namespace mw {
 
+namespace {
+/// Strict dotted quad ("198.51.100.7", no leading zeros); false for anything else, which then
+/// goes to inet_pton (and its error message).
+bool FastIpv4(std::string_view s, Addr* out) {
+  int part = 0;
+  size_t i = 0;
+  while (part < 4) {
+    if (i >= s.size() || s[i] < '0' || s[i] > '9') return false;
+    unsigned v = 0;
+    size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < 4) v = v * 10 + (s[i++] - '0');
+    if (v > 255 || i - start > 3 || (s[start] == '0' && i - start > 1)) return false;
+    out->b[part++] = static_cast<uint8_t>(v);
+    if (part < 4) {
+      if (i >= s.size() || s[i] != '.') return false;
+      ++i;
+    }
+  }
+  return i == s.size();
+}
+}  // namespace
+
 bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   std::string_view addr_part = text;
   int prefix = -1;
@@ -20,6 +42,13 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
     }
     std::from_chars(p.data(), p.data() + p.size(), prefix);
   }
+  Cidr c;
+  if (prefix == -1 && FastIpv4(addr_part, &c.addr)) {  // the common case: one IPv4 host
+    c.family = Family::kV4;
+    c.prefix = 32;
+    *out = c;
+    return true;
+  }
   char buf[INET6_ADDRSTRLEN + 1];
   if (addr_part.empty() || addr_part.size() >= sizeof buf) {
     *error = "'" + std::string(text) + "' is not an IPv4 or IPv6 address";
@@ -27,8 +56,7 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   }
   std::memcpy(buf, addr_part.data(), addr_part.size());
   buf[addr_part.size()] = 0;
-  Cidr c;
-  if (inet_pton(AF_INET, buf, c.addr.b.data()) == 1) {
+  if (FastIpv4(addr_part, &c.addr) || inet_pton(AF_INET, buf, c.addr.b.data()) == 1) {
     c.family = Family::kV4;
   } else if (inet_pton(AF_INET6, buf, c.addr.b.data()) == 1) {
     c.family = Family::kV6;
@@ -82,18 +110,21 @@ std::vector<Interval> NormalizeToIntervals(Family family, const std::vector<Cidr
   // Closed ranges [first, last] first; merging them is simpler than half-open ones.
   struct Closed {
     Addr first, last;
+    uint64_t key_hi, key_lo;  // `first` as integers, for a cheap sort
   };
   std::vector<Closed> ranges;
   ranges.reserve(cidrs.size());
   int max = family == Family::kV4 ? 32 : 128;
   for (const Cidr& c : cidrs) {
     if (c.family != family) continue;
-    Closed r{c.addr, c.addr};
+    Closed r{c.addr, c.addr, c.addr.hi(), c.addr.lo()};
     for (int bit = c.prefix; bit < max; ++bit) r.last.b[bit / 8] |= static_cast<uint8_t>(0x80 >> (bit % 8));
     ranges.push_back(r);
   }
-  std::sort(ranges.begin(), ranges.end(),
-            [](const Closed& x, const Closed& y) { return x.first < y.first; });
+  auto by_first = [](const Closed& x, const Closed& y) {
+    return x.key_hi != y.key_hi ? x.key_hi < y.key_hi : x.key_lo < y.key_lo;
+  };
+  if (!std::is_sorted(ranges.begin(), ranges.end(), by_first)) std::sort(ranges.begin(), ranges.end(), by_first);
   std::vector<Interval> out;
   out.reserve(ranges.size());
   size_t i = 0;

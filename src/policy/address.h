@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <compare>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -18,8 +19,24 @@ inline size_t AddrLen(Family f) { return f == Family::kV4 ? 4 : 16; }
 /// An address in network byte order; IPv4 uses the first 4 bytes, the rest stay zero.
 struct Addr {
   std::array<uint8_t, 16> b{};
-  friend bool operator==(const Addr&, const Addr&) = default;
-  friend auto operator<=>(const Addr& x, const Addr& y) { return x.b <=> y.b; }
+  /// The address as two big-endian halves: comparisons in two integer steps (sorting 100,000
+  /// addresses byte by byte through memcmp costs tens of milliseconds).
+  uint64_t hi() const {
+    uint64_t v;
+    std::memcpy(&v, b.data(), 8);
+    return __builtin_bswap64(v);
+  }
+  uint64_t lo() const {
+    uint64_t v;
+    std::memcpy(&v, b.data() + 8, 8);
+    return __builtin_bswap64(v);
+  }
+  friend bool operator==(const Addr& x, const Addr& y) { return std::memcmp(x.b.data(), y.b.data(), 16) == 0; }
+  friend std::strong_ordering operator<=>(const Addr& x, const Addr& y) {
+    uint64_t xh = x.hi(), yh = y.hi();
+    if (xh != yh) return xh <=> yh;
+    return x.lo() <=> y.lo();
+  }
 };
 
 struct Cidr {

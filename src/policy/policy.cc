@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <functional>
 #include <set>
 
@@ -269,31 +270,36 @@ class Loader {
     }
     al.files.push_back(path);
     const std::string& s = *text;
+    const size_t n = s.size();
+    al.entries.reserve(al.entries.size() + n / 12);
     size_t pos = 0;
     int line = 0;
-    while (pos < s.size()) {
+    // One pass a line: skip blanks, take the token, stop at '#' or the end of the line.
+    while (pos < n) {
       ++line;
-      size_t eol = s.find('\n', pos);
-      if (eol == std::string::npos) eol = s.size();
-      size_t end = s.find('#', pos);
-      if (end == std::string::npos || end > eol) end = eol;
-      size_t b = pos;
-      while (b < end && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
-      size_t e = end;
-      while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
+      size_t i = pos;
+      while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r')) ++i;
+      size_t b = i;
+      while (i < n && s[i] != '\n' && s[i] != '#' && s[i] != ' ' && s[i] != '\t' && s[i] != '\r') ++i;
+      size_t e = i;
+      while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r')) ++i;
+      bool extra = i < n && s[i] != '\n' && s[i] != '#';
+      while (i < n && s[i] != '\n') ++i;
       if (b < e) {
         std::string_view tok(s.data() + b, e - b);
         SourcePos where{path, line, static_cast<int>(b - pos) + 1};
-        if (tok.find_first_of(" \t") != std::string_view::npos) {
-          Error(where, "one address or CIDR per line, found '" + std::string(tok) + "'");
+        if (extra) {
+          Error(where, "one address or CIDR per line, found '" + std::string(s.data() + b, i - b) + "'");
         } else {
           Cidr c;
           std::string err;
           if (ParseCidr(tok, &c, &err)) al.entries.push_back(c);
           else Error(where, err);
         }
+      } else if (extra) {
+        Error(SourcePos{path, line, static_cast<int>(e - pos) + 1}, "unexpected text");
       }
-      pos = eol + 1;
+      pos = i + 1;
     }
   }
 

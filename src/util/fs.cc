@@ -28,11 +28,13 @@ Result<std::string> ReadFile(const std::string& path) {
     close(fd);
     return Status::Io(path + ": is a directory");
   }
+  // Read straight into the string; grow when the file was larger than stat said (or /proc).
   std::string out;
-  if (st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
-  char buf[65536];
+  size_t used = 0;
+  out.resize(st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : 65536);
   for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
+    if (used == out.size()) out.resize(out.size() * 2);
+    ssize_t n = read(fd, out.data() + used, out.size() - used);
     if (n < 0) {
       if (errno == EINTR) continue;
       std::string e = Errno();
@@ -40,8 +42,9 @@ Result<std::string> ReadFile(const std::string& path) {
       return Status::Io(path + ": read failed: " + e);
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    used += static_cast<size_t>(n);
   }
+  out.resize(used);
   close(fd);
   return out;
 }

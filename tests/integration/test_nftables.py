@@ -157,6 +157,25 @@ table inet strict {
         self.assertEqual(j["conflicts"], [])
 
 
+class Rollback(MailwardCase):
+    def test_rollback_restores_each_previous_state_byte_for_byte(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        first = self.write("first.yaml", POLICY)
+        second = self.write("second.yaml", POLICY.replace("state: open", "state: open\n    rate_limit: 5/second")
+                            .replace("- " + ALLOWED_V4, "- 203.0.113.0/24\n    - " + ALLOWED_V4))
+        self.assertEqual(self.mw(ns.run, "rollback").returncode, 1)  # nothing to roll back to
+        self.mw(ns.run, "apply", policy=first, check=True)
+        state_a = ns.run(["nft", "list", "ruleset"]).stdout
+        self.mw(ns.run, "apply", policy=second, check=True)
+        self.assertNotEqual(ns.run(["nft", "list", "ruleset"]).stdout, state_a)
+        self.mw(ns.run, "apply", policy=second, check=True)  # in sync: no snapshot taken
+        self.mw(ns.run, "rollback", check=True)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, state_a)
+        self.mw(ns.run, "rollback", check=True)  # before the first apply: no table at all
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, "")
+
+
 class Drift(MailwardCase):
     def setUp(self):
         super().setUp()
@@ -191,7 +210,7 @@ class Drift(MailwardCase):
         self.assert_repaired([("add", "rule")] * 6)
 
     def test_element_removed(self):
-        self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_v4", "{", ALLOWED_V4, "}"])
+        self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_hosts_v4", "{", ALLOWED_V4, "}"])
         self.assert_repaired([("add", "elements")])
 
     def test_rule_added_by_hand(self):
