@@ -62,9 +62,13 @@ Result<Loaded> Load(const GlobalOptions& g) {
   Phase phase("load policy");
   auto files = PolicyFiles(g.policy);
   if (!files.ok()) return files.status();
-  auto policy = LoadPolicy(*files);
+  auto policy = [&] {
+    Phase p("parse policy");
+    return LoadPolicy(*files);
+  }();
   if (!policy.ok()) return policy.status();
   Loaded l{std::move(policy.value()), {}};
+  Phase b("build ruleset");
   l.desired = BuildRuleset(l.policy);
   return l;
 }
