@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "cli/audit_cmd.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -25,7 +26,15 @@ int main(int argc, char** argv) {
   auto* apply = app.add_subcommand("apply", "apply the plan atomically and verify (0 ok, 1 error, 3 rolled back)");
   auto* check = app.add_subcommand("check", "drift check: changes nothing (0 clean, 2 drift or conflicts, 1 error)");
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
-  for (auto* sc : {validate, plan, apply, check, rollback}) sc->fallthrough();
+  auto* audit = app.add_subcommand("audit", "audits a server's configuration");
+  audit->require_subcommand(1);
+  auto* audit_dovecot = audit->add_subcommand("dovecot", "Dovecot audit (0 clean, 2 findings, 1 error)");
+  mw::AuditOptions audit_opts;
+  audit_dovecot->add_option("--config", audit_opts.config,
+                            "dovecot.conf (default: the policy's dovecot.config, else /etc/dovecot/dovecot.conf)");
+  audit_dovecot->add_flag("--fix", audit_opts.fix,
+                          "write a hardening drop-in into conf.d/, check it with doveconf, and say how to reload");
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -38,5 +47,6 @@ int main(int argc, char** argv) {
   if (*apply) return mw::CmdApply(g);
   if (*check) return mw::CmdCheck(g);
   if (*rollback) return mw::CmdRollback(g);
+  if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
   return 1;
 }

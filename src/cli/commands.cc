@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <thread>
 
 #include "backend/backend.h"
+#include "cli/audit_cmd.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/report.h"
@@ -266,15 +268,32 @@ int CmdCheck(const GlobalOptions& g) {
   if (!c.ok()) return Fail(g, "check", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return Fail(g, "check", plan.status());
-  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty();
+  // The Dovecot audit, when the policy names a config.
+  std::optional<dovecot::AuditResult> audit;
+  if (l->policy.dovecot.enabled) {
+    auto a = RunDovecotAudit(l->policy.dovecot.config, l->policy.dovecot.ignore);
+    if (!a.ok()) return Fail(g, "check", a.status().WithContext("dovecot audit"));
+    audit = std::move(a.value());
+  }
+  bool findings = audit && !audit->findings.empty();
+  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && !findings;
   if (Json(g)) {
     json j = PlanJson("check", *c, **plan);
     j["drift"] = !(*plan)->in_sync();
     j["clean"] = clean;
+    j["audit"] = audit ? AuditJson(l->policy.dovecot.config, *audit) : json(nullptr);
     std::cout << j.dump(2) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
-    if (!g.quiet) std::cout << (clean ? "clean\n" : "not clean: run 'mailward apply' to repair drift\n");
+    if (audit && !g.quiet) {
+      std::cout << "dovecot audit of " << l->policy.dovecot.config << ": "
+                << (findings ? std::to_string(audit->findings.size()) + " findings:\n" : "clean\n");
+      std::cout << AuditText(*audit, UseColor());
+    }
+    if (!g.quiet)
+      std::cout << (clean ? "clean\n"
+                          : !(*plan)->in_sync() ? "not clean: run 'mailward apply' to repair drift\n"
+                                                : "not clean: see the conflicts and findings above\n");
   }
   return clean ? exit_code::kOk : exit_code::kChanges;
 }

@@ -8,6 +8,13 @@ namespace mw {
 
 bool UseColor() { return isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }
 
+const char* SeverityRankColor(const std::string& s) {
+  if (s == "critical") return "\033[1;31m";
+  if (s == "high") return "\033[31m";
+  if (s == "medium") return "\033[33m";
+  return "\033[36m";
+}
+
 nlohmann::json ChangeToJson(const Change& c) {
   nlohmann::json j = {{"op", c.op}, {"object", c.object}, {"name", c.name}, {"detail", c.detail}};
   if (c.object == "elements") {

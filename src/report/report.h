@@ -15,6 +15,8 @@ enum class Format { kText, kJson };
 
 /// Whether to colour text output: a terminal, and NO_COLOR unset.
 bool UseColor();
+/// ANSI colour for a finding severity.
+const char* SeverityRankColor(const std::string& severity);
 
 nlohmann::json ChangeToJson(const Change& c);
 nlohmann::json ConflictToJson(const Conflict& c);

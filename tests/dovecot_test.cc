@@ -1,0 +1,258 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "dovecot/audit.h"
+#include "dovecot/config.h"
+#include "fakes/memory_files.h"
+
+namespace mw::dovecot {
+namespace {
+
+using mw::testing::MemoryFiles;
+
+#define EXPECT_HAS(hay, needle) EXPECT_NE((hay).find(needle), std::string::npos) << (hay)
+
+Config MustParse(MemoryFiles& fs, const std::string& path = "/etc/dovecot/dovecot.conf") {
+  auto r = Parse(path, fs);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? *r : Config{};
+}
+
+std::string ParseError(MemoryFiles& fs, const std::string& path = "/etc/dovecot/dovecot.conf") {
+  auto r = Parse(path, fs);
+  EXPECT_FALSE(r.ok());
+  return r.ok() ? "" : r.status().message();
+}
+
+/// The ids of the findings for one dovecot.conf text.
+std::vector<std::string> Ids(const std::string& text, MemoryFiles* extra = nullptr) {
+  MemoryFiles local;
+  MemoryFiles& fs = extra ? *extra : local;
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  Config cfg = MustParse(fs);
+  AuditResult r = Audit(cfg, fs, {});
+  std::vector<std::string> ids;
+  for (const auto& f : r.findings) ids.push_back(f.id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+using Ids_t = std::vector<std::string>;
+
+TEST(DovecotParse, ValuesCommentsQuotesContinuations) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "# comment\n"
+         "auth_mechanisms = plain login # trailing\n"
+         "auth_debug=yes\n"
+         "auth_debug = no\n"
+         "login_greeting = \"Hello # not a comment\"\n"
+         "mail_plugins = quota\n"
+         "mail_plugins = $mail_plugins acl\n"
+         "login_trusted_networks = 10.0.0.0/8 \\\n"
+         "   192.168.0.0/16\n"
+         "ssl_key = <key.pem\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "plain login");
+  EXPECT_EQ(c.Global("auth_debug")->value, "no");
+  EXPECT_EQ(c.Global("auth_debug")->line, 4);
+  EXPECT_EQ(c.Global("login_greeting")->value, "Hello # not a comment");
+  EXPECT_EQ(c.Global("mail_plugins")->value, "quota acl");
+  EXPECT_EQ(c.Global("login_trusted_networks")->value, "10.0.0.0/8 192.168.0.0/16");
+  EXPECT_EQ(c.Global("ssl_key")->value, "<key.pem");
+  EXPECT_EQ(c.Global("ssl_key")->line, 10);  // continuation lines still count
+}
+
+TEST(DovecotParse, SectionsScopeSettings) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "protocol imap {\n  mail_debug = yes\n}\n"
+         "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n"
+         "remote 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("mail_debug"), nullptr);
+  EXPECT_EQ(c.Global("port"), nullptr);
+  ASSERT_EQ(c.settings.size(), 3u);
+  auto scope = c.ScopeOf(c.settings[1]);
+  ASSERT_EQ(scope.size(), 2u);
+  EXPECT_EQ(scope[0]->type, "service");
+  EXPECT_EQ(scope[0]->name, "imap-login");
+  EXPECT_EQ(scope[1]->type, "inet_listener");
+  EXPECT_EQ(scope[1]->name, "imap");
+}
+
+TEST(DovecotParse, IncludesRelativeGlobAndTry) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_debug = yes\n!include conf.d/*.conf\n!include_try local.conf\n!include_try missing/*.conf\n");
+  fs.Add("/etc/dovecot/conf.d/10-auth.conf", "auth_debug = no\n");
+  fs.Add("/etc/dovecot/conf.d/20-imap.conf", "auth_mechanisms = plain\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_debug")->value, "no");
+  EXPECT_EQ(c.Global("auth_debug")->file, "/etc/dovecot/conf.d/10-auth.conf");
+  EXPECT_EQ(c.files.size(), 3u);  // local.conf missing: fine for !include_try
+}
+
+TEST(DovecotParse, Errors) {
+  MemoryFiles a;
+  a.Add("/etc/dovecot/dovecot.conf", "protocol imap {\n  mail_debug = yes\n");
+  EXPECT_HAS(ParseError(a), "/etc/dovecot/dovecot.conf:1: section 'protocol imap' is never closed");
+  MemoryFiles b;
+  b.Add("/etc/dovecot/dovecot.conf", "auth_debug = yes\n}\n");
+  EXPECT_HAS(ParseError(b), "dovecot.conf:2: '}' without an open section");
+  MemoryFiles c;
+  c.Add("/etc/dovecot/dovecot.conf", "!include a.conf\n");
+  c.Add("/etc/dovecot/a.conf", "!include ./b.conf\n");
+  c.Add("/etc/dovecot/b.conf", "!include ../dovecot/dovecot.conf\n");
+  EXPECT_HAS(ParseError(c), "b.conf:1: Recursive include file");
+  MemoryFiles d;
+  d.Add("/etc/dovecot/dovecot.conf", "\n!include nothere.conf\n");
+  EXPECT_HAS(ParseError(d), "dovecot.conf:2: /etc/dovecot/nothere.conf: cannot open");
+  MemoryFiles e;
+  e.Add("/etc/dovecot/dovecot.conf", std::string("auth_debug = yes\n\x7f" "ELF\x01\x00\x00", 24));
+  EXPECT_HAS(ParseError(e), "binary data");
+  MemoryFiles f;
+  f.Add("/etc/dovecot/dovecot.conf", "just some words\n");
+  EXPECT_HAS(ParseError(f), "dovecot.conf:1: expected 'key = value'");
+  MemoryFiles g;
+  g.Add("/etc/dovecot/dovecot.conf", "!include_try conf.d/*.conf\n");
+  g.Add("/etc/dovecot/conf.d/x.conf", "passdb {\n");
+  EXPECT_HAS(ParseError(g), "conf.d/x.conf:1: section 'passdb' is never closed");
+  MemoryFiles h;
+  EXPECT_HAS(ParseError(h), "cannot open");
+}
+
+TEST(DovecotParse, DeepNestingIsFastAndSafe) {
+  MemoryFiles fs;
+  std::string deep;
+  for (int i = 0; i < 20000; ++i) deep += "plugin {\n  x = " + std::to_string(i) + "\n";
+  for (int i = 0; i < 20000; ++i) deep += "}\n";
+  fs.Add("/etc/dovecot/dovecot.conf", deep);
+  auto start = std::chrono::steady_clock::now();
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.settings.size(), 20000u);
+  EXPECT_EQ(c.ScopeOf(c.settings.back()).size(), 20000u);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  std::string unclosed(20000, '{');
+  MemoryFiles u;
+  u.Add("/etc/dovecot/dovecot.conf", "a " + unclosed + "\n");
+  EXPECT_FALSE(Parse("/etc/dovecot/dovecot.conf", u).ok());
+}
+
+TEST(DovecotParse, Detects24) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n");
+  EXPECT_TRUE(MustParse(fs).is_24);
+}
+
+TEST(DovecotAudit, SaneConfigIsClean) {
+  EXPECT_EQ(Ids("protocols = imap pop3\nssl = required\nssl_cert = </c.pem\nssl_key = </k.pem\n"
+                "# auth_debug = yes\n#disable_plaintext_auth = no\n"),
+            Ids_t{});
+}
+
+TEST(DovecotAudit, LoggingFindings) {
+  EXPECT_EQ(Ids("auth_debug = yes\n"), Ids_t{"auth-debug"});
+  EXPECT_EQ(Ids("auth_debug_passwords = yes\n"), Ids_t{"auth-debug-passwords"});
+  EXPECT_EQ(Ids("auth_verbose_passwords = plain\n"), Ids_t{"auth-verbose-passwords"});
+  EXPECT_EQ(Ids("mail_debug = yes\n"), Ids_t{"mail-debug"});
+  EXPECT_EQ(Ids("protocol imap {\n mail_debug = yes\n}\n"), Ids_t{"mail-debug"});
+  // Overridden later: not a finding.
+  EXPECT_EQ(Ids("auth_debug = yes\nauth_debug = no\n"), Ids_t{});
+}
+
+TEST(DovecotAudit, VerbosePasswordsPlainIsWorseThanSha1) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_verbose_passwords = sha1:6\n");
+  auto sha = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(sha.findings.size(), 1u);
+  EXPECT_EQ(sha.findings[0].severity, "medium");
+  MemoryFiles fs2;
+  fs2.Add("/etc/dovecot/dovecot.conf", "auth_verbose_passwords = plain\n");
+  auto plain = Audit(MustParse(fs2), fs2, {});
+  ASSERT_EQ(plain.findings.size(), 1u);
+  EXPECT_EQ(plain.findings[0].severity, "critical");
+  EXPECT_EQ(plain.findings[0].file, "/etc/dovecot/dovecot.conf");
+  EXPECT_EQ(plain.findings[0].line, 1);
+  EXPECT_EQ(*plain.findings[0].setting, "auth_verbose_passwords");
+  EXPECT_EQ(plain.findings[0].value, "plain");
+}
+
+TEST(DovecotAudit, AnonymousOnlyWithTheMechanism) {
+  EXPECT_EQ(Ids("auth_anonymous_username = guest\n"), Ids_t{});
+  EXPECT_EQ(Ids("auth_mechanisms = plain ANONYMOUS\n"), Ids_t{"anonymous-login"});
+}
+
+TEST(DovecotAudit, CleartextAuth) {
+  // 143 and 110 are listening by default, so both listeners are findings too.
+  EXPECT_EQ(Ids("disable_plaintext_auth = no\n"),
+            (Ids_t{"cleartext-auth", "plaintext-listener", "plaintext-listener"}));
+  // ssl = required refuses cleartext auth whatever disable_plaintext_auth says.
+  EXPECT_EQ(Ids("disable_plaintext_auth = no\nssl = required\n"), Ids_t{});
+  // Scoped to loopback: fine. Scoped to a network: a finding at the block's line.
+  EXPECT_EQ(Ids("remote 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
+  EXPECT_EQ(Ids("remote ::1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
+  EXPECT_EQ(Ids("remote 10.0.0.0/8 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
+  EXPECT_EQ(Ids("protocol imap {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
+  // Listener closed with port = 0, pop3 not enabled: only the setting itself.
+  EXPECT_EQ(Ids("protocols = imap\ndisable_plaintext_auth = no\n"
+                "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n"),
+            Ids_t{"cleartext-auth"});
+}
+
+TEST(DovecotAudit, Tls) {
+  EXPECT_EQ(Ids("ssl = no\n"), Ids_t{"ssl-disabled"});
+  EXPECT_EQ(Ids("ssl_min_protocol = TLSv1\n"), Ids_t{"weak-tls-protocol"});
+  EXPECT_EQ(Ids("ssl_min_protocol = TLSv1.1\n"), Ids_t{"weak-tls-protocol"});
+  EXPECT_EQ(Ids("ssl_min_protocol = TLSv1.3\n"), Ids_t{});
+}
+
+TEST(DovecotAudit, Dovecot24Names) {
+  const char* head = "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\nprotocols = imaps\n";
+  EXPECT_EQ(Ids(std::string(head)), Ids_t{});
+  EXPECT_EQ(Ids(std::string(head) + "auth_allow_cleartext = yes\n"), Ids_t{"cleartext-auth"});
+  EXPECT_EQ(Ids(std::string(head) + "disable_plaintext_auth = no\n"), Ids_t{});  // a 2.3 name means nothing in 2.4
+  EXPECT_EQ(Ids(std::string(head) + "log_debug = category=auth\n"), Ids_t{"auth-debug"});
+  EXPECT_EQ(Ids(std::string(head) + "auth_allow_weak_schemes = yes\n"), Ids_t{"weak-password-schemes"});
+}
+
+TEST(DovecotAudit, TrustedNetworks) {
+  EXPECT_EQ(Ids("login_trusted_networks = 0.0.0.0/0\n"), Ids_t{"trusted-networks-broad"});
+  EXPECT_EQ(Ids("login_trusted_networks = 192.0.2.10 198.51.100.0/24\n"), Ids_t{});
+}
+
+TEST(DovecotAudit, FilePermissions) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/conf.d/ssl.conf", "ssl_key = </etc/dovecot/private/key.pem\n", 0666);
+  fs.Add("/etc/dovecot/private/key.pem", "KEY", 0644);
+  EXPECT_EQ(Ids("!include conf.d/ssl.conf\n", &fs), (Ids_t{"config-writable", "ssl-key-exposed"}));
+  MemoryFiles ok;
+  ok.Add("/etc/dovecot/private/key.pem", "KEY", 0600);
+  EXPECT_EQ(Ids("ssl_key = </etc/dovecot/private/key.pem\n", &ok), Ids_t{});
+  MemoryFiles owned;
+  owned.Add("/etc/dovecot/conf.d/x.conf", "", 0644, 1000);
+  EXPECT_EQ(Ids("!include conf.d/x.conf\n", &owned), Ids_t{"config-writable"});
+}
+
+TEST(DovecotAudit, FindingsHaveNullSettingForFiles) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "ssl_key = <k.pem\n", 0602);
+  fs.Add("/etc/dovecot/k.pem", "KEY", 0604);
+  AuditResult r = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(r.findings.size(), 2u);
+  EXPECT_EQ(r.findings[0].id, "ssl-key-exposed");  // critical sorts first
+  EXPECT_FALSE(r.findings[0].setting.has_value());
+  EXPECT_EQ(r.findings[0].file, "/etc/dovecot/k.pem");
+}
+
+TEST(DovecotAudit, IgnoreList) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_debug = yes\nmail_debug = yes\n");
+  AuditResult r = Audit(MustParse(fs), fs, {"auth-debug"});
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].id, "mail-debug");
+  EXPECT_EQ(r.ignored, std::vector<std::string>{"auth-debug"});
+}
+
+}  // namespace
+}  // namespace mw::dovecot

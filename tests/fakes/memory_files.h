@@ -1,0 +1,65 @@
+// In-memory files for the Dovecot parser and auditor: a map of path -> content (and mode), that
+// also records which files were read.
+#pragma once
+
+#include <fnmatch.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dovecot/audit.h"
+#include "dovecot/config.h"
+
+namespace mw::testing {
+
+class MemoryFiles : public dovecot::FileSource, public dovecot::FileStat {
+ public:
+  void Add(const std::string& path, const std::string& text, mode_t mode = 0644, uid_t uid = 0) {
+    files_[path] = {text, dovecot::FileMode{uid, 0, static_cast<mode_t>(S_IFREG | mode)}};
+  }
+  Result<std::string> Read(const std::string& path) override {
+    reads.push_back(path);
+    auto it = files_.find(Canonical(path));
+    if (it == files_.end()) return Status::Io(path + ": cannot open: No such file or directory");
+    return it->second.first;
+  }
+  std::vector<std::string> Glob(const std::string& pattern) override {
+    std::vector<std::string> out;
+    for (const auto& [p, f] : files_)
+      if (fnmatch(pattern.c_str(), p.c_str(), FNM_PATHNAME) == 0) out.push_back(p);
+    return out;
+  }
+  std::string Canonical(const std::string& path) override {
+    // Collapse "/./" and "dir/../" so that cycles through relative paths are found.
+    std::vector<std::string> parts;
+    size_t i = 0;
+    while (i <= path.size()) {
+      size_t j = path.find('/', i);
+      if (j == std::string::npos) j = path.size();
+      std::string part = path.substr(i, j - i);
+      if (part == "..") {
+        if (!parts.empty()) parts.pop_back();
+      } else if (!part.empty() && part != ".") {
+        parts.push_back(part);
+      }
+      i = j + 1;
+    }
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    return out;
+  }
+  std::optional<dovecot::FileMode> Stat(const std::string& path) override {
+    auto it = files_.find(Canonical(path));
+    if (it == files_.end()) return std::nullopt;
+    return it->second.second;
+  }
+  std::vector<std::string> reads;
+
+ private:
+  std::map<std::string, std::pair<std::string, dovecot::FileMode>> files_;
+};
+
+}  // namespace mw::testing
