@@ -185,7 +185,8 @@ TEST(DovecotAudit, AnonymousOnlyWithTheMechanism) {
 
 TEST(DovecotAudit, CleartextAuth) {
   // 143 and 110 are listening by default, so both listeners are findings too.
-  EXPECT_EQ(Ids("disable_plaintext_auth = no\n"),
+  EXPECT_EQ(Ids("disable_plaintext_auth = no\n"), Ids_t{"cleartext-auth"});  // no protocols enabled
+  EXPECT_EQ(Ids("protocols = imap pop3\ndisable_plaintext_auth = no\n"),
             (Ids_t{"cleartext-auth", "plaintext-listener", "plaintext-listener"}));
   // ssl = required refuses cleartext auth whatever disable_plaintext_auth says.
   EXPECT_EQ(Ids("disable_plaintext_auth = no\nssl = required\n"), Ids_t{});

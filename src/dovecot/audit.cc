@@ -54,7 +54,9 @@ const std::map<std::string, std::string>& Defaults23() {
       {"auth_debug", "no"},          {"auth_debug_passwords", "no"},   {"auth_verbose_passwords", "no"},
       {"auth_mechanisms", "plain"},  {"auth_anonymous_username", "anonymous"},
       {"disable_plaintext_auth", "yes"}, {"ssl", "yes"},             {"ssl_min_protocol", "TLSv1.2"},
-      {"mail_debug", "no"},          {"protocols", "imap pop3 lmtp"}, {"login_trusted_networks", ""},
+      // protocols: empty in Debian's build, which adds each protocol from protocols.d (upstream
+      // builds default to "imap pop3 lmtp"); doveconf on Debian 12 is the oracle here.
+      {"mail_debug", "no"},          {"protocols", ""},              {"login_trusted_networks", ""},
       {"ssl_key", ""},               {"ssl_cert", ""},
   };
   return d;
@@ -257,8 +259,8 @@ class Auditor {
   }
 
   void Listeners(bool cleartext) {
-    if (!cleartext) return;
     auto protocols = Eff("protocols");
+    if (!cleartext) return;
     auto words = Words(protocols.value);
     struct L {
       const char* proto;

@@ -226,21 +226,22 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
     if (!raw.empty() && (raw[0] == '"' || raw[0] == '\'')) {
       value = Unquote(raw);
     } else {
-      // $setting expands to the setting's earlier global value (mail_plugins = $mail_plugins acl).
+      // $setting expands to the setting's earlier global value (mail_plugins = $mail_plugins acl),
+      // empty when it was never set; other $words stay as written (as doveconf does).
       for (size_t i = 0; i < raw.size();) {
         if (raw[i] == '$') {
           size_t j = i + 1;
           while (j < raw.size() && (std::isalnum(static_cast<unsigned char>(raw[j])) || raw[j] == '_')) ++j;
-          auto g = globals.find(raw.substr(i + 1, j - i - 1));
-          if (j > i + 1 && g != globals.end()) {
-            value += g->second;
+          std::string name = raw.substr(i + 1, j - i - 1);
+          auto g = globals.find(name);
+          if (j > i + 1 && (g != globals.end() || name == key)) {
+            if (g != globals.end()) value += g->second;
             i = j;
             continue;
           }
         }
         value += raw[i++];
       }
-      value = Trim(value);
     }
     if (first_setting) cfg.is_24 = key == "dovecot_config_version";
     first_setting = false;
