@@ -5,6 +5,7 @@
 
 #include "cli/audit_cmd.h"
 #include "cli/commands.h"
+#include "cli/probe_cmd.h"
 
 int main(int argc, char** argv) {
   mw::GlobalOptions g;
@@ -34,7 +35,13 @@ int main(int argc, char** argv) {
                             "dovecot.conf (default: the policy's dovecot.config, else /etc/dovecot/dovecot.conf)");
   audit_dovecot->add_flag("--fix", audit_opts.fix,
                           "write a hardening drop-in into conf.d/, check it with doveconf, and say how to reload");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot}) sc->fallthrough();
+  auto* probe = app.add_subcommand("probe", "probe the policy's ports on HOST (0 as the policy says, 2 not, 1 error)");
+  mw::ProbeOptions probe_opts;
+  probe->add_option("host", probe_opts.hosts, "hosts to probe (default: this host's addresses)");
+  probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str();
+  probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str();
+  probe->add_option("--source", probe_opts.source, "source address to probe from (judged against the allowlists)");
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -48,5 +55,6 @@ int main(int argc, char** argv) {
   if (*check) return mw::CmdCheck(g);
   if (*rollback) return mw::CmdRollback(g);
   if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
+  if (*probe) return mw::CmdProbe(g, probe_opts);
   return 1;
 }

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "cli/audit_cmd.h"
+#include "cli/probe_cmd.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/report.h"
@@ -363,14 +364,29 @@ int CmdApply(const GlobalOptions& g) {
       return Fail(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
+  // Local probes of the ports the policy keeps open: the service answers through the firewall
+  // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
+  // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
+  // since a stopped service is not the firewall's doing.
+  std::vector<std::pair<std::string, uint16_t>> targets;
+  for (const auto& p : l->policy.ports)
+    if (p.state == PortState::kOpen) targets.push_back({"127.0.0.1", p.port});
+  auto probes = JudgeProbes(l->policy, probe::ProbeAll(targets, probe::Options{1.0, 3.0, ""}), "");
   if (Json(g)) {
     json j = PlanJson("apply", *c, *plan);
     j["applied"] = !plan->in_sync();
     j["verified"] = verified;
+    json pj = json::array();
+    for (const auto& p : probes) pj.push_back(ProbeJson(p));
+    j["probes"] = pj;
     std::cout << j.dump(2) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
     if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
+    if (!probes.empty()) {
+      std::cout << "local probes of the open ports (closed ports can only be proven from another host):\n"
+                << ProbeText(probes, UseColor());
+    }
   }
   return exit_code::kOk;
 }

@@ -1,0 +1,165 @@
+#include "cli/probe_cmd.h"
+
+#include <iostream>
+
+#include "report/report.h"
+
+namespace mw {
+namespace {
+using json = nlohmann::json;
+
+bool InAllowlists(const Policy& policy, const PortPolicy& port, const std::string& source) {
+  if (source.empty()) return false;
+  Cidr src;
+  std::string err;
+  if (!ParseCidr(source, &src, &err)) return false;
+  for (const auto& name : port.allow) {
+    auto it = policy.allowlists.find(name);
+    if (it == policy.allowlists.end()) continue;
+    for (const auto& c : it->second.entries) {
+      if (c.family != src.family) continue;
+      int max = c.family == Family::kV4 ? 32 : 128;
+      bool match = true;
+      for (int bit = 0; bit < c.prefix && bit < max && match; ++bit) {
+        uint8_t m = static_cast<uint8_t>(0x80 >> (bit % 8));
+        match = (c.addr.b[bit / 8] & m) == (src.addr.b[bit / 8] & m);
+      }
+      if (match) return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+std::vector<JudgedProbe> JudgeProbes(const Policy& policy, const std::vector<probe::Result>& results,
+                                     const std::string& source) {
+  std::vector<JudgedProbe> out;
+  for (const auto& r : results) {
+    JudgedProbe j;
+    j.result = r;
+    const PortPolicy* pp = nullptr;
+    for (const auto& p : policy.ports)
+      if (p.port == r.port) pp = &p;
+    bool local = probe::IsLocal(r.host);
+    bool allowlisted = pp && pp->state == PortState::kClosed && InAllowlists(policy, *pp, source);
+    j.expected = !pp || pp->state == PortState::kOpen || allowlisted ? "open" : "closed";
+    if (j.expected == "closed") {
+      if (local) {
+        j.reason = "a probe from this host crosses loopback, which the policy exempts: it cannot show whether "
+                   "the port is closed to the network; probe from another host (mailward probe HOST)";
+      } else if (r.state == "open") {
+        j.as_policy = false;
+        j.reason = "the port should be closed to this source but answers";
+      } else {
+        j.as_policy = true;
+        j.reason = "closed to this source, as the policy says";
+      }
+    } else if (r.state != "open") {
+      j.as_policy = false;
+      j.reason = r.state == "closed" ? "the port should be open but the connection is refused (is the service running?)"
+                                     : "the port should be open but nothing answers (filtered)";
+    } else if (r.proto != probe::Proto::kTcp && r.greeting.empty()) {
+      j.as_policy = false;
+      j.reason = "the port is open but no " + std::string(probe::ProtoName(r.proto)) + " service answered: " + r.error;
+    } else if (!r.error.empty()) {
+      j.as_policy = false;
+      j.reason = "the service answered, then: " + r.error;
+    } else if (r.cleartext_login && !r.tls && !local) {
+      j.as_policy = false;
+      j.reason = "a password login is offered in cleartext and no TLS upgrade is possible";
+    } else if (r.cleartext_login && !local) {
+      j.as_policy = false;
+      j.reason = "a password login is offered before TLS (no LOGINDISABLED / login before STARTTLS)";
+    } else {
+      j.as_policy = true;
+      j.reason = allowlisted ? "open to this allowlisted source, as the policy says" : "open, as the policy says";
+      if (local && r.proto != probe::Proto::kTcp && r.tls == std::nullopt && (r.proto == probe::Proto::kImap || r.proto == probe::Proto::kPop3))
+        j.reason += " (a local probe counts as secured for Dovecot: cleartext login checks need a remote probe)";
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+json ProbeJson(const JudgedProbe& p) {
+  const auto& r = p.result;
+  json tls = nullptr;
+  if (r.tls)
+    tls = {{"version", r.tls->version}, {"cipher", r.tls->cipher}, {"subject", r.tls->subject},
+           {"not_after", r.tls->not_after}, {"days_left", r.tls->days_left}};
+  return {{"port", r.port},
+          {"host", r.host},
+          {"state", r.state},
+          {"protocol", probe::ProtoName(r.proto)},
+          {"expected", p.expected},
+          {"as_policy", p.as_policy ? json(*p.as_policy) : json(nullptr)},
+          {"reason", p.reason},
+          {"connect_ms", r.connect_ms},
+          {"greeting", r.greeting},
+          {"capabilities", r.capabilities},
+          {"starttls", r.starttls},
+          {"login_disabled", r.login_disabled},
+          {"auth_cleartext", r.auth_cleartext},
+          {"cleartext_login", r.cleartext_login},
+          {"tls", tls},
+          {"error", r.error.empty() ? json(nullptr) : json(r.error)}};
+}
+
+std::string ProbeText(const std::vector<JudgedProbe>& probes, bool color) {
+  std::string out;
+  for (const auto& p : probes) {
+    const auto& r = p.result;
+    const char* mark = !p.as_policy ? "?" : *p.as_policy ? "ok" : "NO";
+    const char* col = !color ? "" : !p.as_policy ? "\033[33m" : *p.as_policy ? "\033[32m" : "\033[31m";
+    char head[160];
+    std::snprintf(head, sizeof head, "  %s%-2s%s %5u %-22s %-8s (expect %s)", col, mark, color ? "\033[0m" : "", r.port,
+                  r.host.c_str(), r.state.c_str(), p.expected.c_str());
+    out += head;
+    std::string d;
+    if (r.state == "open" && r.proto != probe::Proto::kTcp) {
+      d += std::string(probe::ProtoName(r.proto));
+      if (r.starttls) d += ", STARTTLS";
+      if (r.login_disabled) d += ", LOGINDISABLED";
+      if (!r.auth_cleartext.empty()) {
+        d += ", AUTH";
+        for (const auto& a : r.auth_cleartext) d += " " + a;
+      }
+      if (r.tls) d += ", " + r.tls->version + " " + r.tls->cipher + ", cert " + r.tls->subject + " expires " +
+                      r.tls->not_after + " (" + std::to_string(r.tls->days_left) + " days)";
+    }
+    if (!d.empty()) out += "  " + d;
+    out += "\n      " + p.reason + "\n";
+  }
+  return out;
+}
+
+int CmdProbe(const GlobalOptions& g, const ProbeOptions& o) {
+  auto files = PolicyFiles(g.policy);
+  auto policy = files.ok() ? LoadPolicy(*files) : Result<Policy>(files.status());
+  if (!policy.ok()) {
+    std::cerr << "mailward probe: error: " << policy.status().message() << "\n";
+    if (g.format == "json")
+      std::cout << json{{"command", "probe"}, {"error", {{"kind", "invalid_policy"}, {"message", policy.status().message()}}}}.dump(2) << "\n";
+    return exit_code::kError;
+  }
+  std::vector<std::string> hosts = o.hosts.empty() ? probe::LocalAddresses() : o.hosts;
+  std::vector<std::pair<std::string, uint16_t>> targets;
+  for (const auto& h : hosts)
+    for (const auto& p : policy->ports) targets.push_back({h, p.port});
+  probe::Options popt{o.timeout_s, o.deadline_s, o.source};
+  auto judged = JudgeProbes(*policy, probe::ProbeAll(targets, popt), o.source);
+  bool ok = true;
+  for (const auto& j : judged) ok &= j.as_policy.value_or(true);
+  if (g.format == "json") {
+    json results = json::array();
+    for (const auto& j : judged) results.push_back(ProbeJson(j));
+    std::cout << json{{"command", "probe"}, {"as_policy", ok}, {"source", o.source.empty() ? json(nullptr) : json(o.source)},
+                      {"results", results}}.dump(2) << "\n";
+  } else if (!g.quiet) {
+    std::cout << ProbeText(judged, UseColor());
+    std::cout << (ok ? "as the policy says\n" : "NOT as the policy says\n");
+  }
+  return ok ? exit_code::kOk : exit_code::kChanges;
+}
+
+}  // namespace mw

@@ -1,0 +1,75 @@
+#include <gtest/gtest.h>
+
+#include "cli/probe_cmd.h"
+#include "probe/probe.h"
+
+namespace mw {
+namespace {
+
+Policy TestPolicy() {
+  auto p = ParsePolicyText("version: 1\nallowlists:\n  office: [198.51.100.3, 203.0.113.128/25]\n"
+                           "ports:\n  imap: {state: closed, allow: [office]}\n  imaps: {state: open}\n");
+  EXPECT_TRUE(p.ok()) << p.status().message();
+  return *p;
+}
+
+probe::Result R(uint16_t port, const char* state) {
+  probe::Result r;
+  r.host = "192.0.2.10";  // TEST-NET: never one of this host's addresses
+  r.port = port;
+  r.proto = probe::ProtoForPort(port);
+  r.state = state;
+  if (std::string(state) == "open") r.greeting = "* OK ready";
+  return r;
+}
+
+TEST(Probe, ImapCapabilityLine) {
+  EXPECT_EQ(probe::ParseImapCapabilityLine("* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED AUTH=PLAIN"),
+            (std::vector<std::string>{"IMAP4rev1", "STARTTLS", "LOGINDISABLED", "AUTH=PLAIN"}));
+  EXPECT_TRUE(probe::ParseImapCapabilityLine("*").empty());
+}
+
+TEST(Probe, ProtocolsByPort) {
+  EXPECT_EQ(probe::ProtoForPort(143), probe::Proto::kImap);
+  EXPECT_EQ(probe::ProtoForPort(995), probe::Proto::kPop3s);
+  EXPECT_EQ(probe::ProtoForPort(587), probe::Proto::kSmtp);
+  EXPECT_EQ(probe::ProtoForPort(2000), probe::Proto::kTcp);
+}
+
+TEST(Probe, JudgedAgainstThePolicy) {
+  Policy p = TestPolicy();
+  auto j = JudgeProbes(p, {R(143, "filtered"), R(993, "open"), R(143, "open"), R(993, "closed")}, "");
+  EXPECT_EQ(j[0].as_policy, true);
+  EXPECT_EQ(j[1].as_policy, true);
+  EXPECT_EQ(j[2].as_policy, false);  // closed port answers
+  EXPECT_EQ(j[3].as_policy, false);  // open port refused
+  // From an allowlisted source the closed port is expected open.
+  auto a = JudgeProbes(p, {R(143, "open")}, "203.0.113.200");
+  EXPECT_EQ(a[0].expected, "open");
+  EXPECT_EQ(a[0].as_policy, true);
+  auto b = JudgeProbes(p, {R(143, "open")}, "203.0.113.1");
+  EXPECT_EQ(b[0].expected, "closed");
+}
+
+TEST(Probe, CleartextLoginIsNotAsPolicy) {
+  Policy p = TestPolicy();
+  probe::Result r = R(993, "open");
+  r.port = 993;
+  r.proto = probe::Proto::kImap;  // pretend a plaintext IMAP service on an open port
+  r.cleartext_login = true;
+  auto j = JudgeProbes(p, {r}, "");
+  EXPECT_EQ(j[0].as_policy, false);
+  EXPECT_NE(j[0].reason.find("cleartext"), std::string::npos);
+}
+
+TEST(Probe, LocalProbeCannotJudgeAClosedPort) {
+  Policy p = TestPolicy();
+  probe::Result r = R(143, "open");
+  r.host = "127.0.0.1";
+  auto j = JudgeProbes(p, {r}, "");
+  EXPECT_FALSE(j[0].as_policy.has_value());
+  EXPECT_NE(j[0].reason.find("loopback"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mw
