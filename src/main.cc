@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
   auto* validate = app.add_subcommand("validate", "check the policy files only (exit 0 valid, 1 invalid)");
   auto* plan = app.add_subcommand("plan", "show what apply would change (0 in sync, 2 changes pending, 1 error)");
   auto* apply = app.add_subcommand("apply", "apply the plan atomically and verify (0 ok, 1 error, 3 rolled back)");
-  auto* check = app.add_subcommand("check", "drift check: changes nothing (0 clean, 2 drift or conflicts, 1 error)");
+  auto* check = app.add_subcommand("check", "drift check: plan + Dovecot audit + local probes, changes nothing (0 clean, 2 drift/conflicts/findings/probe failures, 1 error)");
+  mw::CheckOptions check_opts;
+  check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
   auto* audit = app.add_subcommand("audit", "audits a server's configuration");
   audit->require_subcommand(1);
@@ -52,7 +54,7 @@ int main(int argc, char** argv) {
   if (*validate) return mw::CmdValidate(g);
   if (*plan) return mw::CmdPlan(g);
   if (*apply) return mw::CmdApply(g);
-  if (*check) return mw::CmdCheck(g);
+  if (*check) return mw::CmdCheck(g, check_opts);
   if (*rollback) return mw::CmdRollback(g);
   if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
   if (*probe) return mw::CmdProbe(g, probe_opts);

@@ -262,7 +262,15 @@ int CmdPlan(const GlobalOptions& g) {
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
 
-int CmdCheck(const GlobalOptions& g) {
+/// Local probes of the ports the policy keeps open (loopback: a closed port cannot be judged).
+std::vector<JudgedProbe> ProbeOpenPortsLocally(const Policy& policy) {
+  std::vector<std::pair<std::string, uint16_t>> targets;
+  for (const auto& p : policy.ports)
+    if (p.state == PortState::kOpen) targets.push_back({"127.0.0.1", p.port});
+  return JudgeProbes(policy, probe::ProbeAll(targets, probe::Options{1.0, 3.0, ""}), "");
+}
+
+int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   auto l = Load(g);
   if (!l.ok()) return Fail(g, "check", l.status());
   auto c = ChooseBackend(g, l->policy);
@@ -277,12 +285,19 @@ int CmdCheck(const GlobalOptions& g) {
     audit = std::move(a.value());
   }
   bool findings = audit && !audit->findings.empty();
-  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && !findings;
+  std::vector<JudgedProbe> probes;
+  if (o.probe) probes = ProbeOpenPortsLocally(l->policy);
+  bool probes_ok = true;
+  for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
+  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && !findings && probes_ok;
   if (Json(g)) {
     json j = PlanJson("check", *c, **plan);
     j["drift"] = !(*plan)->in_sync();
     j["clean"] = clean;
     j["audit"] = audit ? AuditJson(l->policy.dovecot.config, *audit) : json(nullptr);
+    json pj = json::array();
+    for (const auto& p : probes) pj.push_back(ProbeJson(p));
+    j["probes"] = pj;
     std::cout << j.dump(2) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
@@ -291,10 +306,12 @@ int CmdCheck(const GlobalOptions& g) {
                 << (findings ? std::to_string(audit->findings.size()) + " findings:\n" : "clean\n");
       std::cout << AuditText(*audit, UseColor());
     }
+    if (!probes.empty() && !g.quiet)
+      std::cout << "local probes of the open ports:\n" << ProbeText(probes, UseColor());
     if (!g.quiet)
       std::cout << (clean ? "clean\n"
                           : !(*plan)->in_sync() ? "not clean: run 'mailward apply' to repair drift\n"
-                                                : "not clean: see the conflicts and findings above\n");
+                                                : "not clean: see the conflicts, findings and probes above\n");
   }
   return clean ? exit_code::kOk : exit_code::kChanges;
 }
@@ -368,10 +385,7 @@ int CmdApply(const GlobalOptions& g) {
   // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
   // since a stopped service is not the firewall's doing.
-  std::vector<std::pair<std::string, uint16_t>> targets;
-  for (const auto& p : l->policy.ports)
-    if (p.state == PortState::kOpen) targets.push_back({"127.0.0.1", p.port});
-  auto probes = JudgeProbes(l->policy, probe::ProbeAll(targets, probe::Options{1.0, 3.0, ""}), "");
+  auto probes = ProbeOpenPortsLocally(l->policy);
   if (Json(g)) {
     json j = PlanJson("apply", *c, *plan);
     j["applied"] = !plan->in_sync();

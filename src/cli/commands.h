@@ -26,7 +26,10 @@ inline constexpr int kVerifyFailed = 3;
 int CmdValidate(const GlobalOptions& g);
 int CmdPlan(const GlobalOptions& g);
 int CmdApply(const GlobalOptions& g);
-int CmdCheck(const GlobalOptions& g);
+struct CheckOptions {
+  bool probe = true;  ///< probe the open ports locally (--no-probe: skip)
+};
+int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
 int CmdRollback(const GlobalOptions& g);
 
 }  // namespace mw

@@ -2,6 +2,7 @@
 coexistence with other tables, drift found and repaired, bad policies change nothing."""
 import json
 import os
+import subprocess
 import unittest
 
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, MailwardCase,
@@ -157,6 +158,28 @@ table inet strict {
         self.assertEqual(j["conflicts"], [])
 
 
+class CheckProbes(MailwardCase):
+    def test_check_probes_the_open_ports(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("policy.yaml", POLICY)
+        self.mw(ns.run, "apply", policy=policy, check=True)
+        rc, j = self.mw_json(ns.run, "check", policy=policy)
+        self.assertEqual(rc, 2)  # nothing listens on 993
+        self.assertTrue(j["in_sync"])
+        self.assertEqual([(p["port"], p["state"], p["as_policy"]) for p in j["probes"]], [(993, "closed", False)])
+        srv = subprocess.Popen(["nsenter", "-t", str(ns.pid), "-n", "python3", "-c",
+                                "import socket,time;s=socket.socket();s.bind(('127.0.0.1',993));s.listen();"
+                                "print('ready',flush=True);time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (srv.kill(), srv.wait(), srv.stdout.close()))
+        self.assertEqual(srv.stdout.readline().strip(), "ready")
+        rc, j = self.mw_json(ns.run, "check", policy=policy)
+        # Open, but no TLS service answers: still reported.
+        self.assertEqual((j["probes"][0]["state"], j["probes"][0]["as_policy"]), ("open", False))
+        rc, j = self.mw_json(ns.run, "check", "--no-probe", policy=policy)
+        self.assertEqual((rc, j["probes"]), (0, []))
+
+
 class Rollback(MailwardCase):
     def test_rollback_restores_each_previous_state_byte_for_byte(self):
         ns = Sandbox()
@@ -186,7 +209,7 @@ class Drift(MailwardCase):
         self.good = self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout
 
     def assert_repaired(self, expect_ops):
-        rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
+        rc, j = self.mw_json(self.ns.run, "check", "--no-probe", policy=self.policy)
         self.assertEqual(rc, 2, j)
         self.assertTrue(j["drift"])
         ops = sorted((c["op"], c["object"]) for c in j["changes"])
@@ -194,7 +217,7 @@ class Drift(MailwardCase):
         rc, j = self.mw_json(self.ns.run, "apply", policy=self.policy)
         self.assertEqual(rc, 0, j)
         self.assertTrue(j["verified"])
-        self.assertEqual(self.mw(self.ns.run, "check", policy=self.policy).returncode, 0)
+        self.assertEqual(self.mw(self.ns.run, "check", "--no-probe", policy=self.policy).returncode, 0)
         self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
 
     def test_table_deleted(self):
