@@ -25,6 +25,14 @@ int main(int argc, char** argv) {
   auto* validate = app.add_subcommand("validate", "check the policy files only (exit 0 valid, 1 invalid)");
   auto* plan = app.add_subcommand("plan", "show what apply would change (0 in sync, 2 changes pending, 1 error)");
   auto* apply = app.add_subcommand("apply", "apply the plan atomically and verify (0 ok, 1 error, 3 rolled back)");
+  mw::ApplyOptions apply_opts;
+  apply->add_option("--confirm", apply_opts.confirm_seconds,
+                    "revert by itself after SECONDS unless 'mailward confirm' runs")->check(CLI::Range(1, 86400));
+  apply->add_flag("--auto-confirm", apply_opts.auto_confirm,
+                  "with --confirm: confirm once the post-apply checks pass, else revert at the deadline")
+      ->needs(apply->get_option("--confirm"));
+  apply->add_flag("--force", apply_opts.force, "apply even when the policy closes the port of an SSH session");
+  auto* confirm = app.add_subcommand("confirm", "keep the policy of a pending 'apply --confirm' (0, 1)");
   auto* check = app.add_subcommand("check", "drift check: plan + Dovecot audit + local probes, changes nothing (0 clean, 2 drift/conflicts/findings/probe failures, 1 error)");
   mw::CheckOptions check_opts;
   check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
@@ -43,7 +51,7 @@ int main(int argc, char** argv) {
   probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str();
   probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str();
   probe->add_option("--source", probe_opts.source, "source address to probe from (judged against the allowlists)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -53,7 +61,8 @@ int main(int argc, char** argv) {
   }
   if (*validate) return mw::CmdValidate(g);
   if (*plan) return mw::CmdPlan(g);
-  if (*apply) return mw::CmdApply(g);
+  if (*apply) return mw::CmdApply(g, apply_opts);
+  if (*confirm) return mw::CmdConfirm(g);
   if (*check) return mw::CmdCheck(g, check_opts);
   if (*rollback) return mw::CmdRollback(g);
   if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <map>
@@ -553,6 +554,17 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
     nlmsghdr* nlh = batch->Add(NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE | NLM_F_EXCL, 1024, "add set " + spec.name);
     nftnl_set_nlmsg_build_payload(nlh, s.get());
     batch->Commit(nlh);
+  }
+  // Test-only fault injection: a change the kernel must refuse, in the middle of the batch.
+  if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "netlink-midbatch") {
+    nftnl_rule* rule = nftnl_rule_alloc();
+    nftnl_rule_set_str(rule, NFTNL_RULE_TABLE, kTable);
+    nftnl_rule_set_str(rule, NFTNL_RULE_CHAIN, kChain);
+    nftnl_rule_set_u64(rule, NFTNL_RULE_HANDLE, 0x7fffffff);
+    nlmsghdr* nlh = batch->Add(NFT_MSG_DELRULE, NFPROTO_INET, 0, 512, "injected fault: delete a rule that does not exist");
+    nftnl_rule_nlmsg_build_payload(nlh, rule);
+    batch->Commit(nlh);
+    nftnl_rule_free(rule);
   }
   // Removals before additions: an interval that is replaced by a wider one shares its start.
   for (const auto& ec : p.elements)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "backend/backend.h"
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
+#include "cli/safety.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/report.h"
@@ -316,14 +318,27 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   return clean ? exit_code::kOk : exit_code::kChanges;
 }
 
-int CmdApply(const GlobalOptions& g) {
+int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   auto l = Load(g);
   if (!l.ok()) return Fail(g, "apply", l.status());
   auto c = ChooseBackend(g, l->policy);
   if (!c.ok()) return Fail(g, "apply", c.status());
+  auto sessions = FindSshSessions();
+  if (!ao.force) {
+    Status lo = CheckLockout(l->policy, sessions);
+    if (!lo.ok()) return Fail(g, "apply", lo);
+  }
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return Fail(g, "apply", ls);
+  PendingConfirm pending;
+  if (ReadPending(g.state_dir, &pending))
+    return Fail(g, "apply", Status::Error(Code::kRefused,
+                                          "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
+                                              " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
+                                              "nothing was applied"));
+  if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
+    return Fail(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
 
   Backend& be = *c->backend;
   std::unique_ptr<BackendPlan> plan;
@@ -386,6 +401,38 @@ int CmdApply(const GlobalOptions& g) {
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
   // since a stopped service is not the firewall's doing.
   auto probes = ProbeOpenPortsLocally(l->policy);
+
+  // Commit-confirmed: a detached watchdog reverts unless `mailward confirm` (or, with
+  // --auto-confirm, this run's own checks) confirms first.
+  json confirm = nullptr;
+  std::string confirm_text;
+  if (ao.confirm_seconds > 0 && !plan->in_sync()) {
+    Status ws = StartConfirmWatchdog(g.state_dir, snapshot_path, ao.confirm_seconds);
+    if (!ws.ok()) {
+      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+      return Fail(g, "apply", ws.WithContext(rs.ok() ? "reverted" : "REVERT FAILED: " + rs.message()));
+    }
+    bool probes_ok = true;
+    for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
+    bool sessions_ok = CheckLockout(l->policy, FindSshSessions()).ok();
+    std::string why;
+    if (!probes_ok) why = "a probe of an open port failed";
+    else if (!sessions_ok) why = "the policy closes the port of an SSH session";
+    bool auto_ok = ao.auto_confirm && why.empty();
+    if (auto_ok) ConfirmPending(g.state_dir);
+    confirm = {{"seconds", ao.confirm_seconds},
+               {"pending", !auto_ok},
+               {"auto_confirmed", auto_ok},
+               {"reason", auto_ok ? "read-back verified, open ports answer, no SSH session is closed off"
+                                  : ao.auto_confirm ? "not auto-confirmed: " + why
+                                                    : "run 'mailward confirm' within the time"}};
+    confirm_text = auto_ok ? "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off\n"
+                           : "NOT CONFIRMED: reverts in " + std::to_string(ao.confirm_seconds) +
+                                 " s unless 'mailward confirm' runs" + (why.empty() ? "" : " (" + why + ")") + "\n";
+  } else if (ao.confirm_seconds > 0) {
+    confirm = {{"seconds", ao.confirm_seconds}, {"pending", false}, {"auto_confirmed", false},
+               {"reason", "nothing changed: nothing to confirm"}};
+  }
   if (Json(g)) {
     json j = PlanJson("apply", *c, *plan);
     j["applied"] = !plan->in_sync();
@@ -393,6 +440,7 @@ int CmdApply(const GlobalOptions& g) {
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
+    j["confirm"] = confirm;
     std::cout << j.dump(2) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
@@ -401,7 +449,21 @@ int CmdApply(const GlobalOptions& g) {
       std::cout << "local probes of the open ports (closed ports can only be proven from another host):\n"
                 << ProbeText(probes, UseColor());
     }
+    std::cout << confirm_text;
   }
+  return exit_code::kOk;
+}
+
+int CmdConfirm(const GlobalOptions& g) {
+  Lock lock;
+  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
+  if (!ls.ok()) return Fail(g, "confirm", ls);
+  bool done = ConfirmPending(g.state_dir);
+  if (!done)
+    return Fail(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
+                                                            "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
+  if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
+  else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
 
@@ -409,6 +471,7 @@ int CmdRollback(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return Fail(g, "rollback", ls);
+  ConfirmPending(g.state_dir);  // a pending revert is superseded by this rollback
   auto snaps = ListFiles(g.state_dir + "/snapshots", ".snap");
   if (!snaps.ok()) return Fail(g, "rollback", snaps.status());
   if (snaps->empty()) return Fail(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));

@@ -25,7 +25,13 @@ inline constexpr int kVerifyFailed = 3;
 
 int CmdValidate(const GlobalOptions& g);
 int CmdPlan(const GlobalOptions& g);
-int CmdApply(const GlobalOptions& g);
+struct ApplyOptions {
+  int confirm_seconds = 0;  ///< > 0: revert after this long unless `mailward confirm`
+  bool auto_confirm = false;
+  bool force = false;       ///< skip the anti-lockout refusal
+};
+int CmdApply(const GlobalOptions& g, const ApplyOptions& o);
+int CmdConfirm(const GlobalOptions& g);
 struct CheckOptions {
   bool probe = true;  ///< probe the open ports locally (--no-probe: skip)
 };
