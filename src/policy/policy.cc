@@ -150,7 +150,10 @@ class Loader {
   void ForEachKey(const YAML::Node& map, std::initializer_list<const char*> allowed, const KeyFn& fn) {
     std::map<std::string, SourcePos> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
-      const YAML::Node& k = it->first;
+      // Copies: yaml-cpp's iterator hands out a temporary pair, so references into it dangle
+      // (found by the policy fuzzer under ASan).
+      const YAML::Node k = it->first;
+      const YAML::Node v = it->second;
       if (!k.IsScalar()) {
         Error(At(k), "keys must be plain names");
         continue;
@@ -168,7 +171,7 @@ class Loader {
         Error(At(k), "unknown key '" + key + "' (expected one of: " + list + ")");
         continue;
       }
-      fn(key, k, it->second);
+      fn(key, k, v);
     }
   }
 

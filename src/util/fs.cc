@@ -24,16 +24,25 @@ Result<std::string> ReadFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::Io(path + ": cannot open: " + Errno());
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    // A directory, a device (/dev/zero would never end), a FIFO (would block): not a file.
+    bool dir = S_ISDIR(st.st_mode);
     close(fd);
-    return Status::Io(path + ": is a directory");
+    return Status::Io(path + (dir ? ": is a directory" : ": not a regular file"));
   }
+  constexpr size_t kMaxRead = size_t{1} << 30;
   // Read straight into the string; grow when the file was larger than stat said (or /proc).
   std::string out;
   size_t used = 0;
   out.resize(st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : 65536);
   for (;;) {
-    if (used == out.size()) out.resize(out.size() * 2);
+    if (used == out.size()) {
+      if (out.size() >= kMaxRead) {
+        close(fd);
+        return Status::Io(path + ": larger than 1 GiB");
+      }
+      out.resize(out.size() * 2);
+    }
     ssize_t n = read(fd, out.data() + used, out.size() - used);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -8,7 +8,8 @@
 
 namespace mw {
 
-/// Reads a whole file. Fails with Code::kIo naming the path and errno text.
+/// Reads a whole regular file (at most 1 GiB). Fails with Code::kIo naming the path and the
+/// problem; devices and FIFOs are refused rather than read forever.
 Result<std::string> ReadFile(const std::string& path);
 
 enum class Durability { kFsync, kNoFsync };
