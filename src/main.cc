@@ -32,10 +32,13 @@ int main(int argc, char** argv) {
                   "with --confirm: confirm once the post-apply checks pass, else revert at the deadline")
       ->needs(apply->get_option("--confirm"));
   apply->add_flag("--force", apply_opts.force, "apply even when the policy closes the port of an SSH session");
+  apply->add_flag("!--no-probe", apply_opts.probe, "skip the local probes of the open ports after applying");
   auto* confirm = app.add_subcommand("confirm", "keep the policy of a pending 'apply --confirm' (0, 1)");
   auto* check = app.add_subcommand("check", "drift check: plan + Dovecot audit + local probes, changes nothing (0 clean, 2 drift/conflicts/findings/probe failures, 1 error)");
   mw::CheckOptions check_opts;
   check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
+  check->add_option("--metrics-file", check_opts.metrics_file,
+                    "write Prometheus textfile-collector metrics here (atomically)");
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
   auto* audit = app.add_subcommand("audit", "audits a server's configuration");
   audit->require_subcommand(1);

@@ -19,6 +19,7 @@
 #include "cli/safety.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
+#include "report/metrics.h"
 #include "report/report.h"
 #include "util/fs.h"
 #include "util/timing.h"
@@ -52,7 +53,8 @@ int Fail(const GlobalOptions& g, const std::string& command, const Status& s, in
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
     std::cout << j.dump(2) << "\n";
   }
-  std::cerr << "mailward " << command << ": error: " << s.message() << "\n";
+  // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
+  std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
   if (s.code() == Code::kInvalidPolicy && command != "validate")
     std::cerr << "nothing was applied: the firewall is unchanged\n";
   return code;
@@ -273,6 +275,21 @@ std::vector<JudgedProbe> ProbeOpenPortsLocally(const Policy& policy) {
 }
 
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
+  // Metrics are written however the check ends (mailward_up 0 on an error).
+  CheckMetrics metrics;
+  auto started = std::chrono::steady_clock::now();
+  struct MetricsWriter {
+    const CheckOptions& o;
+    CheckMetrics& m;
+    std::chrono::steady_clock::time_point t0;
+    ~MetricsWriter() {
+      if (o.metrics_file.empty()) return;
+      m.timestamp = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      m.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      Status s = WriteMetrics(o.metrics_file, m);
+      if (!s.ok()) std::cerr << "mailward check: cannot write metrics: " << s.message() << "\n";
+    }
+  } writer{o, metrics, started};
   auto l = Load(g);
   if (!l.ok()) return Fail(g, "check", l.status());
   auto c = ChooseBackend(g, l->policy);
@@ -292,6 +309,14 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   bool probes_ok = true;
   for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
   bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && !findings && probes_ok;
+  metrics.up = true;
+  metrics.in_sync = (*plan)->in_sync();
+  metrics.changes = (*plan)->changes.size();
+  metrics.conflicts = (*plan)->conflicts.size();
+  if (audit)
+    for (const auto& f : audit->findings) ++metrics.findings[f.severity];
+  for (const auto& p : probes)
+    metrics.probes.push_back({p.result.host, p.result.port, p.result.state, p.as_policy ? (*p.as_policy ? 1 : 0) : -1});
   if (Json(g)) {
     json j = PlanJson("check", *c, **plan);
     j["drift"] = !(*plan)->in_sync();
@@ -314,6 +339,13 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
       std::cout << (clean ? "clean\n"
                           : !(*plan)->in_sync() ? "not clean: run 'mailward apply' to repair drift\n"
                                                 : "not clean: see the conflicts, findings and probes above\n");
+  }
+  if (std::getenv("JOURNAL_STREAM")) {
+    // One line for the journal, with a priority: warning when not clean.
+    std::cerr << (clean ? "<6>" : "<4>") << "mailward check: " << (clean ? "clean" : "NOT clean") << ": "
+              << (*plan)->changes.size() << " drift changes, " << (*plan)->conflicts.size() << " conflicts, "
+              << (audit ? audit->findings.size() : 0) << " Dovecot findings, " << (probes_ok ? "probes ok" : "a probe failed")
+              << "\n";
   }
   return clean ? exit_code::kOk : exit_code::kChanges;
 }
@@ -400,7 +432,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
   // since a stopped service is not the firewall's doing.
-  auto probes = ProbeOpenPortsLocally(l->policy);
+  std::vector<JudgedProbe> probes;
+  if (ao.probe) probes = ProbeOpenPortsLocally(l->policy);
 
   // Commit-confirmed: a detached watchdog reverts unless `mailward confirm` (or, with
   // --auto-confirm, this run's own checks) confirms first.

@@ -29,11 +29,13 @@ struct ApplyOptions {
   int confirm_seconds = 0;  ///< > 0: revert after this long unless `mailward confirm`
   bool auto_confirm = false;
   bool force = false;       ///< skip the anti-lockout refusal
+  bool probe = true;        ///< probe the open ports locally after applying
 };
 int CmdApply(const GlobalOptions& g, const ApplyOptions& o);
 int CmdConfirm(const GlobalOptions& g);
 struct CheckOptions {
-  bool probe = true;  ///< probe the open ports locally (--no-probe: skip)
+  bool probe = true;         ///< probe the open ports locally (--no-probe: skip)
+  std::string metrics_file;  ///< Prometheus textfile output, written atomically
 };
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
 int CmdRollback(const GlobalOptions& g);
