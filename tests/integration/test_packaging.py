@@ -1,0 +1,123 @@
+"""Running it for real: install layout, systemd units (verified, sandboxing scored), the .deb
+(contents and dependencies), --help and --version from an install, the metrics file and the
+journal priorities of `check`."""
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+from mwtest import MAILWARD, MailwardCase, Sandbox, run
+
+BUILD = os.environ.get("MAILWARD_BUILD_DIR", os.path.join(os.path.dirname(MAILWARD)))
+SOURCE = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+UNITS = ("mailward-check.service", "mailward-check.timer", "mailward-apply.service")
+
+
+class Install(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="mwinstall")
+        cls.root = cls.tmp.name
+        run(["cmake", "--install", BUILD, "--prefix", "/usr"], env=dict(os.environ, DESTDIR=cls.root))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_layout_and_binary(self):
+        for f in ["usr/sbin/mailward", "usr/share/mailward/policies/default.yaml",
+                  "usr/share/mailward/templates/dovecot/99-mailward-hardening-2.3.conf",
+                  "usr/share/man/man8/mailward.8", "usr/share/bash-completion/completions/mailward"] + \
+                 [f"usr/lib/systemd/system/{u}" for u in UNITS]:
+            self.assertTrue(os.path.exists(os.path.join(self.root, f)), f)
+        binary = os.path.join(self.root, "usr/sbin/mailward")
+        self.assertIn("Subcommands:", run([binary, "--help"]).stdout)
+        self.assertRegex(run([binary, "--version"]).stdout, r"^mailward \d+\.\d+\.\d+")
+        # The installed example policy is valid.
+        run([binary, "--policy", os.path.join(self.root, "usr/share/mailward/policies/default.yaml"), "validate"])
+        # The completion script loads in bash and completes commands.
+        out = run(["bash", "-c", f"source {self.root}/usr/share/bash-completion/completions/mailward; "
+                   "COMP_WORDS=(mailward ap); COMP_CWORD=1; _mailward; echo ${COMPREPLY[@]}"]).stdout
+        self.assertEqual(out.strip(), "apply")
+
+    def test_units_verify_and_score(self):
+        d = os.path.join(self.root, "verify")
+        os.makedirs(d)
+        for u in UNITS:  # point ExecStart at the installed binary so verify can check it
+            with open(os.path.join(self.root, "usr/lib/systemd/system", u)) as f:
+                text = f.read().replace("/usr/sbin/mailward", os.path.join(self.root, "usr/sbin/mailward"))
+            with open(os.path.join(d, u), "w") as f:
+                f.write(text)
+        env = dict(os.environ, MANPATH=os.path.join(self.root, "usr/share/man"))
+        p = subprocess.run(["systemd-analyze", "verify", *UNITS], cwd=d, capture_output=True, text=True, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr.strip(), "")
+        for u in ("mailward-check.service", "mailward-apply.service"):
+            out = run(["systemd-analyze", "security", "--offline=true", u], cwd=d).stdout
+            score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+            self.assertLessEqual(score, 2.0, u)
+        timer = read(os.path.join(d, "mailward-check.timer"))
+        self.assertIn("OnUnitActiveSec=15min", timer)
+        self.assertIn("OnBootSec=", timer)
+        self.assertIn("RandomizedDelaySec=", timer)
+
+
+class Deb(unittest.TestCase):
+    def test_deb_contents_and_dependencies(self):
+        with tempfile.TemporaryDirectory(prefix="mwdeb") as d:
+            run(["cpack", "-G", "DEB", "--config", os.path.join(BUILD, "CPackConfig.cmake")], cwd=d)
+            debs = [f for f in os.listdir(d) if f.endswith(".deb")]
+            self.assertEqual(len(debs), 1, os.listdir(d))
+            deb = os.path.join(d, debs[0])
+            contents = run(["dpkg-deb", "-c", deb]).stdout
+            for f in ["./usr/sbin/mailward", "./usr/lib/systemd/system/mailward-check.timer",
+                      "./usr/lib/systemd/system/mailward-check.service", "./usr/share/man/man8/mailward.8",
+                      "./usr/share/mailward/policies/default.yaml"]:
+                self.assertIn(f, contents)
+            info = run(["dpkg-deb", "-I", deb]).stdout
+            self.assertRegex(info, r"Package: mailward")
+            depends = re.search(r"Depends: (.*)", info).group(1)
+            for lib in ("libnftnl", "libmnl", "libyaml-cpp", "libssl"):
+                self.assertIn(lib, depends)
+
+
+class Metrics(MailwardCase):
+    def test_metrics_file_and_journal_priority(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("p.yaml", "version: 1\nports:\n  imap: {state: closed}\n  imaps: {state: open}\n")
+        prom = os.path.join(self.dir, "mailward.prom")
+        env = dict(os.environ, JOURNAL_STREAM="8:1234")
+        p = run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
+                 "check", "--metrics-file", prom], check=False, env=env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("<4>mailward check: NOT clean", p.stderr)
+        text = read(prom)
+        self.assertIn("mailward_up 1\n", text)
+        self.assertIn("mailward_in_sync 0\n", text)
+        self.assertRegex(text, r"mailward_drift_changes [1-9]")
+        self.assertIn('mailward_probe_as_policy{host="127.0.0.1",port="993"} 0', text)
+        self.assertIn('mailward_dovecot_findings{severity="critical"} 0', text)
+        self.assertRegex(text, r"mailward_last_run_timestamp_seconds \d+\.\d+")
+        self.assertEqual([f for f in os.listdir(self.dir) if ".tmp" in f], [])  # written by rename
+        run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
+             "apply", "--no-probe"])
+        run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
+             "check", "--no-probe", "--metrics-file", prom], env=env)
+        self.assertIn("mailward_in_sync 1\n", read(prom))
+        # An error still writes the file, with mailward_up 0.
+        bad = self.write("bad.yaml", "version: 2\n")
+        p = run([MAILWARD, "--policy", bad, "check", "--metrics-file", prom], check=False, env=env)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("<3>mailward check: error", p.stderr)
+        self.assertIn("mailward_up 0\n", read(prom))
+
+
+if __name__ == "__main__":
+    unittest.main()
