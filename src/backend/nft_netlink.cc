@@ -20,20 +20,26 @@ namespace {
 constexpr size_t kRecvBuf = 1 << 16;        // one read: enough for the largest dump skb
 constexpr int kSocketRcvBuf = 4 << 20;      // the kernel's queue for replies
 std::string Err(int e) { return std::strerror(e); }
+
+/// A batch-begin or batch-end message for the nf_tables subsystem.
+nlmsghdr* PutMarker(char* at, uint16_t type, uint32_t seq) {
+  nlmsghdr* nlh = mnl_nlmsg_put_header(at);
+  nlh->nlmsg_type = type;
+  nlh->nlmsg_flags = NLM_F_REQUEST;
+  nlh->nlmsg_seq = seq;
+  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+  nfg->nfgen_family = AF_UNSPEC;
+  nfg->version = NFNETLINK_V0;
+  nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+  return nlh;
+}
 }  // namespace
 
 Batch::Batch(uint32_t genid) {
   first_seq_ = static_cast<uint32_t>(time(nullptr));
   next_seq_ = first_seq_;
   buf_.resize(1 << 16);
-  nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data());
-  nlh->nlmsg_type = NFNL_MSG_BATCH_BEGIN;
-  nlh->nlmsg_flags = NLM_F_REQUEST;
-  nlh->nlmsg_seq = next_seq_++;
-  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
-  nfg->nfgen_family = AF_UNSPEC;
-  nfg->version = NFNETLINK_V0;
-  nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+  nlmsghdr* nlh = PutMarker(buf_.data(), NFNL_MSG_BATCH_BEGIN, next_seq_++);
   if (genid) mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
   used_ = NLMSG_ALIGN(nlh->nlmsg_len);
   first_seq_ = next_seq_;
@@ -51,14 +57,7 @@ void Batch::Commit(nlmsghdr* nlh) { used_ += NLMSG_ALIGN(nlh->nlmsg_len); }
 
 void Batch::End() {
   if (buf_.size() < used_ + 64) buf_.resize(used_ + 64);
-  nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data() + used_);
-  nlh->nlmsg_type = NFNL_MSG_BATCH_END;
-  nlh->nlmsg_flags = NLM_F_REQUEST;
-  nlh->nlmsg_seq = next_seq_++;
-  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
-  nfg->nfgen_family = AF_UNSPEC;
-  nfg->version = NFNETLINK_V0;
-  nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+  nlmsghdr* nlh = PutMarker(buf_.data() + used_, NFNL_MSG_BATCH_END, next_seq_++);
   used_ += NLMSG_ALIGN(nlh->nlmsg_len);
   buf_.resize(used_);
 }

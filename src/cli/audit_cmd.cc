@@ -20,12 +20,6 @@ namespace {
 using json = nlohmann::json;
 constexpr const char* kDropInName = "99-mailward-hardening.conf";
 
-std::string DirOf(const std::string& path) {
-  auto pos = path.rfind('/');
-  if (pos == std::string::npos) return ".";
-  return pos == 0 ? "/" : path.substr(0, pos);
-}
-
 /// Runs argv (never through a shell); returns the exit status and stderr+stdout.
 std::pair<int, std::string> RunCapture(const std::vector<std::string>& argv) {
   int pipefd[2];

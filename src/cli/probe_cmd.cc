@@ -8,27 +8,6 @@ namespace mw {
 namespace {
 using json = nlohmann::json;
 
-bool InAllowlists(const Policy& policy, const PortPolicy& port, const std::string& source) {
-  if (source.empty()) return false;
-  Cidr src;
-  std::string err;
-  if (!ParseCidr(source, &src, &err)) return false;
-  for (const auto& name : port.allow) {
-    auto it = policy.allowlists.find(name);
-    if (it == policy.allowlists.end()) continue;
-    for (const auto& c : it->second.entries) {
-      if (c.family != src.family) continue;
-      int max = c.family == Family::kV4 ? 32 : 128;
-      bool match = true;
-      for (int bit = 0; bit < c.prefix && bit < max && match; ++bit) {
-        uint8_t m = static_cast<uint8_t>(0x80 >> (bit % 8));
-        match = (c.addr.b[bit / 8] & m) == (src.addr.b[bit / 8] & m);
-      }
-      if (match) return true;
-    }
-  }
-  return false;
-}
 }  // namespace
 
 std::vector<JudgedProbe> JudgeProbes(const Policy& policy, const std::vector<probe::Result>& results,

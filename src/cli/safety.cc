@@ -47,27 +47,6 @@ std::string ProcAddr(const std::string& hex) {
   return "";
 }
 
-bool Allowlisted(const Policy& policy, const PortPolicy& port, const std::string& addr) {
-  Cidr src;
-  std::string err;
-  if (!ParseCidr(addr, &src, &err)) return false;
-  if ((src.family == Family::kV4 && src.addr.b[0] == 127) || addr == "::1") return true;  // loopback is exempt
-  for (const auto& name : port.allow) {
-    auto it = policy.allowlists.find(name);
-    if (it == policy.allowlists.end()) continue;
-    for (const auto& c : it->second.entries) {
-      if (c.family != src.family) continue;
-      bool match = true;
-      for (int bit = 0; bit < c.prefix && match; ++bit) {
-        uint8_t m = static_cast<uint8_t>(0x80 >> (bit % 8));
-        match = (c.addr.b[bit / 8] & m) == (src.addr.b[bit / 8] & m);
-      }
-      if (match) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::vector<std::string>& proc_net_tcp) {
@@ -117,7 +96,8 @@ Status CheckLockout(const Policy& policy, const std::vector<SshSession>& session
   for (const auto& s : sessions) {
     for (const auto& p : policy.ports) {
       if (p.port != s.port || p.state != PortState::kClosed) continue;
-      if (Allowlisted(policy, p, s.client)) continue;
+      bool loopback = s.client.rfind("127.", 0) == 0 || s.client == "::1";  // loopback is exempt
+      if (loopback || InAllowlists(policy, p, s.client)) continue;
       return Status::Error(Code::kRefused,
                            "refusing to apply: the policy closes port " + std::to_string(s.port) + " ('" + p.name +
                                "' at " + p.where.ToString() + ") to " + s.client + ", which is connected over SSH to "

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "policy/address.h"
+#include "util/fs.h"
 
 namespace mw::dovecot {
 namespace {
@@ -25,28 +26,7 @@ std::string Lower(std::string s) {
   return s;
 }
 
-std::vector<std::string> Words(const std::string& s) {
-  std::vector<std::string> out;
-  std::string w;
-  for (char c : s) {
-    if (c == ' ' || c == '\t' || c == ',') {
-      if (!w.empty()) out.push_back(w);
-      w.clear();
-    } else {
-      w += c;
-    }
-  }
-  if (!w.empty()) out.push_back(w);
-  return out;
-}
-
 bool Yes(const std::string& v) { return Lower(v) == "yes"; }
-
-std::string DirOf(const std::string& path) {
-  auto pos = path.rfind('/');
-  if (pos == std::string::npos) return ".";
-  return pos == 0 ? "/" : path.substr(0, pos);
-}
 
 /// Dovecot 2.3 defaults of the settings the audit judges (doveconf -d on 2.3.19); 2.4 where it differs.
 const std::map<std::string, std::string>& Defaults23() {
@@ -73,7 +53,7 @@ const std::map<std::string, std::string>& Defaults24() {
 
 /// Is this `remote`/`local` filter about loopback only ("127.0.0.1", "127.0.0.0/8", "::1")?
 bool LoopbackOnly(const std::string& filter) {
-  auto words = Words(filter);
+  auto words = SplitWords(filter, true);
   if (words.empty()) return false;
   for (const auto& w : words) {
     if (w == "localhost") continue;
@@ -192,7 +172,7 @@ class Auditor {
   void Anonymous() {
     auto mech = Eff("auth_mechanisms");
     auto user = Eff("auth_anonymous_username");
-    for (const auto& w : Words(Lower(mech.value))) {
+    for (const auto& w : SplitWords(Lower(mech.value), true)) {
       if (w == "anonymous") {
         Add("anonymous-login", "high", "auth_mechanisms", mech,
             "the ANONYMOUS mechanism lets anyone log in without a password, as user '" + user.value + "'",
@@ -261,7 +241,7 @@ class Auditor {
   void Listeners(bool cleartext) {
     auto protocols = Eff("protocols");
     if (!cleartext) return;
-    auto words = Words(protocols.value);
+    auto words = SplitWords(protocols.value, true);
     struct L {
       const char* proto;
       const char* svc;
@@ -283,7 +263,7 @@ class Auditor {
 
   void TrustedNetworks() {
     auto t = Eff("login_trusted_networks");
-    for (const auto& w : Words(t.value)) {
+    for (const auto& w : SplitWords(t.value, true)) {
       Cidr c;
       std::string err;
       if (!ParseCidr(w, &c, &err)) continue;

@@ -34,12 +34,6 @@ class DiskFileSource : public FileSource {
   }
 };
 
-std::string DirOf(const std::string& path) {
-  auto pos = path.rfind('/');
-  if (pos == std::string::npos) return ".";
-  return pos == 0 ? "/" : path.substr(0, pos);
-}
-
 bool IsWhite(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
 std::string Trim(const std::string& s) {

@@ -84,6 +84,15 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   return true;
 }
 
+bool CidrContains(const Cidr& net, const Cidr& a) {
+  if (net.family != a.family) return false;
+  for (int bit = 0; bit < net.prefix; ++bit) {
+    uint8_t m = static_cast<uint8_t>(0x80 >> (bit % 8));
+    if ((net.addr.b[bit / 8] & m) != (a.addr.b[bit / 8] & m)) return false;
+  }
+  return true;
+}
+
 Addr AddrNext(Family family, const Addr& a, bool* overflow) {
   Addr r = a;
   int n = static_cast<int>(AddrLen(family));

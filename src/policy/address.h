@@ -49,6 +49,9 @@ struct Cidr {
 /// an error (the message suggests the network). On failure returns false and sets *error.
 bool ParseCidr(std::string_view text, Cidr* out, std::string* error);
 
+/// Whether `net` contains the address `a` (same family, equal in the first net.prefix bits).
+bool CidrContains(const Cidr& net, const Cidr& a);
+
 /// A half-open range [start, end) of one family; `to_max` means the range reaches the family's
 /// last address (then `end` is unused).
 struct Interval {

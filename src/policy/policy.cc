@@ -27,6 +27,19 @@ const char* BackendName(BackendKind k) {
   return "?";
 }
 
+bool InAllowlists(const Policy& policy, const PortPolicy& port, const std::string& address) {
+  Cidr a;
+  std::string err;
+  if (address.empty() || !ParseCidr(address, &a, &err)) return false;
+  for (const auto& name : port.allow) {
+    auto it = policy.allowlists.find(name);
+    if (it == policy.allowlists.end()) continue;
+    for (const auto& c : it->second.entries)
+      if (CidrContains(c, a)) return true;
+  }
+  return false;
+}
+
 uint16_t KnownServicePort(const std::string& name) {
   static const std::map<std::string, uint16_t> kServices = {
       {"imap", 143},       {"imaps", 993}, {"pop3", 110}, {"pop3s", 995},
@@ -41,12 +54,6 @@ namespace {
 constexpr size_t kMaxErrors = 50;
 constexpr size_t kMaxPolicyBytes = 16u << 20;
 constexpr size_t kMaxAllowlistFileBytes = 512u << 20;
-
-std::string DirOf(const std::string& path) {
-  auto pos = path.rfind('/');
-  if (pos == std::string::npos) return ".";
-  return pos == 0 ? "/" : path.substr(0, pos);
-}
 
 bool ValidName(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;

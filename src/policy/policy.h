@@ -65,6 +65,9 @@ struct Policy {
   std::vector<std::string> files;  ///< the policy files read, in merge order
 };
 
+/// Whether `address` is in one of `port`'s allow lists (false for an unparsable address).
+bool InAllowlists(const Policy& policy, const PortPolicy& port, const std::string& address);
+
 /// The port a known service name gives, or 0.
 uint16_t KnownServicePort(const std::string& name);
 

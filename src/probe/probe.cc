@@ -19,6 +19,8 @@
 #include <ctime>
 #include <thread>
 
+#include "util/fs.h"
+
 namespace mw::probe {
 namespace {
 
@@ -29,21 +31,6 @@ constexpr int kMaxLines = 200;       // capability listings
 std::string Upper(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::toupper(c); });
   return s;
-}
-
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::string w;
-  for (char c : s) {
-    if (c == ' ' || c == '\t') {
-      if (!w.empty()) out.push_back(w);
-      w.clear();
-    } else {
-      w += c;
-    }
-  }
-  if (!w.empty()) out.push_back(w);
-  return out;
 }
 
 /// One connection: a non-blocking socket, optionally wrapped in TLS; every wait bounded.
@@ -254,18 +241,23 @@ class Conn {
   std::string buf_;
 };
 
+/// The TLS handshake (implicit, or after STARTTLS/STLS); false with r.error set on failure.
+bool Handshake(Conn& c, Result& r) {
+  TlsInfo t;
+  std::string err;
+  if (!c.StartTls(r.host, &t, &err)) {
+    r.error = err;
+    return false;
+  }
+  r.tls = t;
+  return true;
+}
+
 std::string Clip(const std::string& s) { return s.size() > 200 ? s.substr(0, 200) + "..." : s; }
 
 void Imap(Conn& c, Result& r, bool implicit_tls) {
   std::string line, err;
-  if (implicit_tls) {
-    TlsInfo t;
-    if (!c.StartTls(r.host, &t, &err)) {
-      r.error = err;
-      return;
-    }
-    r.tls = t;
-  }
+  if (implicit_tls && !Handshake(c, r)) return;
   if (!c.ReadLine(&line, &err)) {
     r.greeting = Clip(line);
     r.error = err.empty() ? "no IMAP greeting" : "no IMAP greeting: " + err;
@@ -305,12 +297,7 @@ void Imap(Conn& c, Result& r, bool implicit_tls) {
         r.error = "STARTTLS refused: " + Clip(line);
         return;
       }
-      TlsInfo t;
-      if (!c.StartTls(r.host, &t, &err)) {
-        r.error = err;
-        return;
-      }
-      r.tls = t;
+      if (!Handshake(c, r)) return;
     }
   }
   c.Write("a9 LOGOUT\r\n", &err);
@@ -318,14 +305,7 @@ void Imap(Conn& c, Result& r, bool implicit_tls) {
 
 void Pop3(Conn& c, Result& r, bool implicit_tls) {
   std::string line, err;
-  if (implicit_tls) {
-    TlsInfo t;
-    if (!c.StartTls(r.host, &t, &err)) {
-      r.error = err;
-      return;
-    }
-    r.tls = t;
-  }
+  if (implicit_tls && !Handshake(c, r)) return;
   if (!c.ReadLine(&line, &err)) {
     r.greeting = Clip(line);
     r.error = err.empty() ? "no POP3 greeting" : "no POP3 greeting: " + err;
@@ -349,7 +329,7 @@ void Pop3(Conn& c, Result& r, bool implicit_tls) {
       if (u == "STLS") r.starttls = true;
       if (u == "USER") r.cleartext_login = true;
       if (u.rfind("SASL", 0) == 0) {
-        auto words = Split(cap);
+        auto words = SplitWords(cap);
         for (size_t i = 1; i < words.size(); ++i) r.auth_cleartext.push_back(words[i]);
       }
     }
@@ -363,12 +343,7 @@ void Pop3(Conn& c, Result& r, bool implicit_tls) {
         r.error = "STLS refused: " + Clip(line);
         return;
       }
-      TlsInfo t;
-      if (!c.StartTls(r.host, &t, &err)) {
-        r.error = err;
-        return;
-      }
-      r.tls = t;
+      if (!Handshake(c, r)) return;
     }
   }
   c.Write("QUIT\r\n", &err);
@@ -389,14 +364,7 @@ bool SmtpReply(Conn& c, std::vector<std::string>* lines, std::string* err) {
 void Smtp(Conn& c, Result& r, bool implicit_tls) {
   std::string err;
   std::vector<std::string> lines;
-  if (implicit_tls) {
-    TlsInfo t;
-    if (!c.StartTls(r.host, &t, &err)) {
-      r.error = err;
-      return;
-    }
-    r.tls = t;
-  }
+  if (implicit_tls && !Handshake(c, r)) return;
   if (!SmtpReply(c, &lines, &err)) {
     r.greeting = lines.empty() ? "" : Clip(lines[0]);
     r.error = err.empty() ? "no SMTP greeting" : "no SMTP greeting: " + err;
@@ -418,7 +386,7 @@ void Smtp(Conn& c, Result& r, bool implicit_tls) {
       std::string u = Upper(cap);
       if (u == "STARTTLS") r.starttls = true;
       if (u.rfind("AUTH", 0) == 0) {
-        auto words = Split(cap);
+        auto words = SplitWords(cap);
         for (size_t i = 1; i < words.size(); ++i) r.auth_cleartext.push_back(words[i]);
       }
     }
@@ -433,12 +401,7 @@ void Smtp(Conn& c, Result& r, bool implicit_tls) {
         r.error = "STARTTLS refused: " + Clip(lines.back());
         return;
       }
-      TlsInfo t;
-      if (!c.StartTls(r.host, &t, &err)) {
-        r.error = err;
-        return;
-      }
-      r.tls = t;
+      if (!Handshake(c, r)) return;
     }
   }
   c.Write("QUIT\r\n", &err);
@@ -472,7 +435,7 @@ const char* ProtoName(Proto p) {
 }
 
 std::vector<std::string> ParseImapCapabilityLine(const std::string& line) {
-  auto words = Split(line);
+  auto words = SplitWords(line);
   if (words.size() < 2) return {};
   return std::vector<std::string>(words.begin() + 2, words.end());
 }

@@ -12,13 +12,29 @@
 namespace mw {
 namespace {
 std::string Errno() { return std::strerror(errno); }
-std::string DirName(const std::string& path) {
+}  // namespace
+
+std::string DirOf(const std::string& path) {
   auto pos = path.rfind('/');
   if (pos == std::string::npos) return ".";
   if (pos == 0) return "/";
   return path.substr(0, pos);
 }
-}  // namespace
+
+std::vector<std::string> SplitWords(const std::string& s, bool commas) {
+  std::vector<std::string> out;
+  std::string w;
+  for (char c : s) {
+    if (c == ' ' || c == '\t' || (commas && c == ',')) {
+      if (!w.empty()) out.push_back(w);
+      w.clear();
+    } else {
+      w += c;
+    }
+  }
+  if (!w.empty()) out.push_back(w);
+  return out;
+}
 
 Result<std::string> ReadFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -92,7 +108,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, Durabil
     return Status::Io(path + ": rename failed: " + e);
   }
   if (durability == Durability::kFsync) {
-    int dfd = open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(DirOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       fsync(dfd);
       close(dfd);

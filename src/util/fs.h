@@ -28,6 +28,12 @@ Status MakeDirs(const std::string& path);
 Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix);
 
 bool IsDirectory(const std::string& path);
+
+/// The directory part of a path: "a/b" -> "a", "b" -> ".", "/b" -> "/".
+std::string DirOf(const std::string& path);
+
+/// Splits on blanks (spaces and tabs; commas too when `commas`), dropping empty words.
+std::vector<std::string> SplitWords(const std::string& s, bool commas = false);
 bool Exists(const std::string& path);
 
 }  // namespace mw
