@@ -150,7 +150,9 @@ class NftBackend : public Backend {
     MW_RETURN_IF_ERROR(EnsureSocket());
     const auto& p = static_cast<const NftPlan&>(bplan);
     if (p.plan.empty()) {
-      RememberElements(*p.desired, p.generation - 1);
+      // In sync. Record the elements unless the record already says exactly this (a no-op apply,
+      // as Ansible's second run, then writes nothing).
+      if (!p.live || !p.live->elements_from_cache_file) RememberElements(*p.desired, p.generation - 1);
       return Status::Ok();
     }
     Batch batch(p.generation);
