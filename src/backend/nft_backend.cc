@@ -56,41 +56,66 @@ std::string RuntimeIdentity() {
 /// Stored as raw Interval arrays: reading and writing 100,000 entries is one memcpy each.
 struct ElementCache {
   static_assert(std::is_trivially_copyable_v<Interval>);
+  struct Set {
+    Family family = Family::kV4;
+    std::vector<Interval> intervals;
+  };
   std::string identity;
   uint32_t generation = 0;
   uint64_t table_handle = 0;
-  std::map<std::string, std::vector<Interval>> sets;
+  std::map<std::string, Set> sets;
+
+  /// True when every interval is one address: then only the addresses are stored (4 bytes an
+  /// IPv4 host instead of a 33-byte interval), which keeps 100,000 hosts at 400 KB.
+  static bool AllHosts(const Set& s) {
+    for (const auto& iv : s.intervals) {
+      bool ovf = false;
+      Addr next = AddrNext(s.family, iv.start, &ovf);
+      if (ovf ? !iv.to_max : (iv.to_max || !(next == iv.end))) return false;
+    }
+    return true;
+  }
 
   std::string Serialize() const {
     size_t total = 64 + identity.size();
-    for (const auto& [name, ivs] : sets) total += 16 + name.size() + ivs.size() * sizeof(Interval);
+    for (const auto& [name, s] : sets) total += 16 + name.size() + s.intervals.size() * sizeof(Interval);
     std::string out;
     out.reserve(total);
-    out = "MWEC2\n" + identity + "\n";
+    out = "MWEC3\n" + identity + "\n";
     auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
     put(&generation, 4);
     put(&table_handle, 8);
     uint32_t n = static_cast<uint32_t>(sets.size());
     put(&n, 4);
-    for (const auto& [name, ivs] : sets) {
-      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(ivs.size());
+    for (const auto& [name, s] : sets) {
+      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(s.intervals.size());
       put(&len, 4);
       put(name.data(), len);
+      uint8_t fam = s.family == Family::kV4 ? 4 : 6, hosts = AllHosts(s) ? 1 : 0;
+      put(&fam, 1);
+      put(&hosts, 1);
       put(&count, 4);
-      put(ivs.data(), ivs.size() * sizeof(Interval));
+      if (hosts) {
+        size_t alen = AddrLen(s.family);
+        size_t at = out.size();
+        out.resize(at + count * alen);
+        for (size_t i = 0; i < count; ++i) std::memcpy(out.data() + at + i * alen, s.intervals[i].start.b.data(), alen);
+      } else {
+        put(s.intervals.data(), s.intervals.size() * sizeof(Interval));
+      }
     }
     return out;
   }
-  bool Parse(const std::string& s) {
-    size_t nl1 = s.find('\n');
-    if (nl1 == std::string::npos || s.compare(0, nl1, "MWEC2") != 0) return false;
-    size_t nl2 = s.find('\n', nl1 + 1);
+  bool Parse(const std::string& str) {
+    size_t nl1 = str.find('\n');
+    if (nl1 == std::string::npos || str.compare(0, nl1, "MWEC3") != 0) return false;
+    size_t nl2 = str.find('\n', nl1 + 1);
     if (nl2 == std::string::npos) return false;
-    identity = s.substr(nl1 + 1, nl2 - nl1 - 1);
+    identity = str.substr(nl1 + 1, nl2 - nl1 - 1);
     size_t pos = nl2 + 1;
     auto get = [&](void* p, size_t n) {
-      if (n > s.size() - pos) return false;
-      std::memcpy(p, s.data() + pos, n);
+      if (n > str.size() - pos) return false;
+      std::memcpy(p, str.data() + pos, n);
       pos += n;
       return true;
     };
@@ -98,15 +123,29 @@ struct ElementCache {
     if (!get(&generation, 4) || !get(&table_handle, 8) || !get(&n, 4)) return false;
     for (uint32_t i = 0; i < n; ++i) {
       uint32_t len = 0, count = 0;
-      if (!get(&len, 4) || len > 1024 || len > s.size() - pos) return false;
-      std::string name = s.substr(pos, len);
+      uint8_t fam = 0, hosts = 0;
+      if (!get(&len, 4) || len > 1024 || len > str.size() - pos) return false;
+      std::string name = str.substr(pos, len);
       pos += len;
-      if (!get(&count, 4) || static_cast<uint64_t>(count) * sizeof(Interval) > s.size() - pos) return false;
-      auto& v = sets[name];
-      v.resize(count);
-      if (!get(v.data(), count * sizeof(Interval))) return false;
+      if (!get(&fam, 1) || !get(&hosts, 1) || !get(&count, 4) || (fam != 4 && fam != 6)) return false;
+      Set& s = sets[name];
+      s.family = fam == 4 ? Family::kV4 : Family::kV6;
+      size_t each = hosts ? AddrLen(s.family) : sizeof(Interval);
+      if (static_cast<uint64_t>(count) * each > str.size() - pos) return false;
+      s.intervals.resize(count);
+      if (hosts) {
+        for (auto& iv : s.intervals) {
+          std::memcpy(iv.start.b.data(), str.data() + pos, each);
+          pos += each;
+          bool ovf = false;
+          iv.end = AddrNext(s.family, iv.start, &ovf);
+          if (ovf) iv = Interval{iv.start, Addr{}, true};
+        }
+      } else if (!get(s.intervals.data(), count * sizeof(Interval))) {
+        return false;
+      }
     }
-    return pos == s.size();
+    return pos == str.size();
   }
 };
 
@@ -325,8 +364,8 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
     if (!ls.spec_known || !ls.spec.is_allow()) continue;
     if (trust_cache) {
       auto node = cache->sets.extract(ls.spec.name);
-      if (node) {
-        ls.intervals = std::move(node.mapped());
+      if (node && node.mapped().family == ls.spec.family) {
+        ls.intervals = std::move(node.mapped().intervals);
         continue;
       }
     }
@@ -624,7 +663,7 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   c.generation = *gen;
   c.table_handle = handle;
   for (const auto& s : desired.sets)
-    if (s.spec.is_allow()) c.sets[s.spec.name] = s.intervals;
+    if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
   // A cache, not a record: losing it costs one full read, so no fsync.
   if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
   last_written_ = std::move(c);
@@ -734,7 +773,7 @@ Status NftBackend::Restore(const std::string& snap, const std::string& attachmen
         if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
         auto it = attached.sets.find(name);
         if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + name);
-        ivs = it->second;
+        ivs = it->second.intervals;
       }
       AddElementMessages(&batch, NFT_MSG_NEWSETELEM, name, fam, IntervalsToElements(ivs, kind), "restore");
       pos += len;
