@@ -355,7 +355,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   if (!l.ok()) return Fail(g, "apply", l.status());
   auto c = ChooseBackend(g, l->policy);
   if (!c.ok()) return Fail(g, "apply", c.status());
-  auto sessions = FindSshSessions();
+  auto sessions = SshSessionsFor(l->policy);
   if (!ao.force) {
     Status lo = CheckLockout(l->policy, sessions);
     if (!lo.ok()) return Fail(g, "apply", lo);
@@ -447,7 +447,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     }
     bool probes_ok = true;
     for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
-    bool sessions_ok = CheckLockout(l->policy, FindSshSessions()).ok();
+    bool sessions_ok = CheckLockout(l->policy, SshSessionsFor(l->policy)).ok();
     std::string why;
     if (!probes_ok) why = "a probe of an open port failed";
     else if (!sessions_ok) why = "the policy closes the port of an SSH session";

@@ -92,6 +92,18 @@ std::vector<SshSession> FindSshSessions() {
   return FindSshSessions(std::getenv("SSH_CONNECTION"), texts);
 }
 
+std::vector<SshSession> SshSessionsFor(const Policy& policy) {
+  const char* env = std::getenv("SSH_CONNECTION");
+  auto from_env = FindSshSessions(env, {});
+  for (const auto& p : policy.ports) {
+    if (p.state != PortState::kClosed) continue;
+    bool ssh_port = p.port == 22;
+    for (const auto& s : from_env) ssh_port |= s.port == p.port;
+    if (ssh_port) return FindSshSessions();
+  }
+  return from_env;
+}
+
 Status CheckLockout(const Policy& policy, const std::vector<SshSession>& sessions) {
   for (const auto& s : sessions) {
     for (const auto& p : policy.ports) {

@@ -22,6 +22,10 @@ struct SshSession {
 std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::vector<std::string>& proc_net_tcp);
 std::vector<SshSession> FindSshSessions();
 
+/// The sessions that matter for `policy`: /proc/net/tcp is only read (it can take milliseconds
+/// on a busy host) when the policy closes port 22 or the SSH_CONNECTION's port.
+std::vector<SshSession> SshSessionsFor(const Policy& policy);
+
 /// Refuses (Code::kRefused, with an explanation) a policy that would close the port of an SSH
 /// session to its client's address.
 Status CheckLockout(const Policy& policy, const std::vector<SshSession>& sessions);
