@@ -400,6 +400,12 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       return be.Apply(*plan);
     }();
     if (s.ok()) break;
+    // Nothing was applied: this attempt's snapshot is not a rollback point.
+    if (!snapshot_path.empty()) {
+      unlink(snapshot_path.c_str());
+      unlink(AttachmentOf(snapshot_path).c_str());
+      snapshot_path.clear();
+    }
     if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
     return Fail(g, "apply", s);
   }

@@ -139,6 +139,9 @@ class Safety(MailwardCase):
         self.assertIn("injected fault", p.stderr)
         self.assertIn("nothing was applied", p.stderr)
         self.assertEqual(self.ruleset(), before)
+        # The failed attempt left no rollback point: rollback goes back before the first apply.
+        self.mw(self.ns.run, "rollback", check=True)
+        self.assertEqual(self.ruleset(), "")
 
     def test_unwritable_state_dir_applies_nothing(self):
         before = self.ruleset()
