@@ -271,7 +271,7 @@ std::vector<JudgedProbe> ProbeOpenPortsLocally(const Policy& policy) {
   std::vector<std::pair<std::string, uint16_t>> targets;
   for (const auto& p : policy.ports)
     if (p.state == PortState::kOpen) targets.push_back({"127.0.0.1", p.port});
-  return JudgeProbes(policy, probe::ProbeAll(targets, probe::Options{1.0, 3.0, ""}), "");
+  return JudgeProbes(policy, probe::ProbeAll(targets, probe::Options{3.0, 10.0, ""}), "");
 }
 
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
