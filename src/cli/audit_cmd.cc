@@ -105,20 +105,14 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
   if (files.ok()) {
     auto policy = LoadPolicy(*files);
     if (!policy.ok()) {
-      std::cerr << "mailward audit: error: " << policy.status().message() << "\n";
-      if (as_json) std::cout << json{{"command", "audit"}, {"error", {{"kind", "invalid_policy"}, {"message", policy.status().message()}}}}.dump(2) << "\n";
-      return exit_code::kError;
+      return ReportError(g, "audit", policy.status());
     }
     if (config.empty() && policy->dovecot.enabled) config = policy->dovecot.config;
     ignore = policy->dovecot.ignore;
   }
   if (config.empty()) config = "/etc/dovecot/dovecot.conf";
 
-  auto fail = [&](const std::string& msg) {
-    std::cerr << "mailward audit: error: " << msg << "\n";
-    if (as_json) std::cout << json{{"command", "audit"}, {"error", {{"kind", "io"}, {"message", msg}}}}.dump(2) << "\n";
-    return exit_code::kError;
-  };
+  auto fail = [&](const std::string& msg) { return ReportError(g, "audit", Status::Io(msg)); };
   auto r = RunDovecotAudit(config, ignore);
   if (!r.ok()) return fail(r.status().message());
 

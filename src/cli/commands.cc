@@ -47,19 +47,6 @@ const char* CodeName(Code c) {
   return "?";
 }
 
-/// Reports a failed Status and returns `code`.
-int Fail(const GlobalOptions& g, const std::string& command, const Status& s, int code = exit_code::kError) {
-  if (Json(g)) {
-    json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
-  }
-  // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
-  std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
-  if (s.code() == Code::kInvalidPolicy && command != "validate")
-    std::cerr << "nothing was applied: the firewall is unchanged\n";
-  return code;
-}
-
 struct Loaded {
   Policy policy;
   Ruleset desired;
@@ -215,6 +202,18 @@ std::string ReadAttachment(const std::string& snap_path) {
 
 }  // namespace
 
+int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
+  if (Json(g)) {
+    json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
+    std::cout << j.dump(2) << "\n";
+  }
+  // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
+  std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
+  if (s.code() == Code::kInvalidPolicy && command != "validate")
+    std::cerr << "nothing was applied: the firewall is unchanged\n";
+  return code;
+}
+
 int CmdValidate(const GlobalOptions& g) {
   auto l = Load(g);
   if (!l.ok()) {
@@ -256,11 +255,11 @@ int CmdValidate(const GlobalOptions& g) {
 
 int CmdPlan(const GlobalOptions& g) {
   auto l = Load(g);
-  if (!l.ok()) return Fail(g, "plan", l.status());
+  if (!l.ok()) return ReportError(g, "plan", l.status());
   auto c = ChooseBackend(g, l->policy);
-  if (!c.ok()) return Fail(g, "plan", c.status());
+  if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
-  if (!plan.ok()) return Fail(g, "plan", plan.status());
+  if (!plan.ok()) return ReportError(g, "plan", plan.status());
   if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
@@ -291,16 +290,16 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
     }
   } writer{o, metrics, started};
   auto l = Load(g);
-  if (!l.ok()) return Fail(g, "check", l.status());
+  if (!l.ok()) return ReportError(g, "check", l.status());
   auto c = ChooseBackend(g, l->policy);
-  if (!c.ok()) return Fail(g, "check", c.status());
+  if (!c.ok()) return ReportError(g, "check", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
-  if (!plan.ok()) return Fail(g, "check", plan.status());
+  if (!plan.ok()) return ReportError(g, "check", plan.status());
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {
     auto a = RunDovecotAudit(l->policy.dovecot.config, l->policy.dovecot.ignore);
-    if (!a.ok()) return Fail(g, "check", a.status().WithContext("dovecot audit"));
+    if (!a.ok()) return ReportError(g, "check", a.status().WithContext("dovecot audit"));
     audit = std::move(a.value());
   }
   bool findings = audit && !audit->findings.empty();
@@ -352,25 +351,25 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
 
 int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   auto l = Load(g);
-  if (!l.ok()) return Fail(g, "apply", l.status());
+  if (!l.ok()) return ReportError(g, "apply", l.status());
   auto c = ChooseBackend(g, l->policy);
-  if (!c.ok()) return Fail(g, "apply", c.status());
+  if (!c.ok()) return ReportError(g, "apply", c.status());
   auto sessions = SshSessionsFor(l->policy);
   if (!ao.force) {
     Status lo = CheckLockout(l->policy, sessions);
-    if (!lo.ok()) return Fail(g, "apply", lo);
+    if (!lo.ok()) return ReportError(g, "apply", lo);
   }
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return Fail(g, "apply", ls);
+  if (!ls.ok()) return ReportError(g, "apply", ls);
   PendingConfirm pending;
   if (ReadPending(g.state_dir, &pending))
-    return Fail(g, "apply", Status::Error(Code::kRefused,
+    return ReportError(g, "apply", Status::Error(Code::kRefused,
                                           "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
                                               " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
                                               "nothing was applied"));
   if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
-    return Fail(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
+    return ReportError(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
 
   Backend& be = *c->backend;
   std::unique_ptr<BackendPlan> plan;
@@ -382,17 +381,17 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       Phase phase("plan");
       return be.Plan(l->desired, MakePlanOptions(g));
     }();
-    if (!p.ok()) return Fail(g, "apply", p.status());
+    if (!p.ok()) return ReportError(g, "apply", p.status());
     plan = std::move(p.value());
     if (!plan->in_sync()) {
       Phase phase("snapshot");
       auto snap = be.TakeSnapshot(*plan);
-      if (!snap.ok()) return Fail(g, "apply", snap.status());
+      if (!snap.ok()) return ReportError(g, "apply", snap.status());
       snapshot = std::move(snap.value());
       Phase save("save snapshot");
       auto saved = SaveSnapshot(g.state_dir, snapshot);
       if (!saved.ok())
-        return Fail(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
+        return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
       snapshot_path = *saved;
     }
     Status s = [&] {
@@ -407,7 +406,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       snapshot_path.clear();
     }
     if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
-    return Fail(g, "apply", s);
+    return ReportError(g, "apply", s);
   }
 
   // Verify: read back and compare with the policy.
@@ -431,7 +430,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
                                     (rs.ok() ? "; rolled back to the previous state" : "; ROLLBACK FAILED: " + rs.message()));
-      return Fail(g, "apply", vs, exit_code::kVerifyFailed);
+      return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
   // Local probes of the ports the policy keeps open: the service answers through the firewall
@@ -449,7 +448,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     Status ws = StartConfirmWatchdog(g.state_dir, snapshot_path, ao.confirm_seconds);
     if (!ws.ok()) {
       Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
-      return Fail(g, "apply", ws.WithContext(rs.ok() ? "reverted" : "REVERT FAILED: " + rs.message()));
+      return ReportError(g, "apply", ws.WithContext(rs.ok() ? "reverted" : "REVERT FAILED: " + rs.message()));
     }
     bool probes_ok = true;
     for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
@@ -496,10 +495,10 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
 int CmdConfirm(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return Fail(g, "confirm", ls);
+  if (!ls.ok()) return ReportError(g, "confirm", ls);
   bool done = ConfirmPending(g.state_dir);
   if (!done)
-    return Fail(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
+    return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
   if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
@@ -509,16 +508,16 @@ int CmdConfirm(const GlobalOptions& g) {
 int CmdRollback(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return Fail(g, "rollback", ls);
+  if (!ls.ok()) return ReportError(g, "rollback", ls);
   ConfirmPending(g.state_dir);  // a pending revert is superseded by this rollback
   auto snaps = ListFiles(g.state_dir + "/snapshots", ".snap");
-  if (!snaps.ok()) return Fail(g, "rollback", snaps.status());
-  if (snaps->empty()) return Fail(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
+  if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
+  if (snaps->empty()) return ReportError(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
   auto data = ReadFile(snaps->back());
-  if (!data.ok()) return Fail(g, "rollback", data.status());
+  if (!data.ok()) return ReportError(g, "rollback", data.status());
   auto be = MakeNftablesBackend(BackendConfig{g.state_dir});
   Status s = be->Restore(*data, ReadAttachment(snaps->back()));
-  if (!s.ok()) return Fail(g, "rollback", s);
+  if (!s.ok()) return ReportError(g, "rollback", s);
   unlink(snaps->back().c_str());
   unlink(AttachmentOf(snaps->back()).c_str());
   if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "util/status.h"
+
 namespace mw {
 
 struct GlobalOptions {
@@ -22,6 +24,10 @@ inline constexpr int kError = 1;
 inline constexpr int kChanges = 2;  ///< plan: changes pending; check: drift or findings
 inline constexpr int kVerifyFailed = 3;
 }  // namespace exit_code
+
+/// Reports a failed Status (stderr, and a JSON error document with --format json) and returns
+/// `code`. The one place commands turn an error into output.
+int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code = exit_code::kError);
 
 int CmdValidate(const GlobalOptions& g);
 int CmdPlan(const GlobalOptions& g);

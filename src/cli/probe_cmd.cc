@@ -116,10 +116,7 @@ int CmdProbe(const GlobalOptions& g, const ProbeOptions& o) {
   auto files = PolicyFiles(g.policy);
   auto policy = files.ok() ? LoadPolicy(*files) : Result<Policy>(files.status());
   if (!policy.ok()) {
-    std::cerr << "mailward probe: error: " << policy.status().message() << "\n";
-    if (g.format == "json")
-      std::cout << json{{"command", "probe"}, {"error", {{"kind", "invalid_policy"}, {"message", policy.status().message()}}}}.dump(2) << "\n";
-    return exit_code::kError;
+    return ReportError(g, "probe", policy.status());
   }
   std::vector<std::string> hosts = o.hosts.empty() ? probe::LocalAddresses() : o.hosts;
   std::vector<std::pair<std::string, uint16_t>> targets;
