@@ -335,10 +335,7 @@ std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement>
         *clean = false;
         continue;
       }
-      bool ovf = false;
-      Interval iv{e.key, AddrNext(family, e.key, &ovf), false};
-      if (ovf) iv = Interval{e.key, Addr{}, true};
-      out.push_back(iv);
+      out.push_back(HostInterval(family, e.key));
     }
     if (!std::is_sorted(out.begin(), out.end())) std::sort(out.begin(), out.end());
     return out;

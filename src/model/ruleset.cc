@@ -34,17 +34,6 @@ void RadixSort32(std::vector<uint32_t>& v) {
   }
 }
 
-Interval HostInterval(Family family, const Addr& a) {
-  Interval iv;
-  iv.start = a;
-  bool ovf = false;
-  iv.end = AddrNext(family, a, &ovf);
-  if (ovf) {
-    iv.end = Addr{};
-    iv.to_max = true;
-  }
-  return iv;
-}
 
 }  // namespace
 
@@ -63,6 +52,18 @@ void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vec
     }
     RadixSort32(keys);
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    *nets = NormalizeToIntervals(family, prefixes);
+    if (nets->empty()) {  // the common case: straight from the sorted keys
+      hosts->clear();
+      hosts->reserve(keys.size());
+      for (uint32_t k : keys) {
+        Addr a;
+        uint32_t be = __builtin_bswap32(k);
+        std::memcpy(a.b.data(), &be, 4);
+        hosts->push_back(HostInterval(family, a));
+      }
+      return;
+    }
     singles.resize(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
       uint32_t be = __builtin_bswap32(keys[i]);
@@ -76,8 +77,8 @@ void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vec
     }
     if (!std::is_sorted(singles.begin(), singles.end())) std::sort(singles.begin(), singles.end());
     singles.erase(std::unique(singles.begin(), singles.end()), singles.end());
+    *nets = NormalizeToIntervals(family, prefixes);
   }
-  *nets = NormalizeToIntervals(family, prefixes);
   hosts->clear();
   hosts->reserve(singles.size());
   for (const Addr& a : singles) {

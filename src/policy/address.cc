@@ -84,6 +84,30 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   return true;
 }
 
+Interval HostInterval(Family family, const Addr& a) {
+  Interval iv;
+  iv.start = a;
+  if (family == Family::kV4) {
+    uint32_t be;
+    std::memcpy(&be, a.b.data(), 4);
+    uint32_t host = __builtin_bswap32(be);
+    if (host == 0xffffffffu) {
+      iv.to_max = true;
+    } else {
+      uint32_t next = __builtin_bswap32(host + 1);
+      std::memcpy(iv.end.b.data(), &next, 4);
+    }
+    return iv;
+  }
+  bool ovf = false;
+  iv.end = AddrNext(family, a, &ovf);
+  if (ovf) {
+    iv.end = Addr{};
+    iv.to_max = true;
+  }
+  return iv;
+}
+
 bool CidrContains(const Cidr& net, const Cidr& a) {
   if (net.family != a.family) return false;
   for (int bit = 0; bit < net.prefix; ++bit) {
