@@ -2,15 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include "fakes/cidr.h"
+
 namespace mw {
 namespace {
 
-Cidr C(const char* s) {
-  Cidr c;
-  std::string err;
-  EXPECT_TRUE(ParseCidr(s, &c, &err)) << err;
-  return c;
-}
+using mw::testing::C;
 
 RuleSpec Rule(const std::string& key) {
   RuleSpec r;

@@ -8,15 +8,12 @@
 
 #include <vector>
 
+#include "fakes/cidr.h"
+
 namespace mw::nft {
 namespace {
 
-Cidr C(const char* s) {
-  Cidr c;
-  std::string err;
-  EXPECT_TRUE(ParseCidr(s, &c, &err)) << err;
-  return c;
-}
+using mw::testing::C;
 
 TEST(NftCodec, RendersTheRulesMailwardMakes) {
   RuleSpec r;
