@@ -144,6 +144,30 @@ TEST(Diff, ForeignShapesRecreateTheTable) {
   EXPECT_FALSE(Diff(f.desired, f.bodies, live).recreate_reason.empty());
 }
 
+TEST(Diff, HostSetCapacityMayBeLargerButMustHoldTheList) {
+  Ruleset d;
+  AddrSet s;
+  s.spec = {"allow_a_hosts_v4", Family::kV4, SetSpec::Kind::kAllowHosts, 0, HostsCapacity(3)};
+  s.intervals = {HostInterval(Family::kV4, C("10.0.0.1").addr), HostInterval(Family::kV4, C("10.0.0.2").addr),
+                 HostInterval(Family::kV4, C("10.0.0.3").addr)};
+  d.sets.push_back(s);
+  LiveTable live;
+  live.exists = live.chain_exists = true;
+  LiveSet ls{s.spec, true, s.intervals};
+  live.sets.push_back(ls);
+  EXPECT_TRUE(Diff(d, {}, live).empty());
+  live.sets[0].spec.size = 4 * s.spec.size;  // grown earlier, list shrank since: kept
+  EXPECT_TRUE(Diff(d, {}, live).recreate_reason.empty());
+  live.sets[0].spec.size = 8 * s.spec.size;  // far too large: rebuilt
+  EXPECT_FALSE(Diff(d, {}, live).recreate_reason.empty());
+  live.sets[0].spec.size = 2;  // cannot hold the list: rebuilt
+  EXPECT_FALSE(Diff(d, {}, live).recreate_reason.empty());
+  live.sets[0].spec.size = 0;  // made without a capacity (resizable hash): rebuilt
+  EXPECT_FALSE(Diff(d, {}, live).recreate_reason.empty());
+  EXPECT_EQ(HostsCapacity(10), 1024u);
+  EXPECT_EQ(HostsCapacity(100000), 262144u);
+}
+
 TEST(Diff, IntervalsDiffIsLinearMerge) {
   auto d = NormalizeToIntervals(Family::kV4, {C("10.0.0.1"), C("10.0.0.5"), C("10.0.0.9")});
   auto l = NormalizeToIntervals(Family::kV4, {C("10.0.0.1"), C("10.0.0.7"), C("10.0.0.9")});

@@ -50,7 +50,7 @@ TEST(NftCodec, CommentCarriesTheKey) {
 TEST(NftCodec, SetSpecRoundTrips) {
   for (auto kind : {SetSpec::Kind::kAllowHosts, SetSpec::Kind::kAllowNets, SetSpec::Kind::kMeter}) {
     SetSpec s{"x", Family::kV6, kind, kind == SetSpec::Kind::kMeter ? 120000u : 0u,
-              kind == SetSpec::Kind::kMeter ? 65535u : 0u};
+              kind == SetSpec::Kind::kMeter ? 65535u : kind == SetSpec::Kind::kAllowHosts ? 4096u : 0u};
     auto built = BuildSet(s);
     SetSpec back;
     ASSERT_TRUE(ParseSetSpec(built.get(), &back));

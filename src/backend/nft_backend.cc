@@ -473,7 +473,7 @@ std::optional<bool> NftBackend::LookupOther(LiveState& live, uint32_t family, co
 std::string SetDetail(const SetSpec& s) {
   std::string t = s.family == Family::kV4 ? "type ipv4_addr" : "type ipv6_addr";
   if (s.kind == SetSpec::Kind::kAllowNets) return t + "; flags interval";
-  if (s.kind == SetSpec::Kind::kAllowHosts) return t;
+  if (s.kind == SetSpec::Kind::kAllowHosts) return t + "; size " + std::to_string(s.size);
   return t + "; flags dynamic,timeout; timeout " + std::to_string(s.timeout_ms / 1000) + "s; size " + std::to_string(s.size);
 }
 

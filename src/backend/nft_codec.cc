@@ -193,6 +193,7 @@ SetPtr BuildSet(const SetSpec& spec) {
     nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
   } else if (spec.kind == SetSpec::Kind::kAllowHosts) {
     nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
+    if (spec.size) nftnl_set_set_u32(s, NFTNL_SET_DESC_SIZE, spec.size);
   } else {
     nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL);
     nftnl_set_set_u64(s, NFTNL_SET_TIMEOUT, spec.timeout_ms);
@@ -219,7 +220,7 @@ bool ParseSetSpec(const nftnl_set* s, SetSpec* out) {
   if (flags == 0 || flags == NFT_SET_INTERVAL) {
     out->kind = flags ? SetSpec::Kind::kAllowNets : SetSpec::Kind::kAllowHosts;
     out->timeout_ms = 0;
-    out->size = 0;
+    out->size = !flags && nftnl_set_is_set(s, NFTNL_SET_DESC_SIZE) ? nftnl_set_get_u32(s, NFTNL_SET_DESC_SIZE) : 0;
     return true;
   }
   if (flags == (NFT_SET_TIMEOUT | NFT_SET_EVAL)) {

@@ -121,6 +121,18 @@ std::string RuleSpec::Describe() const {
   return out;
 }
 
+uint32_t HostsCapacity(size_t count) {
+  uint64_t cap = 1024;
+  while (cap < 2 * static_cast<uint64_t>(count)) cap *= 2;
+  return static_cast<uint32_t>(std::min<uint64_t>(cap, 1u << 30));
+}
+
+bool SetCompatible(const SetSpec& desired, const SetSpec& live, size_t count) {
+  if (desired.kind != SetSpec::Kind::kAllowHosts || live.kind != desired.kind) return desired == live;
+  return live.name == desired.name && live.family == desired.family && live.size >= count &&
+         static_cast<uint64_t>(live.size) <= 4 * static_cast<uint64_t>(desired.size);
+}
+
 Ruleset BuildRuleset(const Policy& policy) {
   Ruleset rs;
   // Allow sets, for every allowlist a port uses (an unused allowlist costs nothing).
@@ -140,6 +152,7 @@ Ruleset BuildRuleset(const Policy& policy) {
         s->spec.kind = s == &hosts ? SetSpec::Kind::kAllowHosts : SetSpec::Kind::kAllowNets;
         s->spec.name = AllowSetName(name, s->spec.kind, f);
         s->spec.family = f;
+        if (s == &hosts) s->spec.size = HostsCapacity(s->intervals.size());
         rs.sets.push_back(std::move(*s));
       }
     }

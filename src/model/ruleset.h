@@ -25,7 +25,10 @@ struct SetSpec {
   Family family = Family::kV4;
   Kind kind = Kind::kAllowNets;
   uint64_t timeout_ms = 0;  ///< meter sets: how long a source's state lives
-  uint32_t size = 0;        ///< meter sets: the most sources tracked
+  /// Meter sets: the most sources tracked. Host sets: their capacity, which makes the kernel
+  /// use its fixed-size hash (about twice as fast to fill as the resizable one); the kernel
+  /// refuses elements beyond it, so it is kept at least twice the list (see HostsCapacity).
+  uint32_t size = 0;
   friend bool operator==(const SetSpec&, const SetSpec&) = default;
   bool is_allow() const { return kind != Kind::kMeter; }
 };
@@ -67,6 +70,14 @@ std::string AllowSetName(const std::string& allowlist, SetSpec::Kind kind, Famil
 void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vector<Interval>* hosts,
                        std::vector<Interval>* nets);
 std::string MeterSetName(uint16_t port, Family f);
+
+/// The capacity of a host set for `count` addresses: a power of two, at least 1024 and at least
+/// twice the count, so that edits rarely cross it.
+uint32_t HostsCapacity(size_t count);
+
+/// Whether a live set can serve as the desired one: equal, except that a host set's capacity
+/// may be larger than desired (up to 4x) as long as it holds `count` addresses.
+bool SetCompatible(const SetSpec& desired, const SetSpec& live, size_t count);
 
 /// Builds the desired ruleset of a valid policy. Pure.
 Ruleset BuildRuleset(const Policy& policy);

@@ -48,7 +48,8 @@ Plan Diff(const Ruleset& desired, const std::vector<std::string>& bodies, const 
     if (!reason.empty()) break;
     const AddrSet* want = desired.FindSet(ls.spec.name);
     if (!ls.spec_known) reason = "set '" + ls.spec.name + "' has a type mailward never makes";
-    else if (want && !(want->spec == ls.spec)) reason = "set '" + ls.spec.name + "' has the wrong type or flags";
+    else if (want && !SetCompatible(want->spec, ls.spec, want->intervals.size()))
+      reason = "set '" + ls.spec.name + "' has the wrong type, flags or size";
   }
   if (!reason.empty()) {
     Plan p = FullCreate(desired, bodies);
