@@ -255,6 +255,21 @@ bool Handshake(Conn& c, Result& r) {
 
 std::string Clip(const std::string& s) { return s.size() > 200 ? s.substr(0, 200) + "..." : s; }
 
+/// A one-line upgrade command (IMAP STARTTLS, POP3 STLS): send it, expect `ok`, then the
+/// handshake. False with r.error set on failure.
+bool Upgrade(Conn& c, Result& r, const std::string& command, const char* ok) {
+  std::string line, err;
+  if (!c.Write(command + "\r\n", &err) || !c.ReadLine(&line, &err)) {
+    r.error = err;
+    return false;
+  }
+  if (line.rfind(ok, 0) != 0) {
+    r.error = command.substr(command.find(' ') + 1) + " refused: " + Clip(line);
+    return false;
+  }
+  return Handshake(c, r);
+}
+
 void Imap(Conn& c, Result& r, bool implicit_tls) {
   std::string line, err;
   if (implicit_tls && !Handshake(c, r)) return;
@@ -288,17 +303,7 @@ void Imap(Conn& c, Result& r, bool implicit_tls) {
       if (u.rfind("AUTH=", 0) == 0) r.auth_cleartext.push_back(cap.substr(5));
     }
     r.cleartext_login = !r.login_disabled;
-    if (r.starttls) {
-      if (!c.Write("a2 STARTTLS\r\n", &err) || !c.ReadLine(&line, &err)) {
-        r.error = err;
-        return;
-      }
-      if (line.rfind("a2 OK", 0) != 0) {
-        r.error = "STARTTLS refused: " + Clip(line);
-        return;
-      }
-      if (!Handshake(c, r)) return;
-    }
+    if (r.starttls && !Upgrade(c, r, "a2 STARTTLS", "a2 OK")) return;
   }
   c.Write("a9 LOGOUT\r\n", &err);
 }
@@ -334,17 +339,7 @@ void Pop3(Conn& c, Result& r, bool implicit_tls) {
       }
     }
     if (!r.auth_cleartext.empty()) r.cleartext_login = true;
-    if (r.starttls) {
-      if (!c.Write("STLS\r\n", &err) || !c.ReadLine(&line, &err)) {
-        r.error = err;
-        return;
-      }
-      if (line.rfind("+OK", 0) != 0) {
-        r.error = "STLS refused: " + Clip(line);
-        return;
-      }
-      if (!Handshake(c, r)) return;
-    }
+    if (r.starttls && !Upgrade(c, r, "STLS", "+OK")) return;
   }
   c.Write("QUIT\r\n", &err);
 }
