@@ -80,5 +80,11 @@ struct BackendConfig {
 
 /// The nftables backend (netlink, libnftnl).
 std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg);
+/// The iptables backend (iptables-save/-restore, ipset).
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendConfig& cfg);
+/// The UFW backend (UFW's rules files, one `ufw reload`).
+std::unique_ptr<Backend> MakeUfwBackend(const BackendConfig& cfg);
+/// The backend that made a snapshot (each marks its own), for rollback; nftables when unknown.
+std::unique_ptr<Backend> BackendForSnapshot(const std::string& bytes, const BackendConfig& cfg);
 
 }  // namespace mw

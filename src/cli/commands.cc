@@ -1,5 +1,6 @@
 #include "cli/commands.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 #include <thread>
 
 #include "backend/backend.h"
+#include "backend/nft_netlink.h"
+#include "util/process.h"
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "cli/safety.h"
@@ -38,6 +41,7 @@ const char* CodeName(Code c) {
     case Code::kInvalidPolicy: return "invalid_policy";
     case Code::kIo: return "io";
     case Code::kNetlink: return "netlink";
+    case Code::kFirewall: return "firewall";
     case Code::kGenerationMoved: return "ruleset_changed";
     case Code::kBusy: return "busy";
     case Code::kVerifyFailed: return "verify_failed";
@@ -71,11 +75,38 @@ struct Chosen {
   std::unique_ptr<Backend> backend;
   std::string reason;
   std::vector<std::string> notes;
+  /// Another firewall manager that would fight the chosen backend over the host: reported by
+  /// plan and check, and apply refuses it without --force.
+  std::vector<std::string> fights;
 };
 
 bool UfwActive() {
   auto conf = ReadFile("/etc/ufw/ufw.conf");
-  return conf.ok() && conf->find("\nENABLED=yes") != std::string::npos;
+  if (!conf.ok() || !HaveProgram("ufw")) return false;
+  std::string text = "\n" + *conf;
+  return text.find("\nENABLED=yes") != std::string::npos;
+}
+
+/// Whether a process named `name` runs (in this PID namespace).
+bool ProcessRunning(const std::string& name) {
+  DIR* d = opendir("/proc");
+  if (!d) return false;
+  bool found = false;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    auto comm = ReadFile(std::string("/proc/") + e->d_name + "/comm");
+    if (comm.ok() && (*comm == name + "\n" || *comm == name)) {
+      found = true;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+bool NftablesUsable() {
+  auto sock = nft::Socket::Open();
+  return sock.ok() && (*sock)->GetGeneration().ok();
 }
 
 Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
@@ -83,22 +114,48 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   std::string want = g.backend.empty() ? BackendName(p.backend) : g.backend;
   std::string source = g.backend.empty() ? "the policy" : "--backend";
   BackendConfig cfg{g.state_dir};
+  const bool ufw = UfwActive();
+  const bool firewalld = ProcessRunning("firewalld");
   if (want == "auto") {
-    if (UfwActive())
-      c.notes.push_back("UFW is active; mailward keeps its own table inet mailward beside UFW's rules "
-                        "(a UFW backend is not in this version)");
-    c.backend = MakeNftablesBackend(cfg);
-    c.reason = "auto: nftables over netlink";
+    if (ufw) {
+      c.backend = MakeUfwBackend(cfg);
+      c.reason = "auto: UFW is active, so mailward's rules go through UFW";
+    } else if (firewalld) {
+      c.backend = MakeNftablesBackend(cfg);
+      c.reason = "auto: firewalld is running; mailward keeps to its own nftables table inet mailward";
+      c.notes.push_back("firewalld runs: it does not touch table inet mailward, and its own zones still apply "
+                        "(see the conflicts for anything they block)");
+    } else if (NftablesUsable()) {
+      c.backend = MakeNftablesBackend(cfg);
+      c.reason = "auto: nftables is available";
+    } else {
+      c.backend = MakeIptablesBackend(cfg);
+      c.reason = "auto: nftables is not available here, iptables is";
+    }
     return c;
   }
   if (want == "nftables") {
     c.backend = MakeNftablesBackend(cfg);
     c.reason = "nftables, as " + source + " says";
-    return c;
+    if (ufw) c.notes.push_back("UFW is active too: its rules still apply beside table inet mailward; backend: ufw (or auto) would keep mailward's rules inside UFW");
+  } else if (want == "iptables") {
+    c.backend = MakeIptablesBackend(cfg);
+    c.reason = "iptables, as " + source + " says";
+    if (ufw)
+      c.fights.push_back("UFW is active and manages the same iptables INPUT chain; use backend: ufw (or auto) "
+                         "so the two do not fight over it");
+    if (firewalld)
+      c.fights.push_back("firewalld is running and rebuilds the firewall on every reload; use backend: nftables "
+                         "(or auto), which keeps to its own table");
+  } else if (want == "ufw") {
+    c.backend = MakeUfwBackend(cfg);
+    c.reason = "ufw, as " + source + " says";
+    if (firewalld)
+      c.fights.push_back("firewalld is running beside UFW: two firewall managers on one host; stop one of them");
+  } else {
+    return Status::Invalid("unknown backend '" + want + "' (expected auto, nftables, iptables or ufw)");
   }
-  if (want == "iptables" || want == "ufw")
-    return Status::Invalid("backend '" + want + "' (from " + source + ") is not available in this version of mailward; use nftables or auto");
-  return Status::Invalid("unknown backend '" + want + "' (expected auto, nftables, iptables or ufw)");
+  return c;
 }
 
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
@@ -139,6 +196,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
           {"generation", plan.generation},
           {"changes", changes},
           {"conflicts", conflicts},
+          {"manager_conflicts", c.fights},
           {"notes", notes}};
 }
 
@@ -147,6 +205,9 @@ void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& p
   bool color = UseColor();
   std::cout << "backend: " << c.backend->name() << " (" << c.reason << ")\n";
   for (const auto& n : c.notes) std::cout << "note: " << n << "\n";
+  for (const auto& n : plan.notes) std::cout << "note: " << n << "\n";
+  for (const auto& f : c.fights)
+    std::cout << (color ? "\033[1;31m" : "") << "two firewall managers: " << f << (color ? "\033[0m" : "") << "\n";
   if (plan.in_sync()) {
     std::cout << "in sync: nothing to change\n";
   } else {
@@ -307,7 +368,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   if (o.probe) probes = ProbeOpenPortsLocally(l->policy);
   bool probes_ok = true;
   for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
-  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && !findings && probes_ok;
+  bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && c->fights.empty() && !findings && probes_ok;
   metrics.up = true;
   metrics.in_sync = (*plan)->in_sync();
   metrics.changes = (*plan)->changes.size();
@@ -354,6 +415,9 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   if (!l.ok()) return ReportError(g, "apply", l.status());
   auto c = ChooseBackend(g, l->policy);
   if (!c.ok()) return ReportError(g, "apply", c.status());
+  if (!c->fights.empty() && !ao.force)
+    return ReportError(g, "apply", Status::Error(Code::kRefused, "two firewall managers would fight over this host: " +
+                                                                    c->fights.front() + "; nothing was applied (--force applies anyway)"));
   auto sessions = SshSessionsFor(l->policy);
   if (!ao.force) {
     Status lo = CheckLockout(l->policy, sessions);
@@ -515,7 +579,7 @@ int CmdRollback(const GlobalOptions& g) {
   if (snaps->empty()) return ReportError(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
   auto data = ReadFile(snaps->back());
   if (!data.ok()) return ReportError(g, "rollback", data.status());
-  auto be = MakeNftablesBackend(BackendConfig{g.state_dir});
+  auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
   Status s = be->Restore(*data, ReadAttachment(snaps->back()));
   if (!s.ok()) return ReportError(g, "rollback", s);
   unlink(snaps->back().c_str());

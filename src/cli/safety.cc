@@ -163,7 +163,7 @@ void Log(const std::string& state_dir, const std::string& msg) {
   std::string att;
   auto a = ReadFile(snapshot.substr(0, snapshot.size() - 5) + ".elements");
   if (a.ok()) att = *a;
-  Status s = bytes.ok() ? MakeNftablesBackend(BackendConfig{state_dir})->Restore(*bytes, att) : bytes.status();
+  Status s = bytes.ok() ? BackendForSnapshot(*bytes, BackendConfig{state_dir})->Restore(*bytes, att) : bytes.status();
   unlink(PendingPath(state_dir).c_str());
   Log(state_dir, s.ok() ? "not confirmed in time: reverted to " + snapshot : "not confirmed in time: REVERT FAILED: " + s.message());
   _exit(s.ok() ? 0 : 1);

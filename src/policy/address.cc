@@ -215,3 +215,42 @@ std::string FormatInterval(Family family, const Interval& iv) {
 }
 
 }  // namespace mw
+
+namespace mw {
+
+std::vector<Cidr> IntervalToCidrs(Family family, const Interval& iv) {
+  const int max = family == Family::kV4 ? 32 : 128;
+  std::vector<Cidr> out;
+  Addr cur = iv.start;
+  auto bit_set = [](const Addr& a, int bit) { return (a.b[bit / 8] >> (7 - bit % 8)) & 1; };
+  while (true) {
+    // The largest prefix starting at `cur` (aligned) that stays inside the interval.
+    int prefix = max;
+    for (int p = max - 1; p >= 0; --p) {
+      if (bit_set(cur, p)) break;  // not aligned beyond this
+      Addr last = cur;
+      for (int bit = p; bit < max; ++bit) last.b[bit / 8] |= static_cast<uint8_t>(0x80 >> (bit % 8));
+      if (!iv.to_max) {
+        Addr end_last = AddrPrev(family, iv.end);
+        if (last > end_last) break;
+      }
+      prefix = p;
+    }
+    out.push_back(Cidr{family, cur, static_cast<uint8_t>(prefix)});
+    Addr last = cur;
+    for (int bit = prefix; bit < max; ++bit) last.b[bit / 8] |= static_cast<uint8_t>(0x80 >> (bit % 8));
+    bool overflow = false;
+    Addr next = AddrNext(family, last, &overflow);
+    if (overflow) break;
+    if (!iv.to_max && !(next < iv.end)) break;
+    cur = next;
+  }
+  return out;
+}
+
+std::string FormatCidr(const Cidr& c) {
+  const int max = c.family == Family::kV4 ? 32 : 128;
+  return c.prefix == max ? FormatAddr(c.family, c.addr) : FormatAddr(c.family, c.addr) + "/" + std::to_string(c.prefix);
+}
+
+}  // namespace mw

@@ -81,3 +81,10 @@ Addr AddrNext(Family family, const Addr& a, bool* overflow);
 Addr AddrPrev(Family family, const Addr& a);
 
 }  // namespace mw
+
+namespace mw {
+/// The fewest prefixes that cover exactly the interval (what an ipset hash:net holds).
+std::vector<Cidr> IntervalToCidrs(Family family, const Interval& iv);
+/// "a.b.c.d" for a full-length prefix, "a.b.c.d/n" otherwise.
+std::string FormatCidr(const Cidr& c);
+}  // namespace mw

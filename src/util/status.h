@@ -14,6 +14,7 @@ enum class Code {
   kInvalidPolicy,   ///< the policy (or another input file) is wrong; nothing was applied
   kIo,              ///< a file or directory could not be read or written
   kNetlink,         ///< the kernel refused or failed a request
+  kFirewall,        ///< a firewall tool (iptables-restore, ipset, ufw) refused or failed
   kGenerationMoved, ///< the ruleset changed under us; re-plan
   kBusy,            ///< another mailward holds the lock
   kVerifyFailed,    ///< applied, verification failed, rolled back

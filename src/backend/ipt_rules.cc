@@ -1,0 +1,406 @@
+#include "backend/ipt_rules.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+namespace mw::ipt {
+namespace {
+
+uint32_t Fnv32(const std::string& s) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : s) h = (h ^ c) * 16777619u;
+  return h;
+}
+
+std::string Hex8(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", v);
+  return buf;
+}
+
+const char* RateUnit(uint64_t seconds) {
+  switch (seconds) {
+    case 1: return "sec";
+    case 60: return "min";
+    case 3600: return "hour";
+    default: return "day";
+  }
+}
+
+}  // namespace
+
+std::string IpsetName(const std::string& set_name) {
+  std::string base = set_name.rfind("allow_", 0) == 0 ? set_name.substr(6) : set_name;
+  std::string name = "mw_" + base;
+  if (name.size() <= 31) return name;
+  // Keep the readable suffix ("_hosts_v4") and make the rest a hash of the whole name.
+  std::string suffix = base.substr(base.size() - std::min<size_t>(base.size(), 9));
+  return "mw_" + Hex8(Fnv32(set_name)) + "_" + suffix;
+}
+
+std::string TempIpsetName(const std::string& ipset_name) { return "mwt_" + Hex8(Fnv32(ipset_name)); }
+
+IpsetSpec MakeIpset(const AddrSet& set) {
+  IpsetSpec s;
+  s.name = IpsetName(set.spec.name);
+  s.family = set.spec.family;
+  if (set.spec.kind == SetSpec::Kind::kAllowHosts) {
+    s.type = "hash:ip";
+    s.entries.reserve(set.intervals.size());
+    for (const auto& iv : set.intervals) s.entries.push_back(FormatAddr(s.family, iv.start));
+  } else {
+    s.type = "hash:net";
+    for (const auto& iv : set.intervals)
+      for (const auto& c : IntervalToCidrs(s.family, iv)) s.entries.push_back(FormatCidr(c));
+  }
+  s.maxelem = HostsCapacity(s.entries.size());
+  if (s.maxelem < 65536) s.maxelem = 65536;  // ipset's default: room for edits without a rebuild
+  std::sort(s.entries.begin(), s.entries.end());
+  return s;
+}
+
+std::string RenderRule(const RuleSpec& r, Family f) {
+  std::string out = std::string("-A ") + kChain;
+  if (r.loopback) out += " -i lo";
+  if (r.port) out += " -p tcp -m tcp --dport " + std::to_string(r.port);
+  if (!r.saddr_set.empty()) out += " -m set --match-set " + IpsetName(r.saddr_set) + " src";
+  if (r.ct_new) out += " -m conntrack --ctstate NEW";
+  if (!r.meter_set.empty() && r.limit) {
+    out += " -m hashlimit --hashlimit-above " + std::to_string(r.limit->count) + "/" + RateUnit(r.limit->unit_seconds) +
+           " --hashlimit-burst " + std::to_string(r.limit->burst) + " --hashlimit-mode srcip --hashlimit-name " +
+           r.meter_set;
+    // The meter's size and timeout come from its set in the model; BuildRuleset fixes them.
+    uint64_t expire = std::max<uint64_t>(60, 2 * r.limit->unit_seconds) * 1000;
+    out += " --hashlimit-htable-max 65535 --hashlimit-htable-expire " + std::to_string(expire);
+  }
+  out += " -m comment --comment \"" + r.key + "\"";
+  switch (r.verdict) {
+    case Verdict::kAccept: out += " -j RETURN"; break;
+    case Verdict::kDrop: out += " -j DROP"; break;
+    case Verdict::kReject: out += " -j REJECT --reject-with tcp-reset"; break;
+  }
+  (void)f;
+  return out;
+}
+
+std::vector<std::string> ChainRules(const Ruleset& rs, Family f) {
+  std::vector<std::string> out;
+  for (const auto& r : rs.rules)
+    if (!r.family || *r.family == f) out.push_back(RenderRule(r, f));
+  return out;
+}
+
+std::string JumpRule() { return std::string("-A INPUT -m comment --comment \"") + kJumpComment + "\" -j " + kChain; }
+
+const SavedChain* SavedTable::Find(const std::string& name) const {
+  for (const auto& c : chains)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+SavedTable ParseSave(const std::string& text, const std::string& table) {
+  SavedTable t;
+  std::istringstream in(text);
+  std::string line;
+  bool inside = false;
+  std::map<std::string, size_t> index;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '*') {
+      inside = line.substr(1) == table;
+      continue;
+    }
+    if (!inside) continue;
+    if (line == "COMMIT") {
+      inside = false;
+      continue;
+    }
+    if (line[0] == ':') {
+      auto words = Tokenize(line.substr(1));
+      SavedChain c;
+      c.name = words.empty() ? "" : words[0];
+      c.policy = words.size() > 1 ? words[1] : "-";
+      index[c.name] = t.chains.size();
+      t.chains.push_back(std::move(c));
+      continue;
+    }
+    if (line.rfind("-A ", 0) == 0) {
+      size_t sp = line.find(' ', 3);
+      std::string chain = line.substr(3, sp == std::string::npos ? std::string::npos : sp - 3);
+      auto it = index.find(chain);
+      if (it == index.end()) {
+        index[chain] = t.chains.size();
+        t.chains.push_back(SavedChain{chain, "-", {}});
+        it = index.find(chain);
+      }
+      t.chains[it->second].rules.push_back(line);
+    }
+  }
+  return t;
+}
+
+std::string StableText(const std::string& save_output) {
+  std::string out;
+  std::istringstream in(save_output);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == ':') {
+      size_t b = line.rfind(" [");
+      if (b != std::string::npos) line.resize(b);
+    } else if (line[0] == '[') {  // iptables-save -c counters before a rule
+      size_t e = line.find("] ");
+      if (e != std::string::npos) line = line.substr(e + 2);
+    }
+    out += line;
+    out += '\n';
+  }
+  return out;
+}
+
+std::vector<std::string> Tokenize(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false, have = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '\\' && i + 1 < line.size()) cur += line[++i];
+      else if (c == '"') quoted = false;
+      else cur += c;
+    } else if (c == '"') {
+      quoted = true;
+      have = true;
+    } else if (c == ' ' || c == '\t') {
+      if (have) out.push_back(cur);
+      cur.clear();
+      have = false;
+    } else {
+      cur += c;
+      have = true;
+    }
+  }
+  if (have) out.push_back(cur);
+  return out;
+}
+
+std::string CanonicalEntry(const std::string& entry) {
+  Cidr c;
+  std::string err;
+  if (!ParseCidr(entry, &c, &err)) return "";
+  return FormatCidr(c);
+}
+
+std::optional<IpsetSpec> ParseIpsetSave(const std::string& text) {
+  std::optional<IpsetSpec> s;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string_view line(text.data() + pos, nl - pos);
+    pos = nl + 1;
+    if (line.rfind("add ", 0) == 0 && s) {
+      size_t a = line.find(' ', 4);
+      if (a == std::string_view::npos) continue;
+      std::string_view rest = line.substr(a + 1);
+      size_t sp = rest.find(' ');  // options after the entry (timeouts...) are not ours
+      std::string e = CanonicalEntry(std::string(rest.substr(0, sp)));
+      if (!e.empty()) s->entries.push_back(std::move(e));
+    } else if (line.rfind("create ", 0) == 0) {
+      auto w = Tokenize(std::string(line));
+      s.emplace();
+      if (w.size() > 2) {
+        s->name = w[1];
+        s->type = w[2];
+      }
+      for (size_t i = 3; i + 1 < w.size(); ++i) {
+        if (w[i] == "family") s->family = w[i + 1] == "inet6" ? Family::kV6 : Family::kV4;
+        if (w[i] == "maxelem") s->maxelem = static_cast<uint32_t>(std::strtoul(w[i + 1].c_str(), nullptr, 10));
+      }
+    }
+  }
+  if (s) std::sort(s->entries.begin(), s->entries.end());
+  return s;
+}
+
+// ---- conflicts ---------------------------------------------------------------------------
+
+namespace {
+
+enum class Tri { kNo, kMaybe, kYes };
+
+Tri And(Tri a, Tri b) {
+  if (a == Tri::kNo || b == Tri::kNo) return Tri::kNo;
+  if (a == Tri::kMaybe || b == Tri::kMaybe) return Tri::kMaybe;
+  return Tri::kYes;
+}
+
+bool PortIn(const std::string& spec, uint16_t port) {
+  std::stringstream ss(spec);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    size_t colon = part.find(':');
+    unsigned long lo = std::strtoul(part.c_str(), nullptr, 10);
+    unsigned long hi = colon == std::string::npos ? lo : std::strtoul(part.c_str() + colon + 1, nullptr, 10);
+    if (colon != std::string::npos && part.size() == colon + 1) hi = 65535;
+    if (port >= lo && port <= hi) return true;
+  }
+  return false;
+}
+
+bool IsAnyAddress(const std::string& a) { return a == "0.0.0.0/0" || a == "::/0"; }
+
+struct RuleView {
+  Tri match = Tri::kYes;
+  std::string target;  ///< -j / -g target, or empty
+  bool is_goto = false;
+};
+
+RuleView Evaluate(const std::vector<std::string>& w, uint16_t port) {
+  RuleView v;
+  bool neg = false;
+  auto apply = [&](bool matched) {
+    if (neg) matched = !matched;
+    neg = false;
+    v.match = And(v.match, matched ? Tri::kYes : Tri::kNo);
+  };
+  auto maybe = [&] {
+    neg = false;
+    v.match = And(v.match, Tri::kMaybe);
+  };
+  for (size_t i = 2; i < w.size(); ++i) {  // skip "-A CHAIN"
+    const std::string& t = w[i];
+    auto arg = [&]() -> std::string { return i + 1 < w.size() ? w[++i] : ""; };
+    if (t == "!") { neg = true; continue; }
+    if (t == "-j" || t == "-g" || t == "--jump" || t == "--goto") {
+      v.is_goto = t == "-g" || t == "--goto";
+      v.target = arg();
+      break;
+    }
+    if (t == "-p" || t == "--protocol") {
+      std::string p = arg();
+      apply(p == "tcp" || p == "6" || p == "all");
+    } else if (t == "--dport" || t == "--destination-port") {
+      apply(PortIn(arg(), port));
+    } else if (t == "--dports" || t == "--destination-ports") {
+      apply(PortIn(arg(), port));
+    } else if (t == "-s" || t == "--source" || t == "-d" || t == "--destination") {
+      std::string a = arg();
+      if (IsAnyAddress(a)) apply(true);
+      else maybe();
+    } else if (t == "-i" || t == "--in-interface") {
+      std::string ifc = arg();
+      if (ifc == "lo") apply(false);  // the connection comes from the network, not loopback
+      else maybe();
+    } else if (t == "-o" || t == "--out-interface") {
+      arg();
+      apply(true);  // no output interface on the input path: iptables ignores it there
+    } else if (t == "--ctstate" || t == "--state") {
+      std::string s = arg();
+      std::stringstream ss(s);
+      std::string part;
+      bool has_new = false;
+      while (std::getline(ss, part, ',')) has_new |= part == "NEW";
+      apply(has_new);
+    } else if (t == "--dst-type") {  // addrtype: the connection is to a local unicast address
+      std::string ty = arg();
+      apply(ty == "LOCAL" || ty == "UNICAST");
+    } else if (t == "--src-type") {  // ... from an ordinary unicast source
+      std::string ty = arg();
+      if (ty == "UNICAST") apply(true);
+      else if (ty == "LOCAL" || ty == "BROADCAST" || ty == "MULTICAST" || ty == "ANYCAST") apply(false);
+      else maybe();
+    } else if (t == "--pkt-type") {
+      apply(arg() == "unicast");
+    } else if (t == "--rt-type" || t == "--icmpv6-type" || t == "--icmp-type") {
+      arg();
+      apply(false);  // no routing header, not ICMP
+    } else if (t == "--syn") {
+      apply(true);
+    } else if (t == "-m" || t == "--match") {
+      std::string m = arg();
+      // Modules whose options are understood above, or that never decide: comment, tcp, ...
+      static const std::set<std::string> understood = {"tcp", "multiport", "comment", "conntrack", "state",
+                                                       "addrtype", "pkttype", "rt", "icmp", "icmp6"};
+      if (!understood.count(m)) maybe();
+    } else if (t == "--comment") {
+      arg();
+    } else if (t == "-f" || t == "--fragment") {
+      apply(false);
+    } else if (t.rfind("--", 0) == 0) {
+      // An option of a module we do not evaluate: undecided. Its values follow until the
+      // next option.
+      maybe();
+      while (i + 1 < w.size() && w[i + 1].rfind("-", 0) != 0 && w[i + 1] != "!") ++i;
+    }
+  }
+  return v;
+}
+
+struct Walker {
+  const SavedTable& table;
+  uint16_t port;
+  Family family;
+  std::string label;
+  std::vector<Conflict> out;
+
+  enum class Flow { kContinue, kAccepted, kDropped };
+
+  void Report(const std::string& chain, bool sure, const std::string& reason) {
+    Conflict c;
+    c.port = port;
+    c.family = FamilyName(family);
+    c.where = label + " filter chain " + chain;
+    c.certainty = sure ? "blocks" : "may block";
+    c.reason = reason;
+    for (const auto& x : out)
+      if (x.where == c.where && x.reason == c.reason) return;
+    out.push_back(c);
+  }
+
+  // Walks `chain`; `sure` says the packet certainly reaches it.
+  Flow Walk(const std::string& chain, bool sure, int depth) {
+    const SavedChain* c = table.Find(chain);
+    if (!c || depth > 16) return Flow::kContinue;
+    for (const auto& line : c->rules) {
+      auto w = Tokenize(line);
+      RuleView v = Evaluate(w, port);
+      if (v.match == Tri::kNo) continue;
+      bool certain = sure && v.match == Tri::kYes;
+      const std::string& t = v.target;
+      if (t == kChain) continue;  // mailward's own chain: it never blocks an open port
+      if (t == "ACCEPT") {
+        if (certain) return Flow::kAccepted;
+        sure = false;
+      } else if (t == "DROP" || t == "REJECT") {
+        Report(chain, certain, line);
+        if (certain) return Flow::kDropped;
+      } else if (t == "RETURN") {
+        if (certain) return Flow::kContinue;
+        sure = false;
+      } else if (!t.empty() && table.Find(t)) {
+        Flow f = Walk(t, certain, depth + 1);
+        if (certain && f != Flow::kContinue) return f;
+        if (v.is_goto && certain) return Flow::kContinue;
+        if (!certain || f != Flow::kContinue) sure = sure && f == Flow::kContinue;
+      }
+      // LOG, MARK and other non-terminating targets: the packet goes on.
+    }
+    if (c->policy == "DROP" || c->policy == "REJECT")
+      Report(chain, sure, "the chain's policy is " + c->policy);
+    return Flow::kContinue;
+  }
+};
+
+}  // namespace
+
+std::vector<Conflict> FindConflicts(const SavedTable& table, uint16_t port, Family family, const std::string& label) {
+  Walker w{table, port, family, label, {}};
+  w.Walk("INPUT", true, 0);
+  return w.out;
+}
+
+}  // namespace mw::ipt
