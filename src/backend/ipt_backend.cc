@@ -47,7 +47,7 @@ Tools ChooseTools() {
   use("");
   // iptables-nft warns when the host's rules live in the legacy tables: follow the host.
   auto probe = RunProcess({t.save[0], "-t", "filter"});
-  if (probe.ok() && probe.out.find("iptables-legacy tables present") != std::string::npos &&
+  if (probe.ok() && (probe.out + probe.err).find("iptables-legacy tables present") != std::string::npos &&
       HaveProgram("iptables-legacy-save"))
     use("legacy");
   return t;

@@ -1,0 +1,243 @@
+"""The iptables backend against real iptables (nft-based, and legacy), ip6tables and ipset, in
+namespaces: reachability over IPv4 and IPv6 from a client namespace, the host's other rules
+(a fail2ban chain, Docker chains, the admin's ACCEPT 22) untouched, drift found and repaired,
+rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset."""
+import os
+import re
+import unittest
+
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, MailwardCase,
+                    Sandbox, Topology, run)
+
+POLICY = """\
+version: 1
+backend: iptables
+allowlists:
+  office:
+    - {allowed_v4}
+    - {allowed_v6}/128
+    - 203.0.113.0/24
+ports:
+  imap:
+    state: closed
+    allow: [office]
+  imaps:
+    state: open
+  pop3:
+    state: closed
+    action: reject
+""".format(allowed_v4=ALLOWED_V4, allowed_v6=ALLOWED_V6)
+
+# The host's own rules, as fail2ban, Docker and an admin write them.
+HOST_RULES = [
+    ["-N", "f2b-dovecot"],
+    ["-A", "f2b-dovecot", "-s", "{banned}", "-j", "REJECT"],
+    ["-A", "f2b-dovecot", "-j", "RETURN"],
+    ["-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "143,993", "-j", "f2b-dovecot"],
+    ["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    ["-N", "DOCKER-USER"],
+    ["-A", "DOCKER-USER", "-j", "RETURN"],
+    ["-A", "FORWARD", "-j", "DOCKER-USER"],
+    ["-t", "nat", "-N", "DOCKER"],
+    ["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
+]
+
+
+class Variant:
+    """Which iptables the host uses: the nft-based default, or legacy (MAILWARD_IPTABLES)."""
+    variant = "nft"
+
+    def tool(self, name):
+        return name.replace("tables", "tables-" + self.variant, 1)
+
+    def env_runner(self, runner):
+        def r(argv, **kw):
+            if argv and argv[0].endswith("mailward"):
+                argv = ["env", "MAILWARD_IPTABLES=" + self.variant] + argv
+            return runner(argv, **kw)
+        return r
+
+    def add_host_rules(self, runner, banned_v4="192.0.2.66", banned_v6="2001:db8:66::1"):
+        for tool, banned in (("iptables", banned_v4), ("ip6tables", banned_v6)):
+            for rule in HOST_RULES:
+                runner([self.tool(tool)] + [a.format(banned=banned) for a in rule])
+
+    def save_all(self, runner):
+        """Everything but mailward's own lines, without counters and timestamps."""
+        out = []
+        for tool in ("iptables-save", "ip6tables-save"):
+            for line in runner([self.tool(tool)]).stdout.splitlines():
+                if line.startswith("#") or "MAILWARD" in line:
+                    continue
+                out.append(re.sub(r" \[\d+:\d+\]$", "", line))
+        return out
+
+    def own_state(self, runner):
+        lines = []
+        for tool in ("iptables-save", "ip6tables-save"):
+            lines += [l for l in runner([self.tool(tool), "-t", "filter"]).stdout.splitlines() if "MAILWARD" in l]
+        sets = [l for l in runner(["ipset", "save"]).stdout.splitlines()
+                if l.split()[1].startswith("mw")]
+        # initval is random per create: not part of what mailward promises.
+        return lines, sorted(re.sub(r" initval 0x[0-9a-f]+", "", s) for s in sets)
+
+
+class Reachability(Variant, MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.topo.serve([110, 143, 993])
+        self.host = self.env_runner(self.topo.in_host)
+        self.policy = self.write("policy.yaml", POLICY)
+        self.add_host_rules(self.topo.in_host)
+
+    def reach(self):
+        t = self.topo
+        return {(port, src): t.connect(dst, port, src)
+                for port in (110, 143, 993)
+                for dst, srcs in ((HOST_V4, (PLAIN_V4, ALLOWED_V4)), (HOST_V6, (PLAIN_V6, ALLOWED_V6)))
+                for src in srcs}
+
+    def test_reachability_second_apply_and_other_rules(self):
+        before = self.reach()
+        self.assertTrue(all(v == "open" for v in before.values()), before)
+        others = self.save_all(self.topo.in_host)
+        p = self.mw(self.host, "apply", policy=self.policy)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        after = self.reach()
+        for src in (PLAIN_V4, PLAIN_V6):
+            self.assertEqual(after[(143, src)], "filtered", src)   # dropped
+            self.assertEqual(after[(110, src)], "closed", src)     # rejected with a reset
+            self.assertEqual(after[(993, src)], "open", src)
+        for src in (ALLOWED_V4, ALLOWED_V6):
+            self.assertEqual(after[(143, src)], "open", src)
+            self.assertEqual(after[(110, src)], "closed", src)
+            self.assertEqual(after[(993, src)], "open", src)
+        lo = self.topo.in_host(["python3", "-c",
+                                "import socket;s=socket.create_connection(('127.0.0.1',143),1);print(s.recv(9))"])
+        self.assertIn("OK", lo.stdout)
+        # The jump is first in INPUT, both families; the host's rules are exactly as they were.
+        for tool in ("iptables", "ip6tables"):
+            first = self.topo.in_host([self.tool(tool), "-S", "INPUT"]).stdout.splitlines()[1]
+            self.assertIn("-j MAILWARD", first)
+        self.assertEqual(self.save_all(self.topo.in_host), others)
+        # A second apply changes nothing.
+        rc, j = self.mw_json(self.host, "apply", policy=self.policy)
+        self.assertEqual((rc, j["applied"], j["changes"], j["backend"]), (0, False, [], "iptables"))
+        self.assertEqual(self.save_all(self.topo.in_host), others)
+
+    def test_fail2ban_ban_still_applies_to_an_open_port(self):
+        # mailward's chain never ACCEPTs: a banned source stays banned on 993.
+        self.topo.in_host([self.tool("iptables"), "-I", "f2b-dovecot", "1", "-s", PLAIN_V4, "-p", "tcp", "-j", "REJECT",
+                           "--reject-with", "tcp-reset"])
+        self.assertEqual(self.mw(self.host, "apply", policy=self.policy).returncode, 0)
+        self.assertEqual(self.topo.connect(HOST_V4, 993, PLAIN_V4), "closed")
+        self.assertEqual(self.topo.connect(HOST_V4, 993, ALLOWED_V4), "open")
+
+
+class ReachabilityLegacy(Reachability):
+    variant = "legacy"
+
+
+class Behaviour(Variant, MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.ns = Sandbox()
+        self.addCleanup(self.ns.close)
+        self.run_ = self.env_runner(self.ns.run)
+        self.policy = self.write("policy.yaml", POLICY)
+        self.add_host_rules(self.ns.run)
+
+    def test_conflicts_from_the_hosts_rules(self):
+        self.ns.run([self.tool("iptables"), "-P", "INPUT", "DROP"])
+        self.ns.run([self.tool("ip6tables"), "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "DROP"])
+        rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
+        got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
+        self.assertIn((993, "ipv4", "iptables filter chain INPUT", "blocks"), got)
+        self.assertIn((993, "ipv6", "ip6tables filter chain INPUT", "blocks"), got)
+        # fail2ban's chain rejects only banned sources: it may block, it does not block.
+        self.assertIn((993, "ipv4", "iptables filter chain f2b-dovecot", "may block"), got)
+        # Once the admin accepts 993 the policy DROP no longer blocks it.
+        self.ns.run([self.tool("iptables"), "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "ACCEPT"])
+        rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
+        self.assertFalse([c for c in j["conflicts"] if c["family"] == "ipv4" and c["certainty"] == "blocks"], j)
+
+    def test_drift_found_and_repaired(self):
+        self.mw(self.run_, "apply", policy=self.policy, check=True)
+        good = self.own_state(self.ns.run)
+        ipt = self.tool("iptables")
+        damage = [
+            ([ipt, "-D", "INPUT", "-m", "comment", "--comment", "mailward:jump", "-j", "MAILWARD"], [("add", "rule")]),
+            ([ipt, "-F", "MAILWARD"], None),
+            ([ipt, "-R", "MAILWARD", "3", "-p", "tcp", "--dport", "143", "-j", "RETURN"], None),
+            (["ipset", "del", "mw_office_hosts_v4", ALLOWED_V4], [("add", "elements")]),
+            ([self.tool("ip6tables"), "-I", "MAILWARD", "1", "-p", "tcp", "--dport", "143", "-j", "RETURN"],
+             [("delete", "rule")]),
+        ]
+        for cmd, ops in damage:
+            self.ns.run(cmd)
+            rc, j = self.mw_json(self.run_, "check", "--no-probe", policy=self.policy)
+            self.assertEqual(rc, 2, cmd)
+            self.assertTrue(j["drift"], cmd)
+            if ops:
+                self.assertEqual(sorted((c["op"], c["object"]) for c in j["changes"]), ops, j["changes"])
+            rc, j = self.mw_json(self.run_, "apply", policy=self.policy)
+            self.assertEqual(rc, 0, j)
+            self.assertTrue(j["verified"])
+            self.assertEqual(self.own_state(self.ns.run), good, cmd)
+
+    def test_rollback_and_failed_apply_put_back(self):
+        self.assertEqual(self.mw(self.run_, "rollback").returncode, 1)
+        others = self.save_all(self.ns.run)
+        self.mw(self.run_, "apply", policy=self.policy, check=True)
+        state_a = self.own_state(self.ns.run)
+        second = self.write("second.yaml", POLICY.replace("state: open", "state: open\n    rate_limit: 5/second")
+                            .replace("- 203.0.113.0/24", "- 203.0.113.0/25\n    - 192.0.2.9"))
+        # A failure in ip6tables-restore after iptables-restore went through: all put back.
+        env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
+        p = self.mw(lambda a, **kw: self.run_(a, env=env, **kw), "apply", policy=second)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("put back", p.stderr)
+        self.assertEqual(self.own_state(self.ns.run), state_a)
+        self.mw(self.run_, "apply", policy=second, check=True)
+        self.assertNotEqual(self.own_state(self.ns.run), state_a)
+        self.mw(self.run_, "rollback", check=True)
+        self.assertEqual(self.own_state(self.ns.run), state_a)
+        self.mw(self.run_, "rollback", check=True)
+        self.assertEqual(self.own_state(self.ns.run), ([], []))
+        self.assertEqual(self.save_all(self.ns.run), others)
+
+    def test_bad_policy_changes_nothing(self):
+        self.mw(self.run_, "apply", policy=self.policy, check=True)
+        before = (self.save_all(self.ns.run), self.own_state(self.ns.run))
+        bad = self.write("bad.yaml", POLICY.replace("203.0.113.0/24", "203.0.113.0/33"))
+        p = self.mw(self.run_, "apply", policy=bad)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("bad.yaml:7:7", p.stderr)
+        self.assertEqual((self.save_all(self.ns.run), self.own_state(self.ns.run)), before)
+
+    def test_ten_thousand_addresses_stay_in_an_ipset(self):
+        addrs = [f"10.{i // 250}.{i % 250}.{1 + i % 7}" for i in range(10000)]
+        big = self.write("big.yaml", POLICY.replace("    - 203.0.113.0/24\n",
+                                                    "".join(f"    - {a}\n" for a in addrs)))
+        self.mw(self.run_, "apply", policy=big, check=True)
+        rules = self.ns.run([self.tool("iptables"), "-S", "MAILWARD"]).stdout.splitlines()
+        self.assertLess(len(rules), 12)
+        self.assertIn("Number of entries: 10001", self.ns.run(["ipset", "list", "-t", "mw_office_hosts_v4"]).stdout)
+        # One address edited: one element each way, nothing else.
+        with open(big) as f:
+            edited = self.write("edited.yaml", f.read().replace(f"- {addrs[5000]}\n", "- 10.99.99.99\n"))
+        rc, j = self.mw_json(self.run_, "plan", policy=edited)
+        self.assertEqual(sorted((c["op"], c["object"], c["count"]) for c in j["changes"]),
+                         [("add", "elements", 1), ("delete", "elements", 1)])
+        self.mw(self.run_, "apply", policy=edited, check=True)
+        self.assertEqual(self.mw(self.run_, "plan", policy=edited).returncode, 0)
+
+
+class BehaviourLegacy(Behaviour):
+    variant = "legacy"
+
+
+if __name__ == "__main__":
+    unittest.main()
