@@ -83,6 +83,13 @@ std::vector<UfwRule> DesiredRules(const Ruleset& rs, Family f, const std::vector
     }
     return false;
   };
+  if (notes && f == Family::kV4)
+    for (const auto& [port, r] : limited) {
+      bool open = std::any_of(rs.open_ports.begin(), rs.open_ports.end(), [&](uint16_t p) { return p == port; });
+      if (!open)
+        notes->push_back("UFW cannot rate-limit the allowlisted sources of closed port " + std::to_string(port) +
+                         ": its rate_limit is not applied with backend ufw");
+    }
   for (const auto& r : rs.rules) {
     if (r.loopback || !r.port || !r.meter_set.empty()) continue;  // UFW's before.rules accept lo
     if (r.family && *r.family != f) continue;
