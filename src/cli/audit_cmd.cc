@@ -8,6 +8,7 @@
 #include "policy/policy.h"
 #include "report/report.h"
 #include "util/fs.h"
+#include "util/process.h"
 
 namespace mw {
 namespace templates {
@@ -20,35 +21,7 @@ namespace {
 using json = nlohmann::json;
 constexpr const char* kDropInName = "99-mailward-hardening.conf";
 
-/// Runs argv (never through a shell); returns the exit status and stderr+stdout.
-std::pair<int, std::string> RunCapture(const std::vector<std::string>& argv) {
-  int pipefd[2];
-  if (pipe(pipefd) != 0) return {-1, "pipe failed"};
-  pid_t pid = fork();
-  if (pid < 0) return {-1, "fork failed"};
-  if (pid == 0) {
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
-    close(pipefd[0]);
-    close(pipefd[1]);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  close(pipefd[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  close(pipefd[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-bool HaveDoveconf() { return RunCapture({"doveconf", "--version"}).first != 127; }
+bool HaveDoveconf() { return HaveProgram("doveconf"); }
 
 }  // namespace
 
@@ -132,7 +105,9 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     if (!ws.ok()) return fail(ws.message());
     std::string checked = "doveconf not found: the drop-in was not checked";
     if (HaveDoveconf()) {
-      auto [rc, out] = RunCapture({"doveconf", "-c", config, "-n"});
+      auto run = RunProcess({"doveconf", "-c", config, "-n"});
+      int rc = run.status;
+      std::string out = run.err + run.out;
       if (rc != 0) {
         unlink(dropin.c_str());
         return fail("doveconf rejected the configuration with the drop-in, so it was removed again:\n" + out);
