@@ -144,6 +144,12 @@ class UfwBackend : public Backend {
         }
       }
     }
+    if (opts.analyze_conflicts) {
+      std::string note;
+      auto nft = NativeNftablesConflicts(desired.open_ports, &note);
+      plan->conflicts.insert(plan->conflicts.end(), nft.begin(), nft.end());
+      if (!note.empty()) plan->notes.push_back(note);
+    }
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }
 

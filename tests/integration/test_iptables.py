@@ -158,6 +158,17 @@ class Behaviour(Variant, MailwardCase):
         self.assertIn((993, "ipv6", "ip6tables filter chain INPUT", "blocks"), got)
         # fail2ban's chain rejects only banned sources: it may block, it does not block.
         self.assertIn((993, "ipv4", "iptables filter chain f2b-dovecot", "may block"), got)
+        # Another tool's native nftables table is judged too; iptables-nft's own tables are not
+        # judged twice.
+        self.ns.run(["nft", "add table inet fw"])
+        self.ns.run(["nft", "add chain inet fw input { type filter hook input priority 0 ; policy accept ; }"])
+        self.ns.run(["nft", "add rule inet fw input tcp dport 993 drop"])
+        rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
+        got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
+        self.assertIn((993, "ipv4", "table inet fw chain input", "blocks"), got)
+        self.assertIn((993, "ipv6", "table inet fw chain input", "blocks"), got)
+        self.assertFalse([c for c in j["conflicts"] if c["where"].startswith("table ip filter")], j["conflicts"])
+        self.ns.run(["nft", "delete table inet fw"])
         # Once the admin accepts 993 the policy DROP no longer blocks it.
         self.ns.run([self.tool("iptables"), "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "ACCEPT"])
         rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
