@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # One command: installs what is missing, builds (release), and benchmarks mailward against the
-# nft command on identical rulesets, each size in its own throwaway network namespace.
+# tools people use, each size in its own throwaway network namespace:
+#   bench.py           nftables backend vs the nft command on identical rulesets
+#   bench_backends.py  iptables backend vs iptables-restore, UFW backend vs ufw one rule at a time
+# `./bench/run.sh nftables` or `./bench/run.sh backends` runs one of them.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 ./scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-release -j"$(nproc)" --target mailward
-MAILWARD_BIN="$top/build-release/mailward" python3 bench/bench.py "$@"
+export MAILWARD_BIN="$top/build-release/mailward"
+which=${1:-all}
+if [ "$which" = all ] || [ "$which" = nftables ]; then python3 bench/bench.py; fi
+if [ "$which" = all ] || [ "$which" = backends ]; then python3 bench/bench_backends.py; fi

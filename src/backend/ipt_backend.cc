@@ -88,6 +88,7 @@ struct Live {
   std::map<std::string, IpsetSpec> ipsets;  ///< mailward's sets, with entries
   std::vector<std::string> temps;           ///< leftover temporary sets of a crashed run
   std::string ipset_headers;
+  bool ipset_missing = false;
   uint32_t generation = 0;
 };
 
@@ -144,6 +145,8 @@ class IptablesBackend : public Backend {
         IpsetSpec spec = MakeIpset(s);
         t.ipsets[spec.name] = std::move(spec);
       }
+    if (live->ipset_missing && !t.ipsets.empty())
+      return Status::Error(Code::kFirewall, "the policy's allowlists need ipset, which is not installed (apt install ipset)");
     auto plan = MakePlan(std::move(*live), std::move(t), opts);
     if (opts.analyze_conflicts) {
       for (uint16_t port : desired.open_ports)
@@ -298,6 +301,10 @@ class IptablesBackend : public Backend {
       }
     }
     auto names = RunProcess({tools_.ipset, "list", "-t"});
+    if (names.status == 127) {  // no ipset: fine as long as no allowlist needs one
+      live.ipset_missing = true;
+      names.status = 0;
+    }
     if (!names.ok())
       return Status::Error(Code::kFirewall, "ipset list failed: " + names.Message() + " (is the ipset package installed?)");
     std::istringstream in(names.out);

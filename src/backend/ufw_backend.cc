@@ -107,8 +107,13 @@ class UfwBackend : public Backend {
       next.rules.insert(next.rules.end(), admin.begin(), admin.end());
       if (next.rules != live.rules) {
         plan->next[f] = RenderUserRules(next);
+        size_t before = plan->changes.size();
         DescribeChanges(ours, want, label, opts, plan.get());
-        if (ours == want) plan->changes.push_back({"replace", "rule", label, "mailward's rules are moved back before the admin's", 1, {}});
+        if (plan->changes.size() == before)  // same rules, but edited by hand or out of place
+          plan->changes.push_back({"replace", "rule", label,
+                                   ours == want ? "mailward's rules are moved back before the admin's"
+                                                : "mailward's rules were edited by hand: rewritten",
+                                   1, {}});
       }
       // The rules UFW has loaded must be its files' (someone may have flushed or edited them).
       if (plan->active && (f == 0 || ipv6)) {

@@ -136,6 +136,17 @@ class Reachability(UfwCase):
         self.assertEqual([(c["op"], c["detail"]) for c in j["changes"]], [("add", "deny 143/tcp  # mailward")])
         self.mw(self.h.run, "apply", policy=self.policy, check=True)
         self.assertEqual(self.h.files(), good)
+        # Someone edits mailward's rule in UFW's file by hand (the tuple stays, the rule changes).
+        path = os.path.join(self.h.etc, "user.rules")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace("--dport 143 -j DROP", "--dport 143 -j ACCEPT"))
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual(rc, 2)
+        self.assertTrue(any("edited by hand" in c["detail"] for c in j["changes"]), j["changes"])
+        self.mw(self.h.run, "apply", policy=self.policy, check=True)
+        self.assertEqual(self.h.files(), good)
         # Someone flushes the loaded chain: the files are right, the kernel is not.
         self.h.run(["iptables", "-F", "ufw-user-input"])
         self.assertEqual(self.h.topo.connect(HOST_V4, 143, ALLOWED_V4), "filtered")
