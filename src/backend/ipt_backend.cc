@@ -361,7 +361,10 @@ class IptablesBackend : public Backend {
     if (!tools_.variant.empty()) plan->notes.push_back("iptables variant: " + tools_.variant);
     // Sets first: rules refer to them.
     std::string script, undo;
-    for (const auto& tmp : live.temps) script += "destroy " + tmp + "\n";
+    for (const auto& tmp : live.temps) {
+      script += "destroy " + tmp + "\n";
+      plan->changes.push_back({"delete", "set", tmp, "a temporary set left by an interrupted run", 1, {}});
+    }
     auto create = [](const IpsetSpec& s, const std::string& name) {
       size_t hashsize = 1024;
       while (hashsize < s.entries.size() / 2 && hashsize < (1u << 24)) hashsize *= 2;
