@@ -4,6 +4,7 @@ namespaces: reachability over IPv4 and IPv6 from a client namespace, the host's 
 rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset."""
 import os
 import re
+import time
 import unittest
 
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, MailwardCase,
@@ -218,6 +219,20 @@ class Behaviour(Variant, MailwardCase):
         self.mw(self.run_, "rollback", check=True)
         self.assertEqual(self.own_state(self.ns.run), ([], []))
         self.assertEqual(self.save_all(self.ns.run), others)
+
+    def test_unconfirmed_apply_reverts(self):
+        self.mw(self.run_, "apply", policy=self.policy, check=True)
+        state_a = self.own_state(self.ns.run)
+        second = self.write("second.yaml", POLICY.replace("- 203.0.113.0/24", "- 192.0.2.9"))
+        rc, j = self.mw_json(self.run_, "apply", "--confirm", "2", policy=second)
+        self.assertEqual((rc, j["confirm"]["pending"]), (0, True), j)
+        self.assertNotEqual(self.own_state(self.ns.run), state_a)
+        deadline = time.time() + 20
+        while time.time() < deadline and self.own_state(self.ns.run) != state_a:
+            time.sleep(0.2)
+        self.assertEqual(self.own_state(self.ns.run), state_a, "not reverted")
+        with open(os.path.join(self.state, "confirm.log")) as log:
+            self.assertIn("not confirmed in time: reverted", log.read())
 
     def test_bad_policy_changes_nothing(self):
         self.mw(self.run_, "apply", policy=self.policy, check=True)

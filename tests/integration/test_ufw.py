@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, MailwardCase,
@@ -170,6 +171,24 @@ class Safety(UfwCase):
         self.assertNotEqual(self.h.files(), before)
         self.mw(self.h.run, "rollback", check=True)
         self.assertEqual(self.h.files(), before)
+
+    def test_unconfirmed_apply_reverts(self):
+        before = self.h.files()
+        rc, j = self.mw_json(self.h.run, "apply", "--confirm", "2", policy=self.policy)
+        self.assertEqual((rc, j["confirm"]["pending"]), (0, True), j)
+        self.assertNotEqual(self.h.files(), before)
+        deadline = time.time() + 30
+        while time.time() < deadline and self.h.files() != before:
+            time.sleep(0.2)
+        self.assertEqual(self.h.files(), before, "not reverted")
+        log = os.path.join(self.state, "confirm.log")
+        while time.time() < deadline:  # the reload after the files: done when the log says so
+            if os.path.exists(log) and "not confirmed in time: reverted" in open(log).read():
+                break
+            time.sleep(0.2)
+        # Reverted in UFW's loaded rules too, not only in its files.
+        rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
+        self.assertFalse(any("loaded" in c["name"] for c in j["changes"]), j["changes"])
 
     def test_bad_policy_changes_nothing(self):
         before = self.h.files()
