@@ -84,10 +84,10 @@ std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg);
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendConfig& cfg);
 /// The UFW backend (UFW's rules files, one `ufw reload`).
 std::unique_ptr<Backend> MakeUfwBackend(const BackendConfig& cfg);
-/// For the iptables and UFW backends: what nftables tables of other tools (firewalld's, an
-/// admin's `inet filter`), other than mailward's and the ones iptables-nft manages, would still
-/// block these TCP ports. Empty, with `note` set, when nftables cannot be read.
-std::vector<Conflict> NativeNftablesConflicts(const std::vector<uint16_t>& ports, std::string* note);
+/// For the iptables and UFW backends: adds to `plan` what nftables tables of other tools
+/// (firewalld's, an admin's `inet filter`), other than mailward's and the ones iptables-nft
+/// manages, would still block these TCP ports; a note instead when nftables cannot be read.
+void AddNativeNftablesConflicts(const std::vector<uint16_t>& ports, BackendPlan* plan);
 /// The backend that made a snapshot (each marks its own), for rollback; nftables when unknown.
 std::unique_ptr<Backend> BackendForSnapshot(const std::string& bytes, const BackendConfig& cfg);
 

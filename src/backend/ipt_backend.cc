@@ -156,10 +156,7 @@ class IptablesBackend : public Backend {
                                  f == 0 ? "iptables" : "ip6tables");
           plan->conflicts.insert(plan->conflicts.end(), c.begin(), c.end());
         }
-      std::string note;
-      auto nft = NativeNftablesConflicts(desired.open_ports, &note);
-      plan->conflicts.insert(plan->conflicts.end(), nft.begin(), nft.end());
-      if (!note.empty()) plan->notes.push_back(note);
+      AddNativeNftablesConflicts(desired.open_ports, plan.get());
     }
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }

@@ -799,28 +799,26 @@ std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg) {
   return std::make_unique<nft::NftBackend>(cfg);
 }
 
-std::vector<Conflict> NativeNftablesConflicts(const std::vector<uint16_t>& ports, std::string* note) {
-  if (ports.empty()) return {};
+void AddNativeNftablesConflicts(const std::vector<uint16_t>& ports, BackendPlan* out) {
+  if (ports.empty()) return;
   nft::NftBackend be(BackendConfig{});
   Ruleset probe_only;
   probe_only.open_ports = ports;
   PlanOptions opts;
   auto plan = be.Plan(probe_only, opts);
   if (!plan.ok()) {
-    if (note) *note = "nftables tables were not checked for conflicts: " + plan.status().message();
-    return {};
+    out->notes.push_back("nftables tables were not checked for conflicts: " + plan.status().message());
+    return;
   }
   // The tables iptables-nft keeps its rules in are judged in iptables' own terms instead.
   static const char* kIptablesTables[] = {"filter", "nat", "mangle", "raw", "security"};
-  std::vector<Conflict> out;
   for (auto& c : (*plan)->conflicts) {
     bool iptables_own = false;
     for (const char* fam : {"ip ", "ip6 "})
       for (const char* t : kIptablesTables)
         iptables_own |= c.where.rfind(std::string("table ") + fam + t + " chain ", 0) == 0;
-    if (!iptables_own) out.push_back(std::move(c));
+    if (!iptables_own) out->conflicts.push_back(std::move(c));
   }
-  return out;
 }
 
 }  // namespace mw

@@ -150,10 +150,7 @@ class UfwBackend : public Backend {
       }
     }
     if (opts.analyze_conflicts) {
-      std::string note;
-      auto nft = NativeNftablesConflicts(desired.open_ports, &note);
-      plan->conflicts.insert(plan->conflicts.end(), nft.begin(), nft.end());
-      if (!note.empty()) plan->notes.push_back(note);
+      AddNativeNftablesConflicts(desired.open_ports, plan.get());
     }
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }
