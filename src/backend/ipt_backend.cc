@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "backend/ipt_rules.h"
+#include "util/hash.h"
 #include "util/process.h"
 #include "util/timing.h"
 
@@ -96,11 +97,6 @@ struct Target {
   OwnState own[2];
   std::map<std::string, IpsetSpec> ipsets;
 };
-
-uint32_t Fnv(const std::string& s, uint32_t h = 2166136261u) {
-  for (unsigned char c : s) h = (h ^ c) * 16777619u;
-  return h;
-}
 
 std::string Join(const std::vector<std::string>& lines) {
   std::string out;
@@ -324,7 +320,7 @@ class IptablesBackend : public Backend {
         auto parsed = ParseIpsetSave(r.out);
         if (parsed) spec = std::move(*parsed);
       }
-    live.generation = Fnv(live.ipset_headers, Fnv(live.fam[1].stable, Fnv(live.fam[0].stable)));
+    live.generation = Fnv32(live.ipset_headers, Fnv32(live.fam[1].stable, Fnv32(live.fam[0].stable)));
     return live;
   }
 

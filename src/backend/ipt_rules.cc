@@ -5,14 +5,10 @@
 #include <set>
 #include <sstream>
 
+#include "util/hash.h"
+
 namespace mw::ipt {
 namespace {
-
-uint32_t Fnv32(const std::string& s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) h = (h ^ c) * 16777619u;
-  return h;
-}
 
 std::string Hex8(uint32_t v) {
   char buf[9];

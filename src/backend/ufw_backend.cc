@@ -13,6 +13,7 @@
 #include "backend/ipt_rules.h"
 #include "backend/ufw_rules.h"
 #include "util/fs.h"
+#include "util/hash.h"
 #include "util/process.h"
 #include "util/timing.h"
 
@@ -23,9 +24,24 @@ namespace {
 constexpr const char* kFiles[2] = {"/etc/ufw/user.rules", "/etc/ufw/user6.rules"};
 constexpr const char* kInputChain[2] = {"ufw-user-input", "ufw6-user-input"};
 
-uint32_t Fnv(const std::string& s, uint32_t h = 2166136261u) {
-  for (unsigned char c : s) h = (h ^ c) * 16777619u;
-  return h;
+/// UFW's two rules files as they are now, with their modes (kept when they are rewritten).
+struct Files {
+  std::string text[2];
+  unsigned mode[2] = {0640, 0640};
+  /// What identifies their state: a plan is applied only if it has not changed.
+  uint32_t Generation() const { return Fnv32(text[1] + '\0', Fnv32(text[0] + '\0')); }
+};
+
+Result<Files> ReadFiles() {
+  Files out;
+  for (int f = 0; f < 2; ++f) {
+    auto text = ReadFile(kFiles[f]);
+    if (!text.ok()) return text.status().WithContext("cannot read UFW's rules");
+    out.text[f] = std::move(*text);
+    struct stat st;
+    if (stat(kFiles[f], &st) == 0) out.mode[f] = st.st_mode & 07777;
+  }
+  return out;
 }
 
 bool ConfFlag(const std::string& path, const std::string& key) {
@@ -71,20 +87,16 @@ class UfwBackend : public Backend {
     if (!plan->active)
       plan->notes.push_back("UFW is not active: the rules are written to its files and take effect when UFW is enabled");
     if (!ipv6) plan->notes.push_back("UFW has IPV6=no in /etc/default/ufw: its IPv6 rules (user6.rules) are not loaded");
-    std::string gen;
+    auto files = ReadFiles();
+    if (!files.ok()) return files.status();
     for (int f = 0; f < 2; ++f) {
-      auto text = ReadFile(kFiles[f]);
-      if (!text.ok()) return text.status().WithContext("cannot read UFW's rules");
-      auto parsed = ParseUserRules(*text, kFiles[f]);
+      auto parsed = ParseUserRules(files->text[f], kFiles[f]);
       if (!parsed.ok()) return parsed.status();
-      struct stat st;
-      if (stat(kFiles[f], &st) == 0) plan->live[f].mode = st.st_mode & 07777;
-      plan->live[f].text = *text;
+      plan->live[f].mode = files->mode[f];
+      plan->live[f].text = files->text[f];
       plan->live[f].rules = std::move(*parsed);
-      gen += *text;
-      gen += '\0';
     }
-    plan->generation = Fnv(gen);
+    plan->generation = files->Generation();
 
     std::vector<std::string> loaded[2];
     ipt::SavedTable kernel[2];
@@ -158,14 +170,9 @@ class UfwBackend : public Backend {
   Status Apply(const BackendPlan& base) override {
     const auto& plan = static_cast<const UfwPlan&>(base);
     if (plan.changes.empty()) return Status::Ok();
-    std::string now;
-    for (int f = 0; f < 2; ++f) {
-      auto text = ReadFile(kFiles[f]);
-      if (!text.ok()) return text.status();
-      now += *text;
-      now += '\0';
-    }
-    if (Fnv(now) != plan.generation)
+    auto now = ReadFiles();
+    if (!now.ok()) return now.status();
+    if (now->Generation() != plan.generation)
       return Status::Error(Code::kGenerationMoved, "UFW's rules files changed since the plan was made; nothing was applied");
     std::string old[2] = {plan.live[0].text, plan.live[1].text};
     std::string next[2] = {plan.next[0].empty() ? old[0] : plan.next[0], plan.next[1].empty() ? old[1] : plan.next[1]};
@@ -191,16 +198,9 @@ class UfwBackend : public Backend {
       files[f] = bytes.substr(nl + 1, len);
       pos = nl + 1 + len;
     }
-    std::string old[2];
-    unsigned mode[2] = {0640, 0640};
-    for (int f = 0; f < 2; ++f) {
-      auto text = ReadFile(kFiles[f]);
-      if (!text.ok()) return text.status();
-      old[f] = *text;
-      struct stat st;
-      if (stat(kFiles[f], &st) == 0) mode[f] = st.st_mode & 07777;
-    }
-    return WriteAndReload(old, files, mode[0], mode[1], ConfFlag("/etc/ufw/ufw.conf", "ENABLED"));
+    auto now = ReadFiles();
+    if (!now.ok()) return now.status();
+    return WriteAndReload(now->text, files, now->mode[0], now->mode[1], ConfFlag("/etc/ufw/ufw.conf", "ENABLED"));
   }
 
  private:
@@ -212,9 +212,7 @@ class UfwBackend : public Backend {
     // Allowlisted sources are grouped per port, like set elements.
     std::map<std::pair<std::string, std::string>, std::vector<std::string>> grouped;
     auto emit = [&](const std::string& op, const std::string& tuple) {
-      std::istringstream in(tuple);
-      std::vector<std::string> words;
-      for (std::string x; in >> x;) words.push_back(x);
+      auto words = SplitWords(tuple);
       bool any_src = words.size() > 5 && (words[5] == "0.0.0.0/0" || words[5] == "::/0");
       if (words.size() > 5 && words[0] == "allow" && !any_src) {
         grouped[{op, "allow " + words[2] + "/" + words[1] + " from"}].push_back(words[5]);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "backend/ipt_rules.h"
+#include "util/fs.h"
 
 namespace mw::ufw {
 namespace {
@@ -14,18 +15,10 @@ constexpr const char* kRulesMark = "### RULES ###";
 constexpr const char* kEndMark = "### END RULES ###";
 constexpr const char* kTupleMark = "### tuple ### ";
 
-std::vector<std::string> Words(const std::string& s) {
-  std::istringstream in(s);
-  std::vector<std::string> w;
-  std::string x;
-  while (in >> x) w.push_back(x);
-  return w;
-}
-
 }  // namespace
 
 bool UfwRule::ours() const {
-  auto w = Words(tuple);
+  auto w = SplitWords(tuple);
   return !w.empty() && w.back() == std::string("comment=") + kCommentHex;
 }
 
@@ -76,7 +69,7 @@ std::vector<UfwRule> DesiredRules(const Ruleset& rs, Family f, const std::vector
 
   auto admin_allows = [&](uint16_t port) {
     for (const auto& a : admin) {
-      auto w = Words(a.tuple);
+      auto w = SplitWords(a.tuple);
       if (w.size() >= 7 && w[0] == "allow" && (w[1] == "tcp" || w[1] == "any") && w[2] == std::to_string(port) &&
           w[3] == any && w[4] == "any" && w[5] == any && w[6] == "in")
         return true;
@@ -139,7 +132,7 @@ std::vector<UfwRule> DesiredRules(const Ruleset& rs, Family f, const std::vector
 }
 
 std::string DescribeTuple(const std::string& tuple) {
-  auto w = Words(tuple);
+  auto w = SplitWords(tuple);
   if (w.size() < 7) return tuple;
   std::string out = w[0] + " " + w[2] + "/" + w[1];
   bool any_src = w[5] == "0.0.0.0/0" || w[5] == "::/0";
