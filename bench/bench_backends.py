@@ -11,13 +11,14 @@ For each allowlist size (port 143 closed except for the list, 993 open):
 Prints a table with medians and ratios; writes bench/results/backends.json."""
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from bench import addresses  # the same address lists as the nftables benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAILWARD = os.path.abspath(os.environ.get("MAILWARD_BIN", os.path.join(HERE, "..", "build", "mailward")))
@@ -62,14 +63,6 @@ class Ns:
     def close(self):
         self.proc.kill()
         self.proc.wait()
-
-
-def addresses(n, seed=7):
-    rnd = random.Random(seed)
-    out = set()
-    while len(out) < n:
-        out.add(f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}")
-    return sorted(out)
 
 
 def policies(tmp, n, backend):

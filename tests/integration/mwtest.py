@@ -95,6 +95,28 @@ class Topology:
         return run(["ip", "netns", "exec", self.client, "python3", "-c", code]).stdout.strip()
 
 
+    def reach(self, ports=(110, 143, 993)):
+        """{(port, source): state} from the plain and the allowlisted client address of each
+        family, to the host address of that family."""
+        return {(port, src): self.connect(dst, port, src)
+                for port in ports
+                for dst, srcs in ((HOST_V4, (PLAIN_V4, ALLOWED_V4)), (HOST_V6, (PLAIN_V6, ALLOWED_V6)))
+                for src in srcs}
+
+
+def assert_mail_policy_reachability(case, after):
+    """What the shared scenario's policy (143 closed but for the allowlist, 993 open, 110
+    closed with a reset) must look like from the client namespace, whatever the backend."""
+    for src in (PLAIN_V4, PLAIN_V6):
+        case.assertEqual(after[(143, src)], "filtered", src)   # dropped
+        case.assertEqual(after[(110, src)], "closed", src)     # rejected with a reset
+        case.assertEqual(after[(993, src)], "open", src)
+    for src in (ALLOWED_V4, ALLOWED_V6):
+        case.assertEqual(after[(143, src)], "open", src)
+        case.assertEqual(after[(110, src)], "closed", src)     # no allowlist on 110
+        case.assertEqual(after[(993, src)], "open", src)
+
+
 class Sandbox:
     """A private network namespace kept alive by a sleeping process; commands enter it with
     nsenter. Cheaper than a Topology when no traffic is needed."""
