@@ -9,6 +9,7 @@ pkgs=(
   nftables iptables ipset ufw iproute2
   dovecot-imapd dovecot-pop3d openssl nmap python3 ansible-core
   clang libclang-rt-14-dev systemd
+  docker.io busybox-static fail2ban firewalld dbus python3-nftables
 )
 missing=()
 for p in "${pkgs[@]}"; do
