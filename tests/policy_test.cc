@@ -232,7 +232,7 @@ TEST(Ruleset, BuildsLoopbackFirstThenPortsInOrder) {
   std::vector<std::string> keys;
   for (const auto& rule : rs.rules) keys.push_back(rule.key);
   std::vector<std::string> want = {
-      "mailward:loopback",         "mailward:110:closed",       "mailward:143:allow:office:nets:ipv4",
+      "mailward:loopback",         "mailward:not-local",        "mailward:110:closed",       "mailward:143:allow:office:nets:ipv4",
       "mailward:143:allow:office:nets:ipv6", "mailward:143:closed", "mailward:993:ratelimit:ipv4",
       "mailward:993:ratelimit:ipv6", "mailward:993:open",      "mailward:2000:closed"};
   EXPECT_EQ(keys, want);
@@ -259,7 +259,7 @@ TEST(Ruleset, HostsAndNetsGoToTheirOwnSets) {
   EXPECT_EQ(rs.FindSet("allow_a_nets_v6"), nullptr);
   std::vector<std::string> keys;
   for (const auto& rule : rs.rules) keys.push_back(rule.key);
-  EXPECT_EQ(keys, (std::vector<std::string>{"mailward:loopback", "mailward:143:allow:a:hosts:ipv4",
+  EXPECT_EQ(keys, (std::vector<std::string>{"mailward:loopback", "mailward:not-local", "mailward:143:allow:a:hosts:ipv4",
                                             "mailward:143:allow:a:nets:ipv4", "mailward:143:allow:a:hosts:ipv6",
                                             "mailward:143:closed"}));
 }
@@ -269,8 +269,10 @@ TEST(Ruleset, EmptyAllowlistClosesToEveryone) {
   ASSERT_TRUE(r.ok());
   Ruleset rs = BuildRuleset(*r);
   EXPECT_TRUE(rs.sets.empty());
-  ASSERT_EQ(rs.rules.size(), 2u);
-  EXPECT_EQ(rs.rules[1].key, "mailward:143:closed");
+  ASSERT_EQ(rs.rules.size(), 3u);
+  EXPECT_EQ(rs.rules[1].key, "mailward:not-local");  // only traffic to this host is judged
+  EXPECT_TRUE(rs.rules[1].nonlocal_dest);
+  EXPECT_EQ(rs.rules[2].key, "mailward:143:closed");
 }
 
 }  // namespace

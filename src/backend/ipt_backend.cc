@@ -144,16 +144,6 @@ class IptablesBackend : public Backend {
     if (live->ipset_missing && !t.ipsets.empty())
       return Status::Error(Code::kFirewall, "the policy's allowlists need ipset, which is not installed (apt install ipset)");
     auto plan = MakePlan(std::move(*live), std::move(t), opts);
-    if (opts.analyze_conflicts) {
-      for (uint16_t port : desired.open_ports)
-        for (int f = 0; f < 2; ++f) {
-          if (!plan->live.fam[f].available) continue;
-          auto c = FindConflicts(plan->live.fam[f].table, port, f == 0 ? Family::kV4 : Family::kV6,
-                                 f == 0 ? "iptables" : "ip6tables");
-          plan->conflicts.insert(plan->conflicts.end(), c.begin(), c.end());
-        }
-      AddNativeNftablesConflicts(desired.open_ports, plan.get());
-    }
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }
 

@@ -1,5 +1,7 @@
 #include "backend/nft_codec.h"
 
+#include <linux/rtnetlink.h>
+
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -73,6 +75,15 @@ RulePtr BuildRule(const RuleSpec& spec) {
     Meta(r, NFT_META_IIFNAME);
     char name[IFNAMSIZ] = "lo";
     Cmp(r, NFT_CMP_EQ, name, IFNAMSIZ);
+  }
+  if (spec.nonlocal_dest) {
+    nftnl_expr* fib = nftnl_expr_alloc("fib");
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+    AddExpr(r, fib);
+    uint32_t local = RTN_LOCAL;
+    Cmp(r, NFT_CMP_NEQ, &local, 4);
   }
   if (spec.port) {
     Meta(r, NFT_META_L4PROTO);

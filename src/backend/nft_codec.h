@@ -16,8 +16,11 @@
 namespace mw::nft {
 
 inline constexpr const char* kTable = "mailward";
-inline constexpr const char* kChain = "input";
-inline constexpr int kChainPriority = 0;  // "filter"
+/// mailward's one chain: on the prerouting hook, before DNAT (dstnat, -100), so a closed port
+/// holds for connections to this host whether they end in a local socket or are forwarded to a
+/// container (Docker's `-p`). Its rules only judge traffic to this host's own addresses.
+inline constexpr const char* kChain = "prerouting";
+inline constexpr int kChainPriority = -150;  // "mangle": after conntrack (-200), before dstnat
 
 struct RuleDeleter {
   void operator()(nftnl_rule* r) const { nftnl_rule_free(r); }

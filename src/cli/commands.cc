@@ -1,5 +1,8 @@
 #include "cli/commands.h"
 
+#include "analysis/judge.h"
+#include "backend/host_view.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -183,10 +186,30 @@ class Lock {
   int fd_ = -1;
 };
 
+/// Judges every packet path of the live firewall (analysis/) against the policy and puts the
+/// conflicts and source restrictions into `plan`. `as_planned`: judge mailward's nftables table
+/// as the plan will leave it (plan), not as it is (check).
+void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* plan) {
+  HostViewOptions hopts;
+  if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
+  auto hv = ReadHostView(hopts);
+  if (!hv.ok()) {
+    plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
+    return;
+  }
+  for (const auto& n : hv->notes) plan->notes.push_back(n);
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy));
+  plan->conflicts = ToConflicts(j);
+  for (const auto& r : j.restrictions) plan->restrictions.push_back({r.port, FamilyName(r.family), r.owner, r.where, r.rule});
+}
+
 json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& plan) {
   json changes = json::array(), conflicts = json::array();
   for (const auto& ch : plan.changes) changes.push_back(ChangeToJson(ch));
   for (const auto& cf : plan.conflicts) conflicts.push_back(ConflictToJson(cf));
+  json restrictions = json::array();
+  for (const auto& r : plan.restrictions)
+    restrictions.push_back({{"port", r.port}, {"family", r.family}, {"owner", r.owner}, {"where", r.where}, {"rule", r.rule}});
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
   return {{"command", command},
@@ -196,6 +219,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
           {"generation", plan.generation},
           {"changes", changes},
           {"conflicts", conflicts},
+          {"source_restrictions", restrictions},
           {"manager_conflicts", c.fights},
           {"notes", notes}};
 }
@@ -215,8 +239,13 @@ void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& p
     std::cout << PlanText(plan.changes, color, g.verbose);
   }
   if (!plan.conflicts.empty()) {
-    std::cout << "conflicts: other rules would still block ports the policy keeps open:\n";
+    std::cout << "conflicts: the firewall does not do what the policy says on these paths:\n";
     std::cout << ConflictsText(plan.conflicts, color);
+  }
+  if (!plan.restrictions.empty() && g.verbose) {
+    std::cout << "source restrictions (rules that block only some sources; not conflicts):\n";
+    for (const auto& r : plan.restrictions)
+      std::cout << "  " << r.port << "/" << r.family << "  " << r.owner << ": " << r.where << ": " << r.rule << "\n";
   }
 }
 
@@ -321,6 +350,7 @@ int CmdPlan(const GlobalOptions& g) {
   if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
+  JudgePaths(*l, *c, true, plan->get());
   if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
@@ -356,6 +386,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   if (!c.ok()) return ReportError(g, "check", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "check", plan.status());
+  JudgePaths(*l, *c, false, plan->get());
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {

@@ -26,8 +26,11 @@ nlohmann::json ChangeToJson(const Change& c) {
 }
 
 nlohmann::json ConflictToJson(const Conflict& c) {
-  return {{"port", c.port}, {"family", c.family}, {"where", c.where}, {"certainty", c.certainty},
-          {"reason", c.reason}};
+  nlohmann::json j = {{"port", c.port},       {"family", c.family}, {"kind", c.kind},   {"certainty", c.certainty},
+                      {"owner", c.owner},     {"where", c.where},   {"reason", c.reason}, {"fix", c.fix}};
+  if (!c.source.empty()) j["source"] = c.source;
+  if (!c.destination.empty()) j["destination"] = c.destination;
+  return j;
 }
 
 nlohmann::json PolicySummaryJson(const Policy& p) {
@@ -78,7 +81,9 @@ std::string ConflictsText(const std::vector<Conflict>& conflicts, bool color) {
   std::string out;
   for (const auto& c : conflicts) {
     out += std::string("  ") + (color ? "\033[33m!\033[0m " : "! ") + std::to_string(c.port) + "/" + c.family + " " +
-           c.certainty + ": " + c.where + ": " + c.reason + "\n";
+           c.kind + " (" + c.certainty + ")" + (c.source.empty() ? "" : " for " + c.source) + ", owner " + c.owner +
+           ": " + c.where + ": " + c.reason + "\n";
+    if (!c.fix.empty()) out += "      fix: " + c.fix + "\n";
   }
   return out;
 }

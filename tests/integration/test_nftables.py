@@ -213,7 +213,7 @@ class Drift(MailwardCase):
         self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
 
     def test_chain_flushed(self):
-        self.ns.run(["nft", "flush", "chain", "inet", "mailward", "input"])
+        self.ns.run(["nft", "flush", "chain", "inet", "mailward", "prerouting"])
         self.assert_repaired([("add", "rule")] * 6)
 
     def test_element_removed(self):
@@ -221,13 +221,13 @@ class Drift(MailwardCase):
         self.assert_repaired([("add", "elements")])
 
     def test_rule_added_by_hand(self):
-        self.ns.run(["nft", "insert", "rule", "inet", "mailward", "input", "tcp", "dport", "143", "accept"])
+        self.ns.run(["nft", "insert", "rule", "inet", "mailward", "prerouting", "tcp", "dport", "143", "accept"])
         self.assert_repaired([("delete", "rule")])
 
     def test_rule_edited_by_hand(self):
-        out = self.ns.run(["nft", "-a", "list", "chain", "inet", "mailward", "input"]).stdout
+        out = self.ns.run(["nft", "-a", "list", "chain", "inet", "mailward", "prerouting"]).stdout
         handle = [l for l in out.splitlines() if "mailward:143:closed" in l][0].split("# handle ")[1]
-        self.ns.run(["nft", "replace", "rule", "inet", "mailward", "input", "handle", handle, "tcp", "dport", "143",
+        self.ns.run(["nft", "replace", "rule", "inet", "mailward", "prerouting", "handle", handle, "tcp", "dport", "143",
                      "ct", "state", "new", "accept", "comment", "\"mailward:143:closed\""])
         self.assert_repaired([("delete", "rule"), ("add", "rule")])
 
