@@ -5,6 +5,7 @@
 
 #include "cli/audit_cmd.h"
 #include "cli/commands.h"
+#include "cli/explain_cmd.h"
 #include "cli/probe_cmd.h"
 
 int main(int argc, char** argv) {
@@ -54,7 +55,15 @@ int main(int argc, char** argv) {
   probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str();
   probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str();
   probe->add_option("--source", probe_opts.source, "source address to probe from (judged against the allowlists)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm}) sc->fallthrough();
+  auto* explain = app.add_subcommand(
+      "explain", "walk one connection through every table and hook of the live firewall (0 as the policy says, 2 not, 1 error)");
+  mw::ExplainOptions explain_opts;
+  explain->add_option("port", explain_opts.port, "TCP destination port")->required()->check(CLI::Range(1, 65535));
+  explain->add_option("--from", explain_opts.from, "source address of the connection")->required();
+  explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
+      ->check(CLI::IsMember({"ipv4", "ipv6"}));
+  explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -70,5 +79,6 @@ int main(int argc, char** argv) {
   if (*rollback) return mw::CmdRollback(g);
   if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
   if (*probe) return mw::CmdProbe(g, probe_opts);
+  if (*explain) return mw::CmdExplain(g, explain_opts);
   return 1;
 }

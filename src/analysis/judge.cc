@@ -94,8 +94,11 @@ std::string OwnerOf(const Step& step, const std::vector<Step>& path) {
   }
   if (StartsWith(step.chain, "ufw-") || StartsWith(step.chain, "ufw6-")) return "UFW";
   if (StartsWith(step.chain, "DOCKER") || step.rule.find("DOCKER") != std::string::npos) return "Docker";
+  // A chain policy decided it: the tool whose chains the path went through manages that chain.
   for (const auto& s : path)
-    if (StartsWith(s.chain, "ufw-") || StartsWith(s.chain, "ufw6-")) return "UFW";
+    if (StartsWith(s.chain, "ufw-") || StartsWith(s.chain, "ufw6-") || StartsWith(s.action, "jump ufw") ||
+        StartsWith(s.action, "goto ufw"))
+      return "UFW";
   return step.table;
 }
 

@@ -50,6 +50,7 @@ const char* CodeName(Code c) {
     case Code::kVerifyFailed: return "verify_failed";
     case Code::kRefused: return "refused";
     case Code::kInternal: return "internal";
+    case Code::kUsage: return "usage";
   }
   return "?";
 }

@@ -20,6 +20,7 @@ enum class Code {
   kVerifyFailed,    ///< applied, verification failed, rolled back
   kRefused,         ///< a safety check refused the operation
   kInternal,
+  kUsage,           ///< a command-line argument is wrong
 };
 
 /// A value: OK, or a kind plus a human message ("file:line:col: what").
