@@ -162,6 +162,12 @@ std::string PathText(const std::vector<Step>& path) {
   return out;
 }
 
+void Add(Judgement* j, Violation v);
+
+/// One violation per rule that blocks (each owner is told), else one for the path.
+void AddEach(Judgement* j, ConflictKind kind, const PortClaim& c, Family f, const Verdict& v,
+             const std::string& source_text, const std::string& source_addr);
+
 void Add(Judgement* j, Violation v) {
   for (const auto& x : j->violations)
     if (x.kind == v.kind && x.port == v.port && x.family == v.family && x.owner == v.owner && x.where == v.where &&
@@ -183,12 +189,13 @@ Violation Make(ConflictKind kind, const PortClaim& c, Family f, const Verdict& v
   if (kind == ConflictKind::kClosedPortReachable) {
     // Nothing blocks it: the owner is who made the path (a DNAT), else mailward's missing rules.
     out.owner = "mailward";
+    out.where = "input path of this host";
     for (const auto& s : v.path)
       if (s.action.rfind("dnat", 0) == 0) {
         out.owner = OwnerOf(s, v.path);
         step = s;
+        out.where = s.table + " chain " + s.chain;
       }
-    out.where = step.table.empty() ? "input path" : step.table + " chain " + step.chain;
     out.reason = "a new connection from an ordinary source reaches " + v.destination +
                  (v.path.empty() ? "" : " (" + PathText(v.path) + ")");
   } else {
@@ -199,6 +206,19 @@ Violation Make(ConflictKind kind, const PortClaim& c, Family f, const Verdict& v
   }
   out.fix = FixFor(kind, out.owner, step, c, f, source_addr);
   return out;
+}
+
+void AddEach(Judgement* j, ConflictKind kind, const PortClaim& c, Family f, const Verdict& v,
+             const std::string& source_text, const std::string& source_addr) {
+  if (v.blockers.size() <= 1) {
+    Add(j, Make(kind, c, f, v, source_text, source_addr));
+    return;
+  }
+  for (const auto& b : v.blockers) {
+    Verdict one = v;
+    one.decided_by = b;
+    Add(j, Make(kind, c, f, one, source_text, source_addr));
+  }
 }
 
 /// A few addresses of an allowlist of one family to try: each entry's first address, at most 4.
@@ -223,14 +243,16 @@ Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, 
   for (const auto& c : claims) {
     for (Family f : {Family::kV4, Family::kV6}) {
       for (const Flow& base : CandidateFlows(interfaces, f, c.port)) {
-        Verdict v = Walk(topo, base);
+        WalkOptions all;
+        all.all_blockers = true;
+        Verdict v = Walk(topo, base, all);
         for (const auto& r : v.restrictions) {
           SourceRestriction sr{c.port, f, OwnerOf({r.table, r.chain, r.rule, "", Tri::kYes}, {}), r.table + " chain " + r.chain, r.rule};
           bool dup = false;
           for (const auto& x : j.restrictions) dup |= x.port == sr.port && x.family == sr.family && x.rule == sr.rule;
           if (!dup) j.restrictions.push_back(sr);
         }
-        if (c.open && v.reach != Reach::kReaches) Add(&j, Make(ConflictKind::kOpenPortBlocked, c, f, v, "", ""));
+        if (c.open && v.reach != Reach::kReaches) AddEach(&j, ConflictKind::kOpenPortBlocked, c, f, v, "", "");
         if (!c.open && v.reach != Reach::kBlocked) {
           Violation x = Make(ConflictKind::kClosedPortReachable, c, f, v, "", "");
           if (v.reach == Reach::kMaybeBlocked) x.certainty = Tri::kMaybe;
@@ -241,10 +263,10 @@ Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, 
           for (const Addr& a : Samples(l, f)) {
             Flow fl = base;
             fl.saddr = a;
-            Verdict va = Walk(topo, fl);
+            Verdict va = Walk(topo, fl, all);
             if (va.reach == Reach::kReaches) continue;
             std::string addr = FormatAddr(f, a);
-            Add(&j, Make(ConflictKind::kAllowlistBlocked, c, f, va, l.name + " (" + addr + ")", addr));
+            AddEach(&j, ConflictKind::kAllowlistBlocked, c, f, va, l.name + " (" + addr + ")", addr);
           }
       }
     }

@@ -65,7 +65,7 @@ std::string Flow::RouteOut(const Addr& a) const {
 
 std::string Table::Label() const {
   if (dialect == Dialect::kNft) return "table " + family + " " + name;
-  return family + (legacy ? "-legacy " : " ") + name;
+  return family + " " + name;
 }
 
 bool Table::Applies(Family f) const {
@@ -100,6 +100,7 @@ struct Branch {
 
 struct Ended {
   bool blocked = false;
+  std::vector<Step> blockers;
   std::string destination;
   std::vector<Step> path;
   std::optional<Step> decided_by;
@@ -128,7 +129,7 @@ std::string ActionText(const RuleResult& r, Family f) {
 
 class Walker {
  public:
-  Walker(const Topology& topo, const Flow& flow) : flow_(flow) {
+  Walker(const Topology& topo, const Flow& flow, bool all_blockers) : flow_(flow), all_blockers_(all_blockers) {
     for (Hook h : {Hook::kIngress, Hook::kPrerouting, Hook::kInput, Hook::kForward}) {
       auto& v = bases_[static_cast<int>(h)];
       for (const auto& t : topo.tables) {
@@ -180,6 +181,7 @@ class Walker {
     v.destination = shown->destination;
     v.path = shown->path;
     v.decided_by = shown->decided_by;
+    v.blockers = shown->blockers;
     return v;
   }
 
@@ -198,10 +200,19 @@ class Walker {
     auto end_blocked = [&](Step s) {
       b.path.push_back(s);
       e.blocked = true;
-      e.decided_by = s;
+      if (!e.decided_by) e.decided_by = s;
+      e.blockers.push_back(s);
       e.path = b.path;
       e.destination = Destination(b.st);
       return e;
+    };
+    // With all_blockers, a drop is recorded and the walk goes on with the next base chain.
+    auto blocked_go_on = [&](Step s) -> bool {
+      if (!all_blockers_) return false;
+      end_blocked(s);
+      b.stack.clear();
+      ++b.base_idx;
+      return true;
     };
     for (int guard = 0; guard < 100000; ++guard) {
       if (b.stack.empty()) {
@@ -218,7 +229,7 @@ class Walker {
               if (b.st.daddr) b.st.oif = flow_.RouteOut(*b.st.daddr);
             }
           } else {
-            e.path = b.path;
+            if (!e.blocked) e.path = b.path;
             e.destination = Destination(b.st);
             return e;
           }
@@ -248,8 +259,11 @@ class Walker {
         b.stack.pop_back();
         if (b.stack.empty()) {
           const Base& base = bases_[static_cast<int>(b.hook)][b.base_idx];
-          if (base.base->policy_drop)
-            return end_blocked({base.table->Label(), base.base->chain, "policy drop", "drop", Tri::kYes});
+          if (base.base->policy_drop) {
+            Step s{base.table->Label(), base.base->chain, "policy drop", "drop", Tri::kYes};
+            if (blocked_go_on(s)) continue;
+            return end_blocked(s);
+          }
           ++b.base_idx;
         }
         continue;
@@ -289,6 +303,7 @@ class Walker {
           break;
         case A::kDrop:
         case A::kReject:
+          if (blocked_go_on(s)) break;
           return end_blocked(s);
         case A::kQueue: {
           // User space decides: both outcomes are possible.
@@ -310,8 +325,11 @@ class Walker {
           b.stack.pop_back();
           if (b.stack.empty()) {
             const Base& base = bases_[static_cast<int>(b.hook)][b.base_idx];
-            if (base.base->policy_drop)
-              return end_blocked({base.table->Label(), base.base->chain, "policy drop", "drop", Tri::kYes});
+            if (base.base->policy_drop) {
+              Step ps{base.table->Label(), base.base->chain, "policy drop", "drop", Tri::kYes};
+              if (blocked_go_on(ps)) break;
+              return end_blocked(ps);
+            }
             ++b.base_idx;
           }
           break;
@@ -345,14 +363,15 @@ class Walker {
   }
 
   const Flow& flow_;
+  bool all_blockers_;
   std::vector<Base> bases_[4];
 };
 
 }  // namespace
 
-Verdict Walk(const Topology& topo, const Flow& flow, size_t max_branches) {
-  Walker w(topo, flow);
-  return w.Run(max_branches);
+Verdict Walk(const Topology& topo, const Flow& flow, const WalkOptions& opts) {
+  Walker w(topo, flow, opts.all_blockers);
+  return w.Run(opts.max_branches);
 }
 
 }  // namespace mw::analysis

@@ -153,11 +153,19 @@ struct Verdict {
   std::string destination;     ///< "this host" or the DNAT target ("172.17.0.2:143")
   std::vector<Step> path;      ///< of the deciding branch (a blocking one when any blocks)
   std::optional<Step> decided_by;
+  /// With WalkOptions::all_blockers: every rule or policy on the deciding branch that drops it
+  /// (the first is decided_by), so each owner can be told.
+  std::vector<Step> blockers;
   std::vector<Restriction> restrictions;
+};
+
+struct WalkOptions {
+  size_t max_branches = 256;  ///< undecided forks explored; beyond that: kMaybeBlocked
+  bool all_blockers = false;  ///< go on past a drop to find every other one on the path
 };
 
 /// Walks `flow` through `topo`. At most `max_branches` undecided forks are explored; beyond
 /// that the verdict is kMaybeBlocked.
-Verdict Walk(const Topology& topo, const Flow& flow, size_t max_branches = 256);
+Verdict Walk(const Topology& topo, const Flow& flow, const WalkOptions& opts = {});
 
 }  // namespace mw::analysis

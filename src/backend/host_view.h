@@ -27,6 +27,9 @@ struct HostView {
 struct HostViewOptions {
   /// nftables: judge mailward's table as `desired` would make it (plan), not as it is (check).
   const Ruleset* desired_nft = nullptr;
+  /// The chosen backend's plan: the nftables backend's holds the live ruleset already, read once.
+  /// It must outlive the HostView.
+  const BackendPlan* plan = nullptr;
 };
 
 /// Reads everything. An unreadable part (no iptables installed, no permission) is a note, not an
@@ -45,7 +48,7 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j);
 
 /// Implemented by the nftables backend: adds every active nftables table (except `skip`, the
 /// tables iptables-nft manages) to `topo`.
-Status AddNftablesToTopology(const Ruleset* desired, const std::set<std::pair<uint32_t, std::string>>& skip,
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, const std::set<std::pair<uint32_t, std::string>>& skip,
                              analysis::Topology* topo, std::vector<std::shared_ptr<void>>* keep);
 
 }  // namespace mw

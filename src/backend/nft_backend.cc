@@ -230,6 +230,11 @@ class NftBackend : public Backend {
 
   BackendConfig cfg_;
   std::unique_ptr<Socket> sock_;
+
+ public:
+  /// For a read by the reachability engine on another backend's host: mailward's own allow
+  /// sets are not read (they are empty there; at a million entries the dump costs seconds).
+  bool skip_own_elements_ = false;
 };
 
 Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
@@ -374,7 +379,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
   bool trust_cache = cache && have_table && cache->table_handle == table_handle &&
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
-    if (!ls.spec_known || !ls.spec.is_allow()) continue;
+    if (!ls.spec_known || !ls.spec.is_allow() || skip_own_elements_) continue;
     if (trust_cache) {
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
@@ -902,22 +907,30 @@ struct NftKeepAlive {
 }  // namespace
 }  // namespace nft
 
-Status AddNftablesToTopology(const Ruleset* desired, const std::set<std::pair<uint32_t, std::string>>& skip,
-                             analysis::Topology* topo, std::vector<std::shared_ptr<void>>* keep) {
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired,
+                             const std::set<std::pair<uint32_t, std::string>>& skip, analysis::Topology* topo,
+                             std::vector<std::shared_ptr<void>>* keep) {
   using namespace nft;
-  auto s = Socket::Open();
-  if (!s.ok()) return s.status();
-  NftBackend be(BackendConfig{});
-  auto plan = be.Plan(desired ? *desired : Ruleset{}, PlanOptions{false, 0});
-  if (!plan.ok()) return plan.status();
-  auto* np = static_cast<NftPlan*>(plan->get());
+  // The nftables backend's own plan already holds the live ruleset (one consistent read);
+  // otherwise read it here, without mailward's allow-set elements.
   auto ka = std::make_shared<NftKeepAlive>();
-  ka->live = std::move(*np->live);
-  LiveState& live = ka->live;
+  const LiveState* livep = nullptr;
+  if (auto* np = dynamic_cast<const NftPlan*>(plan); np && np->live) {
+    livep = np->live.get();
+  } else {
+    NftBackend be(BackendConfig{});
+    be.skip_own_elements_ = true;
+    auto fresh = be.Plan(Ruleset{}, PlanOptions{false, 0});
+    if (!fresh.ok()) return fresh.status();
+    auto* fp = static_cast<NftPlan*>(fresh->get());
+    ka->live = std::move(*fp->live);
+    livep = &ka->live;
+  }
+  const LiveState& live = *livep;
   auto sets = std::make_shared<LiveNftSets>();
   sets->other = live.other_sets;
   std::vector<analysis::NftChainIn> chains;
-  for (auto& c : live.all_chains) {
+  for (const auto& c : live.all_chains) {
     if (live.dormant_tables.count({c.family, c.table})) continue;
     if (skip.count({c.family, c.table})) continue;
     if (desired && c.family == NFPROTO_INET && c.table == kTable) continue;

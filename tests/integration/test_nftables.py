@@ -126,6 +126,12 @@ table ip6 dropper {
         got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
         self.assertIn((993, "ipv4", "table ip strict chain input", "blocks"), got)
         self.assertIn((993, "ipv6", "table ip6 dropper chain input", "blocks"), got)
+        for c in j["conflicts"]:
+            self.assertTrue(c["fix"], c)
+            if c["port"] == 993:
+                self.assertEqual((c["kind"], c["owner"]), ("open-port-blocked", c["where"].split(" chain ")[0]), c)
+        # The strict table's policy drop also blocks the allowlisted source of closed 143.
+        self.assertIn((143, "ipv4", "allowlist-blocked"), {(c["port"], c["family"], c["kind"]) for c in j["conflicts"]})
         # The admin's 22 accept in table inet admin never reads as a conflict.
         self.assertFalse(any("admin" in c["where"] for c in j["conflicts"]))
 
@@ -139,7 +145,7 @@ table inet strict {
 """)])
         rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
         self.assertEqual(rc, 2)  # drift: nothing applied yet
-        self.assertEqual(j["conflicts"], [])
+        self.assertEqual([c for c in j["conflicts"] if c["port"] == 993], [])
 
 
 class CheckProbes(MailwardCase):
