@@ -30,7 +30,6 @@ namespace {
 
 constexpr int kMaxReadAttempts = 20;
 constexpr int kMaxApplyAttempts = 5;
-constexpr size_t kElementsPerMessage = 2048;
 constexpr uint16_t kSnapIntervals = 0xfff0;     // snapshot record: a set's intervals, raw
 constexpr uint16_t kSnapIntervalsRef = 0xfff1;  // ... held by the attachment (a cache file)
 
@@ -156,6 +155,7 @@ struct LiveState {
   std::vector<SetPtr> our_sets;
   std::vector<ChainInfo> other_chains;
   bool elements_from_cache_file = false;  ///< allow-set contents equal the cache file's
+  bool elements_from_cache = false;       ///< some allow-set contents came from a cache, not the kernel
   struct OtherSet {
     uint32_t key_len = 0;
     uint32_t flags = 0;
@@ -194,7 +194,19 @@ class NftBackend : public Backend {
     Batch batch(p.generation);
     BuildBatch(p.plan, &batch);
     batch.End();
-    MW_RETURN_IF_ERROR(sock_->Send(batch));
+    Status sent = sock_->Send(batch);
+    if (!sent.ok()) {
+      if (sent.code() != Code::kGenerationMoved && p.live && p.live->elements_from_cache) {
+        // The plan trusted mailward's record of its sets and the kernel refused it: the record
+        // may be stale. Drop it, so the next run reads the elements from the kernel.
+        if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+        last_written_.reset();
+        return Status::Error(sent.code(), sent.message() +
+                                              " (mailward's record of its sets' contents was used and is now dropped: "
+                                              "run apply again to plan from the kernel's own state)");
+      }
+      return sent;
+    }
     RememberElements(*p.desired, p.generation);
     return Status::Ok();
   }
@@ -363,6 +375,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
         ls.intervals = std::move(node.mapped().intervals);
+        st->elements_from_cache = true;
         continue;
       }
     }
@@ -527,12 +540,12 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
 
 void AddElementMessages(Batch* batch, uint16_t type, const std::string& set, Family fam,
                         const std::vector<RawElement>& raw, const char* verb) {
-  for (size_t i = 0; i < raw.size(); i += kElementsPerMessage) {
-    size_t end = std::min(raw.size(), i + kElementsPerMessage);
-    size_t max = 256 + set.size() + (end - i) * ElementBytes(fam);
-    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, max,
-                               std::string(verb) + " elements of set " + set);
-    PutElements(nlh, set, fam, raw, i, end);
+  // As many elements a message as fit in one element list (its length has 16 bits): split by
+  // bytes, since an IPv6 interval end takes 36 bytes and an IPv4 host 16.
+  for (size_t i = 0; i < raw.size();) {
+    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                               MaxElementMessageBytes(set) + 64, std::string(verb) + " elements of set " + set);
+    i = PutElements(nlh, set, fam, raw, i, raw.size());
     batch->Commit(nlh);
   }
 }
