@@ -208,11 +208,18 @@ class NftBackend : public Backend {
       return sent;
     }
     RememberElements(*p.desired, p.generation);
+    PauseAfterCommitForTests();
     return Status::Ok();
   }
 
   Result<mw::Snapshot> TakeSnapshot(const BackendPlan& plan) override;
-  Status Restore(const std::string& snapshot, const std::string& attachment) override;
+  Status Restore(const std::string& snapshot, const std::string& attachment) override {
+    return RestoreAt(snapshot, attachment, 0);
+  }
+  Status RestoreOwnCommit(const BackendPlan& applied, const std::string& snapshot,
+                          const std::string& attachment) override;
+  /// Restores a snapshot in one batch; with a generation, only if the ruleset is still at it.
+  Status RestoreAt(const std::string& snapshot, const std::string& attachment, uint32_t generation);
 
   /// After a successful Apply of `plan` made against generation g: if the kernel is now at
   /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
@@ -227,6 +234,16 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
+  /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
+  /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it, so a test
+  /// can commit from another process before this one reads back.
+  void PauseAfterCommitForTests() const {
+    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+    if (!fault || std::string(fault) != "pause-after-commit" || cfg_.state_dir.empty()) return;
+    std::string flag = cfg_.state_dir + "/paused-after-commit";
+    if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
+    for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
+  }
   Result<LiveState> ReadLive();
   /// Takes (moves out) the cached sets it uses from *cache.
   Status ReadOnce(LiveState* st, ElementCache* cache);
@@ -747,13 +764,35 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
   return snap;
 }
 
-Status NftBackend::Restore(const std::string& snap, const std::string& attachment) {
+Status NftBackend::RestoreOwnCommit(const BackendPlan& applied, const std::string& snap, const std::string& attachment) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  // Our batch carried the generation it was planned at, so it made exactly that + 1. Anything
+  // else now: someone committed after us, and restoring would undo their change too.
+  auto gen = sock_->GetGeneration();
+  if (!gen.ok()) return gen.status();
+  uint32_t ours = applied.generation + 1;
+  if (*gen != ours)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset after this apply (generation " + std::to_string(*gen) +
+                             ", this apply made " + std::to_string(ours) +
+                             "), so the read-back may show its change; not rolled back, to leave that change alone: "
+                             "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  // And the restore itself is refused if anyone commits between this check and it.
+  Status s = RestoreAt(snap, attachment, ours);
+  if (s.code() == Code::kGenerationMoved)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset just now; not rolled back, to leave its change alone: "
+                         "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  return s;
+}
+
+Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachment, uint32_t generation) {
   MW_RETURN_IF_ERROR(EnsureSocket());
   if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
   bool table = snap[6] != 0;
   ElementCache attached;
   bool attached_ok = !attachment.empty() && attached.Parse(attachment);
-  Batch batch(0);
+  Batch batch(generation);
   AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
   AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
   if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
