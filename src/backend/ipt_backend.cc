@@ -134,6 +134,16 @@ std::string RuleKey(const std::string& line) {
   return line;
 }
 
+/// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
+/// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it.
+void PauseAfterCommitForTests(const std::string& state_dir) {
+  const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+  if (!fault || std::string(fault) != "pause-after-commit" || state_dir.empty()) return;
+  std::string flag = state_dir + "/paused-after-commit";
+  if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
+  for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
+}
+
 uint8_t NfProto(int f) { return f == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
 
 /// Whether nftables holds table `filter` of family f (where iptables-nft keeps its rules);
@@ -310,7 +320,25 @@ class IptablesBackend : public Backend {
     MW_RETURN_IF_ERROR(RecoverLocked());
     auto journal = TakeSnapshot(plan);
     if (!journal.ok()) return journal.status();
-    return ApplyLocked(plan, &journal->bytes);
+    MW_RETURN_IF_ERROR(ApplyLocked(plan, &journal->bytes));
+    // What this commit made, so a failed read-back can tell it from someone else's later one.
+    auto after = ReadLive(false);
+    committed_generation_ = after.ok() ? std::optional<uint32_t>(after->generation) : std::nullopt;
+    PauseAfterCommitForTests(cfg_.state_dir);
+    return Status::Ok();
+  }
+
+  Status RestoreOwnCommit(const BackendPlan& applied, const std::string& bytes, const std::string& attachment) override {
+    (void)applied;
+    // No generation counter in iptables: the state this apply's commit left, hashed, stands in.
+    auto now = ReadLive(false);
+    if (!now.ok()) return now.status();
+    if (!committed_generation_ || now->generation != *committed_generation_)
+      return Status::Error(Code::kGenerationMoved,
+                           "another process changed iptables or mailward's ipsets after this apply, so the read-back "
+                           "may show its change; not rolled back, to leave that change alone: run 'mailward check' "
+                           "(and 'mailward rollback' if this apply must go)");
+    return Restore(bytes, attachment);
   }
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
@@ -723,6 +751,7 @@ class IptablesBackend : public Backend {
   BackendConfig cfg_;
   Tools tools_;
   bool recovered_ = false;  ///< this run put back an interrupted apply
+  std::optional<uint32_t> committed_generation_;  ///< the state hash right after this run's Apply
 };
 
 }  // namespace
