@@ -186,8 +186,19 @@ class Recovery(MailwardCase):
                                 [MAILWARD, "--state-dir", self.state, "--format", "json", "plan",
                                  "--policy", self.policy_a], stdout=subprocess.PIPE, text=True)
         self.children.append(plan)
-        time.sleep(0.3)  # a plan that did not wait would already have replayed the journal
-        self.assertIsNone(plan.poll(), "plan did not wait for the killed apply's ip6tables-restore")
+        torn = self.own_state()
+        self.assertNotEqual(torn, state_a)
+
+        def waits_on_journal_lock():
+            self.assertIsNone(plan.poll(), "plan did not wait for the killed apply's ip6tables-restore")
+            fd_dir = f"/proc/{plan.pid}/fd"
+            try:
+                return any(os.readlink(os.path.join(fd_dir, fd)).endswith("/iptables.journal.lock")
+                           for fd in os.listdir(fd_dir))
+            except OSError:
+                return False
+        wait_for(waits_on_journal_lock, "plan to wait for the journal lock")
+        self.assertEqual(self.own_state(), torn)  # nothing replayed while the old restore runs
         open(os.path.join(self.bin, "release"), "w").close()
         out, _ = plan.communicate(timeout=30)
         self.assertEqual(plan.returncode, 0, out)
@@ -212,8 +223,9 @@ class Recovery(MailwardCase):
         state_a, state_b = self.states_a_and_b()
         rnd = random.Random(7)
         outcomes = {"a": 0, "b": 0}
+        recovered = 0
         current, target = self.policy_a, self.policy_b
-        for i in range(20):
+        for i in range(30):
             argv = ["nsenter", "-t", str(self.ns.pid), "-n"] + self.env_argv(False) + \
                 [MAILWARD, "--state-dir", self.state, "apply", "--force", "--policy", target]
             p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,6 +235,7 @@ class Recovery(MailwardCase):
             p.wait()
             rc, j, err = self.mw_ns_json("plan", policy=current)
             self.assertNotEqual(rc, 1, (j, err))
+            recovered += any("interrupted" in n for n in j["notes"])
             got = self.own_state()
             self.assertTrue(got in (state_a, state_b),
                             f"kill {i}: a mix: v4 {'A' if got[0] == state_a[0] else 'B' if got[0] == state_b[0] else '?'}, "
@@ -235,6 +248,7 @@ class Recovery(MailwardCase):
                 current, target = target, current
         # Both outcomes happened: the kills did land part-way through and after the end.
         self.assertTrue(all(outcomes.values()), outcomes)
+        print(f"random kills: {outcomes}, {recovered} put back from the journal")
 
     def test_rollback_removes_the_filter_tables_apply_created(self):
         self.assertEqual(self.ns.run(["nft", "list", "tables"]).stdout, "")
