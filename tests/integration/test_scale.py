@@ -128,6 +128,18 @@ class ManyIpv6Prefixes(MailwardCase):
         self.assertEqual(self.mw(ns.run, "rollback").returncode, 0)
         self.assertNotIn("mailward", ns.run(["nft", "list", "tables"]).stdout)
 
+        # An unconfirmed apply that drops half of them is reverted by the watchdog: all are back.
+        self.assertEqual(self.mw_json(ns.run, "apply", policy=policy)[0], 0)
+        self.write("big.txt", "\n".join(nets[::2] + hosts) + "\n")
+        rc, j = self.mw_json(ns.run, "apply", "--confirm", "2", policy=policy)
+        self.assertEqual((rc, j["confirm"]["pending"]), (0, True), j)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and set_elements(ns, "allow_big_nets_v6") != set(nets):
+            time.sleep(0.2)
+        self.assertEqual(set_elements(ns, "allow_big_nets_v6"), set(nets), "not reverted")
+        with open(os.path.join(self.state, "confirm.log")) as log:
+            self.assertIn("not confirmed in time: reverted", log.read())
+
 
     def test_a_refused_large_message_is_reported_not_timed_out(self):
         """mailward's record of its sets says they hold addresses the kernel does not have (a
