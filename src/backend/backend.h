@@ -87,6 +87,17 @@ class Backend {
   /// Restores a snapshot exactly, atomically. `attachment` is the content of the snapshot's
   /// attachment file, if it had one.
   virtual Status Restore(const std::string& bytes, const std::string& attachment) = 0;
+
+  /// Undoes this process's own Apply(applied) after its verification failed, by restoring the
+  /// snapshot taken for it, but only while nobody else has committed since: with several state
+  /// directories (several mailwards) on one host, a read-back that differs may show another
+  /// process's later commit, which a restore would silently undo. Fails with
+  /// Code::kGenerationMoved, restoring nothing, when that is so. Backends without a ruleset
+  /// generation counter restore as Restore does.
+  virtual Status RestoreOwnCommit(const BackendPlan& applied, const std::string& bytes, const std::string& attachment) {
+    (void)applied;
+    return Restore(bytes, attachment);
+  }
 };
 
 struct BackendConfig {

@@ -31,7 +31,6 @@ namespace {
 
 constexpr int kMaxReadAttempts = 20;
 constexpr int kMaxApplyAttempts = 5;
-constexpr size_t kElementsPerMessage = 2048;
 constexpr uint16_t kSnapIntervals = 0xfff0;     // snapshot record: a set's intervals, raw
 constexpr uint16_t kSnapIntervalsRef = 0xfff1;  // ... held by the attachment (a cache file)
 
@@ -159,6 +158,7 @@ struct LiveState {
   std::vector<analysis::NftChainIn> all_chains;
   std::set<std::pair<uint32_t, std::string>> dormant_tables;
   bool elements_from_cache_file = false;  ///< allow-set contents equal the cache file's
+  bool elements_from_cache = false;       ///< some allow-set contents came from a cache, not the kernel
   struct OtherSet {
     uint32_t key_len = 0;
     uint32_t flags = 0;
@@ -198,13 +198,32 @@ class NftBackend : public Backend {
     Batch batch(p.generation);
     BuildBatch(p.plan, &batch);
     batch.End();
-    MW_RETURN_IF_ERROR(sock_->Send(batch));
+    Status sent = sock_->Send(batch);
+    if (!sent.ok()) {
+      if (sent.code() != Code::kGenerationMoved && p.live && p.live->elements_from_cache) {
+        // The plan trusted mailward's record of its sets and the kernel refused it: the record
+        // may be stale. Drop it, so the next run reads the elements from the kernel.
+        if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+        last_written_.reset();
+        return Status::Error(sent.code(), sent.message() +
+                                              " (mailward's record of its sets' contents was used and is now dropped: "
+                                              "run apply again to plan from the kernel's own state)");
+      }
+      return sent;
+    }
     RememberElements(*p.desired, p.generation);
+    PauseAfterCommitForTests();
     return Status::Ok();
   }
 
   Result<mw::Snapshot> TakeSnapshot(const BackendPlan& plan) override;
-  Status Restore(const std::string& snapshot, const std::string& attachment) override;
+  Status Restore(const std::string& snapshot, const std::string& attachment) override {
+    return RestoreAt(snapshot, attachment, 0);
+  }
+  Status RestoreOwnCommit(const BackendPlan& applied, const std::string& snapshot,
+                          const std::string& attachment) override;
+  /// Restores a snapshot in one batch; with a generation, only if the ruleset is still at it.
+  Status RestoreAt(const std::string& snapshot, const std::string& attachment, uint32_t generation);
 
   /// After a successful Apply of `plan` made against generation g: if the kernel is now at
   /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
@@ -219,6 +238,16 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
+  /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
+  /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it, so a test
+  /// can commit from another process before this one reads back.
+  void PauseAfterCommitForTests() const {
+    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+    if (!fault || std::string(fault) != "pause-after-commit" || cfg_.state_dir.empty()) return;
+    std::string flag = cfg_.state_dir + "/paused-after-commit";
+    if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
+    for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
+  }
   Result<LiveState> ReadLive();
   /// Takes (moves out) the cached sets it uses from *cache.
   Status ReadOnce(LiveState* st, ElementCache* cache);
@@ -384,6 +413,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
         ls.intervals = std::move(node.mapped().intervals);
+        st->elements_from_cache = true;
         continue;
       }
     }
@@ -493,12 +523,12 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
 
 void AddElementMessages(Batch* batch, uint16_t type, const std::string& set, Family fam,
                         const std::vector<RawElement>& raw, const char* verb) {
-  for (size_t i = 0; i < raw.size(); i += kElementsPerMessage) {
-    size_t end = std::min(raw.size(), i + kElementsPerMessage);
-    size_t max = 256 + set.size() + (end - i) * ElementBytes(fam);
-    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, max,
-                               std::string(verb) + " elements of set " + set);
-    PutElements(nlh, set, fam, raw, i, end);
+  // As many elements a message as fit in one element list (its length has 16 bits): split by
+  // bytes, since an IPv6 interval end takes 36 bytes and an IPv4 host 16.
+  for (size_t i = 0; i < raw.size();) {
+    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                               MaxElementMessageBytes(set) + 64, std::string(verb) + " elements of set " + set);
+    i = PutElements(nlh, set, fam, raw, i, raw.size());
     batch->Commit(nlh);
   }
 }
@@ -700,13 +730,35 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
   return snap;
 }
 
-Status NftBackend::Restore(const std::string& snap, const std::string& attachment) {
+Status NftBackend::RestoreOwnCommit(const BackendPlan& applied, const std::string& snap, const std::string& attachment) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  // Our batch carried the generation it was planned at, so it made exactly that + 1. Anything
+  // else now: someone committed after us, and restoring would undo their change too.
+  auto gen = sock_->GetGeneration();
+  if (!gen.ok()) return gen.status();
+  uint32_t ours = applied.generation + 1;
+  if (*gen != ours)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset after this apply (generation " + std::to_string(*gen) +
+                             ", this apply made " + std::to_string(ours) +
+                             "), so the read-back may show its change; not rolled back, to leave that change alone: "
+                             "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  // And the restore itself is refused if anyone commits between this check and it.
+  Status s = RestoreAt(snap, attachment, ours);
+  if (s.code() == Code::kGenerationMoved)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset just now; not rolled back, to leave its change alone: "
+                         "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  return s;
+}
+
+Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachment, uint32_t generation) {
   MW_RETURN_IF_ERROR(EnsureSocket());
   if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
   bool table = snap[6] != 0;
   ElementCache attached;
   bool attached_ok = !attachment.empty() && attached.Parse(attachment);
-  Batch batch(0);
+  Batch batch(generation);
   AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
   AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
   if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");

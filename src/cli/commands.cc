@@ -527,10 +527,13 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
                      " differences):\n" + PlanText((*after)->changes, false, false);
     }
     if (!verified) {
-      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+      // Only this apply's own commit is undone (the backend checks nobody committed since).
+      Status rs = be.RestoreOwnCommit(*plan, snapshot.bytes, ReadAttachment(snapshot_path));
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
-                                    (rs.ok() ? "; rolled back to the previous state" : "; ROLLBACK FAILED: " + rs.message()));
+                                    (rs.ok() ? "; rolled back to the previous state"
+                                     : rs.code() == Code::kGenerationMoved ? "; " + rs.message()
+                                                                           : "; ROLLBACK FAILED: " + rs.message()));
       return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
