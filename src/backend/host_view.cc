@@ -163,7 +163,7 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
       if (!saves[legacy][f].empty())
         analysis::AddIptablesTables(saves[legacy][f], f == 0 ? Family::kV4 : Family::kV6, legacy == 1, ipsets, &hv.topo);
   hv.keep.push_back(ipsets);
-  Status s = AddNftablesToTopology(opts.plan, opts.desired_nft, iptables_nft_tables, &hv.topo, &hv.keep);
+  Status s = AddNftablesToTopology(opts.plan, opts.desired_nft, opts.read_own_elements, iptables_nft_tables, &hv.topo, &hv.keep);
   if (!s.ok()) {
     if (hv.topo.tables.empty()) return s;
     hv.notes.push_back("nftables could not be read: " + s.message());

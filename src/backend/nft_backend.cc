@@ -959,7 +959,7 @@ struct NftKeepAlive {
 }  // namespace
 }  // namespace nft
 
-Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired,
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements,
                              const std::set<std::pair<uint32_t, std::string>>& skip, analysis::Topology* topo,
                              std::vector<std::shared_ptr<void>>* keep) {
   using namespace nft;
@@ -971,7 +971,7 @@ Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired,
     livep = np->live.get();
   } else {
     NftBackend be(BackendConfig{});
-    be.skip_own_elements_ = true;
+    be.skip_own_elements_ = !read_own_elements;
     auto fresh = be.Plan(Ruleset{}, PlanOptions{false, 0});
     if (!fresh.ok()) return fresh.status();
     auto* fp = static_cast<NftPlan*>(fresh->get());
