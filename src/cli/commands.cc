@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <cstdio>
@@ -165,10 +166,16 @@ class Lock {
     if (fd_ >= 0) close(fd_);
   }
   Status Acquire(const std::string& dir, double timeout) {
+    if (!std::isfinite(timeout) || timeout < 0)
+      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
     MW_RETURN_IF_ERROR(MakeDirs(dir));
+    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
+    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
     std::string path = dir + "/lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd_ < 0)
+      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (std::chrono::steady_clock::now() >= deadline)
@@ -235,6 +242,7 @@ std::string AttachmentOf(const std::string& snap_path) {
 Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap) {
   std::string dir = state_dir + "/snapshots";
   MW_RETURN_IF_ERROR(MakeDirs(dir));
+  MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
   auto existing = ListFiles(dir, ".snap");
   if (!existing.ok()) return existing.status();
   char name[64];
@@ -257,7 +265,7 @@ Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& s
 
 /// The attachment's content, or "" when the snapshot has none.
 std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path));
+  auto a = ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
   return a.ok() ? *a : "";
 }
 
