@@ -51,8 +51,8 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   json counts = json::object();
   for (const char* s : {"critical", "high", "medium", "low", "info"}) counts[s] = 0;
   for (const auto& f : r.findings) counts[f.severity] = counts[f.severity].get<int>() + 1;
-  return {{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
-          {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}};
+  return Utf8Safe({{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
+                   {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}});
 }
 
 std::string AuditText(const dovecot::AuditResult& r, bool color) {
@@ -127,7 +127,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     json j = AuditJson(config, *r);
     j["command"] = "audit";
     j["fix"] = fix_report;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "dovecot " << r->version << " configuration " << config << " (" << r->files.size()
               << (r->files.size() == 1 ? " file)\n" : " files)\n");

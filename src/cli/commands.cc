@@ -196,7 +196,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
   for (const auto& cf : plan.conflicts) conflicts.push_back(ConflictToJson(cf));
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
-  return {{"command", command},
+  return Utf8Safe({{"command", command},
           {"backend", c.backend->name()},
           {"backend_reason", c.reason},
           {"in_sync", plan.in_sync()},
@@ -204,7 +204,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
           {"changes", changes},
           {"conflicts", conflicts},
           {"manager_conflicts", c.fights},
-          {"notes", notes}};
+          {"notes", notes}});
 }
 
 void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
@@ -274,7 +274,7 @@ std::string ReadAttachment(const std::string& snap_path) {
 int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
   if (Json(g)) {
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
@@ -296,7 +296,7 @@ int CmdValidate(const GlobalOptions& g) {
         errors.push_back(m.substr(pos, nl - pos));
         pos = nl + 1;
       }
-      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+      std::cout << DumpJson(json{{"command", "validate"}, {"valid", false}, {"errors", errors}}) << "\n";
     }
     std::cerr << l.status().message() << "\n";
     return exit_code::kError;
@@ -305,7 +305,7 @@ int CmdValidate(const GlobalOptions& g) {
     json j = PolicySummaryJson(l->policy);
     j["command"] = "validate";
     j["valid"] = true;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
               << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
@@ -329,7 +329,7 @@ int CmdPlan(const GlobalOptions& g) {
   if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
-  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(PlanJson("plan", *c, **plan)) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
@@ -393,7 +393,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
