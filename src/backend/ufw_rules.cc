@@ -41,7 +41,7 @@ Result<UserRules> ParseUserRules(const std::string& text, const std::string& pat
     if (line.rfind(kTupleMark, 0) == 0) {
       r.rules.push_back(UfwRule{line.substr(std::string(kTupleMark).size()), {}});
     } else if (!line.empty() && line[0] != '#') {
-      if (r.rules.empty()) return Status::Io(path + ": a rule line before any '### tuple ###' line: " + line);
+      if (r.rules.empty()) return Status::Io(path + ": a rule line before any '### tuple ###' line: '" + Excerpt(line) + "'");
       r.rules.back().lines.push_back(line);
     }
   }

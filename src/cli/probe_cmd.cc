@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "report/report.h"
+#include "util/text.h"
 
 namespace mw {
 namespace {
@@ -106,8 +107,9 @@ std::string ProbeText(const std::vector<JudgedProbe>& probes, bool color) {
       if (r.tls) d += ", " + r.tls->version + " " + r.tls->cipher + ", cert " + r.tls->subject + " expires " +
                       r.tls->not_after + " (" + std::to_string(r.tls->days_left) + " days)";
     }
-    if (!d.empty()) out += "  " + d;
-    out += "\n      " + p.reason + "\n";
+    // What a server sent (mechanisms, certificate subject) is escaped: no terminal escapes.
+    if (!d.empty()) out += "  " + Excerpt(d, 400);
+    out += "\n      " + Excerpt(p.reason, 400) + "\n";
   }
   return out;
 }
