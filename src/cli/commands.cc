@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -159,6 +160,39 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   return c;
 }
 
+/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
+/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
+Status CheckStateEntries(const std::string& dir) {
+  auto bad = [&](const std::string& p, const char* what) {
+    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
+                                         "in its state directory; remove it (rm " + p + ") and run again");
+  };
+  auto check = [&](const std::string& p, bool want_dir) -> Status {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
+    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+      return bad(p, want_dir ? "not a directory" : "not a regular file");
+    return Status::Ok();
+  };
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
+  std::string snaps = dir + "/snapshots";
+  MW_RETURN_IF_ERROR(check(snaps, true));
+  if (DIR* d = opendir(snaps.c_str())) {
+    Status s;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      s = check(snaps + "/" + n, false);
+      if (!s.ok()) break;
+    }
+    closedir(d);
+    MW_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
 class Lock {
  public:
@@ -171,6 +205,7 @@ class Lock {
     MW_RETURN_IF_ERROR(MakeDirs(dir));
     // Root writes snapshots, the lock and logs here: a directory others can change is refused.
     MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
     std::string path = dir + "/lock";
     fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
     if (fd_ < 0)

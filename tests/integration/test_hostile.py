@@ -4,6 +4,7 @@ in files others cannot read, untrusted state directories and symlinks planted in
 --lock-timeout values. Every netfilter change happens in a namespace the test made."""
 import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -212,6 +213,33 @@ class StateDirTrust(MailwardCase):
             self.assertEqual(f.read(), "precious\n")
         self.assertEqual(os.stat(victim).st_mode & 0o777, 0o644)
 
+    def test_symlinks_at_every_state_file_are_refused_before_anything_changes(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        victim = self.write("victim", "precious\n")
+        victim_dir = os.path.join(self.dir, "victim-dir")
+        os.mkdir(victim_dir)
+        pol = self.write("p.yaml", "version: 1\nbackend: nftables\nports:\n  imap: {state: closed}\n")
+        for name, target in (("confirm.log", victim), ("pending-confirm", victim), ("nft-elements.cache", victim),
+                             ("snapshots", victim_dir), ("snapshots/00000000000000000001.snap", victim)):
+            with self.subTest(name=name):
+                shutil.rmtree(self.state, ignore_errors=True)
+                os.makedirs(os.path.join(self.state, "snapshots"), 0o700)
+                os.chmod(self.state, 0o700)
+                path = os.path.join(self.state, name)
+                if os.path.isdir(path):
+                    os.rmdir(path)
+                os.symlink(target, path)
+                for argv in (["confirm"], ["rollback"], ["apply", "--no-probe", "--confirm", "30"]):
+                    p = self.mw(ns.run, *argv, policy=pol)
+                    self.assertEqual(p.returncode, 1, (argv, p.stderr))
+                    self.assertIn(f"{path} is a symlink", p.stderr)
+                    self.assertIn(f"rm {path}", p.stderr)
+                self.assertNotIn("mailward", ns.run(["nft", "list", "ruleset"]).stdout)
+                with open(victim) as f:
+                    self.assertEqual(f.read(), "precious\n")
+                self.assertEqual(os.listdir(victim_dir), [])
+
     def test_apply_never_writes_through_planted_symlinks(self):
         ns = Sandbox()
         self.addCleanup(ns.close)
@@ -220,7 +248,6 @@ class StateDirTrust(MailwardCase):
         victim = self.write("victim", "precious\n")
         outside = os.path.join(self.dir, "outside")
         os.mkdir(outside)
-        os.symlink(victim, os.path.join(self.state, "nft-elements.cache"))
         for pid in range(1, 65536, 97):  # the old predictable temporaries
             os.symlink(victim, os.path.join(self.state, f"nft-elements.cache.tmp.{pid}"))
         pol = self.write("p.yaml", "version: 1\nbackend: nftables\nallowlists:\n  a: [192.0.2.0/24]\n"
