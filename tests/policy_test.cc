@@ -293,6 +293,23 @@ TEST(Policy, AnUnreadableByOthersAllowlistIsNeverQuoted) {
   EXPECT_HAS(m, secret + ":2:1:");
 }
 
+TEST(Policy, APolicyOthersCannotReadIsNeverQuoted) {
+  // --policy /etc/shadow parses as YAML keys: "root:$y$...:19000:0:99999:7::".
+  TempDir d;
+  std::string p = d.Write("shadow", "root:$y$j9T$SECRETHASH:19000:0:99999:7:::\nbackend: SECRETVALUE\n"
+                                    "ports:\n  SECRETPORT: {state: SECRETSTATE}\n");
+  chmod(p.c_str(), 0600);
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  EXPECT_EQ(m.find("SECRET"), std::string::npos) << m;
+  EXPECT_HAS(m, p + ":1:1: unknown key (content not shown: " + p + " is not readable by others)");
+  EXPECT_HAS(m, p + ":2:10: unknown backend (content not shown");
+  // The same file readable by others: quoted, briefly.
+  chmod(p.c_str(), 0644);
+  EXPECT_HAS(LoadPolicy({p}).status().message(), "unknown backend 'SECRETVALUE'");
+}
+
 TEST(Policy, AFifoAsPolicyOrAllowlistIsRefusedAtOnce) {
   TempDir d;
   std::string fifo = d.path() + "/list.fifo";

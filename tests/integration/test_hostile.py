@@ -166,6 +166,7 @@ class Secrets(MailwardCase):
         pol = self.write("p.yaml", f"version: 1\nallowlists:\n  a: {{file: {secret}}}\n")
         conf = self.write("dovecot.conf", f"auth_debug = no\n!include {secret}\n")
         for argv in (["--policy", pol, "validate"], ["--policy", pol, "--format", "json", "validate"],
+                     ["--policy", secret, "validate"], ["--policy", secret, "--format", "json", "plan"],
                      ["--policy", pol, "--format", "json", "plan"],
                      ["--format", "json", "audit", "dovecot", "--config", conf],
                      ["audit", "dovecot", "--config", conf]):
