@@ -185,6 +185,12 @@ TEST(Text, ExcerptIsShortAndEscaped) {
   EXPECT_EQ(Excerpt("caf\xc3\xa9"), "caf\xc3\xa9");  // UTF-8: kept
 }
 
+TEST(Text, TruncateCutsOnACharacterBoundary) {
+  EXPECT_EQ(Truncate("short", 10), "short");
+  EXPECT_EQ(Truncate(std::string(5u << 20, 'v'), 1024), std::string(1024, 'v') + "...");
+  EXPECT_EQ(Truncate("ab\xc3\xa9", 3), "ab...");  // never half of the 2-byte \xc3\xa9
+}
+
 TEST(Text, InvalidUtf8IsReplaced) {
   EXPECT_TRUE(IsValidUtf8("plain \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
   for (const char* bad : {"\xe9", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xff"})

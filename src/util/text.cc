@@ -80,4 +80,11 @@ std::string Excerpt(std::string_view s, size_t max) {
   return out;
 }
 
+std::string Truncate(std::string_view s, size_t max) {
+  if (s.size() <= max) return std::string(s);
+  size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+  return std::string(s.substr(0, cut)) + "...";
+}
+
 }  // namespace mw

@@ -19,4 +19,8 @@ std::string ToValidUtf8(std::string_view s);
 /// then "..." when cut. A 20 MB line becomes 80 characters.
 std::string Excerpt(std::string_view s, size_t max = 80);
 
+/// At most `max` bytes of `s`, cut on a UTF-8 character boundary, then "..." when cut: for data
+/// echoed in reports (a 5 MB Dovecot value is not printed whole).
+std::string Truncate(std::string_view s, size_t max = 1024);
+
 }  // namespace mw

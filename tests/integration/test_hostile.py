@@ -175,6 +175,14 @@ class Secrets(MailwardCase):
             self.assertNotIn("TOPSECRET", p.stdout + p.stderr, argv)
             self.assertIn("not readable by others", p.stdout + p.stderr, argv)
 
+    def test_a_huge_dovecot_value_is_not_echoed_whole(self):
+        conf = self.write("dovecot.conf", "ssl_min_protocol = " + "x" * (5 << 20) + "\nauth_mechanisms = plain "
+                          + "y" * (1 << 20) + "\n")
+        p = run([MAILWARD, "--format", "json", "audit", "dovecot", "--config", conf], check=False)
+        self.assertIn(p.returncode, (0, 2), p.stderr)
+        self.assertLess(len(p.stdout), 100000)
+        json.loads(p.stdout)
+
     def test_a_huge_line_is_not_echoed(self):
         big = self.write("big.txt", "192.0.2.1\n" + "x" * (20 << 20) + "\n")
         pol = self.write("p.yaml", f"version: 1\nallowlists:\n  a: {{file: {big}}}\n")
