@@ -448,9 +448,11 @@ Result<LiveState> NftBackend::ReadLive() {
     cache = std::move(*last_written_);
     last_written_.reset();
     have_cache = true;
-  } else if (!cfg_.state_dir.empty()) {
+  } else if (!cfg_.state_dir.empty() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok()) {
+    // The cache stands in for a read of the kernel's elements: only from a directory no one
+    // but root can write.
     from_file = true;
-    auto text = ReadFile(CachePath());
+    auto text = ReadFile(CachePath(), Follow::kNoSymlinks);
     have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
   }
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
@@ -658,7 +660,8 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   for (const auto& s : desired.sets)
     if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
   // A cache, not a record: losing it costs one full read, so no fsync.
-  if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+  if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
+    (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
   last_written_ = std::move(c);
 }
 

@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <cstdio>
@@ -162,6 +164,39 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   return c;
 }
 
+/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
+/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
+Status CheckStateEntries(const std::string& dir) {
+  auto bad = [&](const std::string& p, const char* what) {
+    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
+                                         "in its state directory; remove it (rm " + p + ") and run again");
+  };
+  auto check = [&](const std::string& p, bool want_dir) -> Status {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
+    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+      return bad(p, want_dir ? "not a directory" : "not a regular file");
+    return Status::Ok();
+  };
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
+  std::string snaps = dir + "/snapshots";
+  MW_RETURN_IF_ERROR(check(snaps, true));
+  if (DIR* d = opendir(snaps.c_str())) {
+    Status s;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      s = check(snaps + "/" + n, false);
+      if (!s.ok()) break;
+    }
+    closedir(d);
+    MW_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
 class Lock {
  public:
@@ -169,10 +204,17 @@ class Lock {
     if (fd_ >= 0) close(fd_);
   }
   Status Acquire(const std::string& dir, double timeout) {
+    if (!std::isfinite(timeout) || timeout < 0)
+      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
     MW_RETURN_IF_ERROR(MakeDirs(dir));
+    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
+    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
     std::string path = dir + "/lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd_ < 0)
+      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (std::chrono::steady_clock::now() >= deadline)
@@ -219,7 +261,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
     restrictions.push_back({{"port", r.port}, {"family", r.family}, {"owner", r.owner}, {"where", r.where}, {"rule", r.rule}});
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
-  return {{"command", command},
+  return Utf8Safe({{"command", command},
           {"backend", c.backend->name()},
           {"backend_reason", c.reason},
           {"in_sync", plan.in_sync()},
@@ -228,7 +270,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
           {"conflicts", conflicts},
           {"source_restrictions", restrictions},
           {"manager_conflicts", c.fights},
-          {"notes", notes}};
+          {"notes", notes}});
 }
 
 void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
@@ -271,6 +313,7 @@ std::string AttachmentOf(const std::string& snap_path) {
 Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap) {
   std::string dir = state_dir + "/snapshots";
   MW_RETURN_IF_ERROR(MakeDirs(dir));
+  MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
   auto existing = ListFiles(dir, ".snap");
   if (!existing.ok()) return existing.status();
   char name[64];
@@ -293,7 +336,7 @@ Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& s
 
 /// The attachment's content, or "" when the snapshot has none.
 std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path));
+  auto a = ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
   return a.ok() ? *a : "";
 }
 
@@ -302,7 +345,7 @@ std::string ReadAttachment(const std::string& snap_path) {
 int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
   if (Json(g)) {
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
@@ -324,7 +367,7 @@ int CmdValidate(const GlobalOptions& g) {
         errors.push_back(m.substr(pos, nl - pos));
         pos = nl + 1;
       }
-      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+      std::cout << DumpJson(json{{"command", "validate"}, {"valid", false}, {"errors", errors}}) << "\n";
     }
     std::cerr << l.status().message() << "\n";
     return exit_code::kError;
@@ -333,7 +376,7 @@ int CmdValidate(const GlobalOptions& g) {
     json j = PolicySummaryJson(l->policy);
     j["command"] = "validate";
     j["valid"] = true;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
               << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
@@ -358,7 +401,7 @@ int CmdPlan(const GlobalOptions& g) {
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
   JudgePaths(*l, *c, true, plan->get());
-  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(PlanJson("plan", *c, **plan)) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
@@ -423,7 +466,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
@@ -584,7 +627,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
     j["confirm"] = confirm;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
     if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
@@ -605,7 +648,7 @@ int CmdConfirm(const GlobalOptions& g) {
   if (!done)
     return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
-  if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
@@ -625,7 +668,7 @@ int CmdRollback(const GlobalOptions& g) {
   if (!s.ok()) return ReportError(g, "rollback", s);
   unlink(snaps->back().c_str());
   unlink(AttachmentOf(snaps->back()).c_str());
-  if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(json{{"command", "rollback"}, {"restored", snaps->back()}}) << "\n";
   else if (!g.quiet) std::cout << "rolled back to the state saved in " << snaps->back() << "\n";
   return exit_code::kOk;
 }

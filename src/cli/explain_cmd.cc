@@ -105,7 +105,7 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
               {"policy", expected ? json(expectation) : json(nullptr)},
               {"as_policy", as_policy},
               {"notes", hv->notes}};
-    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "tcp " << o.from << " -> " << to << ":" << o.port
               << (flow.iif ? " arriving on " + *flow.iif : std::string()) << "\n";
