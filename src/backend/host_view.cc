@@ -118,6 +118,10 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j) {
 Result<HostView> ReadHostView(const HostViewOptions& opts) {
   HostView hv;
   hv.interfaces = ReadInterfaces();
+  for (int f = 0; f < 2; ++f) {
+    auto v = ReadFile(f == 0 ? "/proc/sys/net/ipv4/ip_forward" : "/proc/sys/net/ipv6/conf/all/forwarding");
+    if (v.ok()) hv.forwarding[f] = !v->empty() && (*v)[0] != '0';
+  }
   // iptables: iptables-nft's tables (they live in nftables, as ip/ip6 tables named like
   // iptables' own) are read in iptables' terms; the legacy tables only when loaded here.
   std::set<std::pair<uint32_t, std::string>> iptables_nft_tables;

@@ -20,6 +20,7 @@ namespace mw {
 struct HostView {
   analysis::Topology topo;
   std::vector<analysis::Interface> interfaces;
+  bool forwarding[2] = {true, true};  ///< IPv4, IPv6: the kernel forwards (read from /proc/sys)
   std::vector<std::string> notes;             ///< what could not be read
   std::vector<std::shared_ptr<void>> keep;    ///< owners of the rule objects topo points at
 };

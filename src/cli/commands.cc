@@ -243,7 +243,7 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
     return;
   }
   for (const auto& n : hv->notes) plan->notes.push_back(n);
-  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy));
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
   plan->conflicts = ToConflicts(j);
   if (as_planned && !plan->in_sync()) {
     // What mailward's own pending changes repair is the plan itself, not a conflict.
