@@ -237,6 +237,7 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
   if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
   hopts.plan = plan;
   hopts.read_own_elements = false;  // the nftables backend's plan has them; other backends own none
+  hopts.desired_ipsets = &l.desired;
   auto hv = ReadHostView(hopts);
   if (!hv.ok()) {
     plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
