@@ -388,6 +388,9 @@ class Dockerd:
         cid = self.docker(["run", "-d", "-p", f"{host_port}:{cport}", BUSYBOX_IMAGE,
                            "nc", "-ll", "-p", str(cport), "-e", "sh", "-c", serve]).stdout.strip()
         self.containers.append(cid)
+        nat = self.ns.run(["iptables-save", "-t", "nat"]).stdout
+        if not re.search(rf"--dport {host_port} -j DNAT --to-destination [0-9.]+:{cport}\b", nat):
+            raise AssertionError(f"no DNAT for {host_port} in {self.topo.host}'s nat table:\n{nat}")
         ip = self.docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid]).stdout.strip()
         probe = ("import socket,sys\n"
                  "try:\n"
@@ -491,7 +494,7 @@ action = %(banaction)s[port="%(port)s", protocol="%(protocol)s", chain="%(chain)
             self.proc = self.ns.popen(["fail2ban-server", "-xf", "start"], os.path.join(self.dir, "server.out"))
             wait_for(self._up, 60, "fail2ban's dovecot jail")
             if not start_on_demand:
-                wait_for(lambda: self.chain_present(), 30, f"{banaction}'s chain")
+                wait_for(self.chain_present, 30, f"{banaction}'s rule")
         except BaseException:
             self.close()
             raise
@@ -514,8 +517,12 @@ action = %(banaction)s[port="%(port)s", protocol="%(protocol)s", chain="%(chain)
         return self.ns.run(["iptables-save"]).stdout + self.ns.run(["ip6tables-save"]).stdout
 
     def chain_present(self):
+        """The jail's rule is in the kernel (fail2ban's actionstart runs one command after the
+        other: the table alone is not enough)."""
         text = self.ruleset()
-        return "f2b-" in text
+        if self.banaction.startswith("nftables"):
+            return re.search(r"ip saddr @addr-set-dovecot reject", text) is not None
+        return "-j f2b-dovecot" in text and "-A f2b-dovecot -j RETURN" in text
 
     def banned(self):
         return self.client(["get", "dovecot", "banned"]).stdout
