@@ -10,7 +10,7 @@ import json
 import unittest
 
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, Dockerd, Fail2ban, Firewalld,
-                    MailwardCase, Topology, Ufw, assert_mail_policy_reachability)
+                    MailwardCase, PrivateNs, Topology, Ufw, assert_mail_policy_reachability)
 
 POLICY = """\
 version: 1
@@ -311,6 +311,61 @@ class FirewalldZone(PathsCase):
             self.assert_explain_matches_connection(993, PLAIN_V6, "reaches", policy_says=True)
             self.assert_explain_matches_connection(143, ALLOWED_V6, "reaches", policy_says=True)
             self.assert_explain_matches_connection(143, PLAIN_V4, "blocked", policy_says=True)
+
+
+# ------------------------------------------------------------------------------ an admin's table
+
+ADMIN_TABLE = """\
+table inet admin {
+  chain input {
+    type filter hook input priority 10; policy drop;
+    ct state established,related accept
+    iif "lo" accept
+    meta l4proto ipv6-icmp accept
+    tcp dport { 22, 993 } accept
+  }
+}
+"""
+
+
+class AdminPolicyDrop(PathsCase):
+    """The admin's own `policy drop` table that lets 993 through but not 143: the allowlisted
+    sources of closed 143 cannot reach it, a conflict with the table as owner."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo.serve([110, 143, 993])
+        self.ns = PrivateNs(self.topo)  # its own PID namespace: no other test's firewalld seen
+        self.addCleanup(self.ns.close)
+        self.h = self.ns.run
+        self.h(["nft", "-f", self.write("admin.nft", ADMIN_TABLE)])
+
+    def test_allowlist_blocked_by_a_policy_drop_then_clean_once_accepted(self):
+        self.apply()
+        rc, j = self.check()
+        with self.subTest("allowlist-blocked conflict with the table as owner and a fix"):
+            self.assertEqual(rc, 2, j)
+            found = conflicts(j, "allowlist-blocked", 143)
+            self.assertEqual({c["family"] for c in found}, {"ipv4", "ipv6"}, j["conflicts"])
+            for c in found:
+                self.assertIn("admin", c["owner"], c)
+                self.assertTrue(c["fix"].strip(), c)
+            self.assertEqual(conflicts(j, port=993), [], j["conflicts"])
+        with self.subTest("the real connections agree"):
+            for src in (ALLOWED_V4, ALLOWED_V6):
+                self.assertNotEqual(self.topo.connect(host_of(src), 143, src), "open", src)
+                self.assertEqual(self.topo.connect(host_of(src), 993, src), "open", src)
+        with self.subTest("explain: blocked by the admin's table"):
+            j = self.assert_explain_matches_connection(143, ALLOWED_V4, "blocked", policy_says=False)
+            self.assertIn("admin", json.dumps(j["decided_by"]), j)
+        self.h(["nft", "add", "rule", "inet", "admin", "input", "tcp", "dport", "143", "accept"])
+        with self.subTest("check clean once the admin accepts 143"):
+            self.assert_clean()
+        with self.subTest("real connections as the policy says"):
+            assert_mail_policy_reachability(self, self.topo.reach())
+        with self.subTest("explain agrees with the connections"):
+            self.assert_explain_matches_connection(143, ALLOWED_V4, "reaches", policy_says=True)
+            self.assert_explain_matches_connection(143, PLAIN_V6, "blocked", policy_says=True)
 
 
 # --------------------------------------------------------------------------------------------- UFW
