@@ -84,14 +84,15 @@ class Topology:
 
     def connect(self, dest, port, source, timeout=1.0):
         """From the client namespace: 'open' (greeting read), 'closed' (refused/reset) or
-        'filtered' (no answer within timeout)."""
+        'filtered' (no answer within timeout). Once connected, the greeting may take up to 10 s
+        (a loaded machine): timeout is for the handshake only."""
         code = (
             "import socket,sys\n"
             f"fam=socket.AF_INET6 if ':' in {dest!r} else socket.AF_INET\n"
             "s=socket.socket(fam);s.settimeout(" + repr(timeout) + ")\n"
             f"s.bind(({source!r},0))\n"
             "try:\n"
-            f"  s.connect(({dest!r},{port}));d=s.recv(64);print('open' if d else 'closed')\n"
+            f"  s.connect(({dest!r},{port}));s.settimeout(10);d=s.recv(64);print('open' if d else 'closed')\n"
             "except ConnectionRefusedError: print('closed')\n"
             "except ConnectionResetError: print('closed')\n"
             "except socket.timeout: print('filtered')\n"
@@ -108,7 +109,7 @@ class Topology:
             "s=socket.socket(fam);s.settimeout(" + repr(timeout) + ")\n"
             f"s.bind(({source!r},0))\n"
             "try:\n"
-            f"  s.connect(({dest!r},{port}));d=s.recv(128).decode(errors='replace').strip()\n"
+            f"  s.connect(({dest!r},{port}));s.settimeout(10);d=s.recv(128).decode(errors='replace').strip()\n"
             "  print('open' if d else 'closed');print(d)\n"
             "except (ConnectionRefusedError, ConnectionResetError): print('closed')\n"
             "except socket.timeout: print('filtered')\n"
