@@ -1,12 +1,14 @@
 """Helpers for mailward's integration tests: throwaway network namespaces, the binary, and
 real TCP peers. Nothing here touches the machine's own firewall: every netfilter change happens
 inside a namespace a test made and removes."""
+import ctypes
 import glob
 import json
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -230,6 +232,10 @@ def wait_for(cond, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+def _die_with_parent():
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 _HOLDER = (
     "import json,os,subprocess,sys,time\n"
     "for argv in json.loads(sys.argv[1]): subprocess.run(argv, check=True)\n"
@@ -263,9 +269,11 @@ class PrivateNs:
         setup += [list(a) for a in extra_setup]
         argv = ["nsenter", f"--net={netns}", "unshare", "-m", "--propagation", "private"]
         if pid:
-            argv += ["-p", "-f", "--mount-proc"]
+            argv += ["-p", "-f", "--mount-proc", "--kill-child=SIGKILL"]
         argv += ["/usr/bin/python3", "-c", _HOLDER, json.dumps(setup)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        # If the test process dies without cleaning up (SIGKILL, a ctest timeout), the holder
+        # dies with it, and with the holder everything in its PID namespace.
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
         self.procs = []
         try:
             line = self.proc.stdout.readline().strip()
