@@ -5,6 +5,7 @@ import ctypes
 import glob
 import json
 import os
+import itertools
 import random
 import re
 import shutil
@@ -30,11 +31,15 @@ def run(cmd, check=True, **kw):
     return p
 
 
+_TOPOLOGY_IDS = itertools.count()
+
+
 class Topology:
     """A host namespace and a client namespace joined by a veth pair (TESTING.md)."""
 
     def __init__(self):
-        tag = f"{os.getpid() % 10000}{random.randint(0, 9999)}"
+        # Unique within this process (tests may build several at once) and, by pid, across them.
+        tag = f"{os.getpid() % 10000}{next(_TOPOLOGY_IDS)}{random.randint(0, 9)}"
         self.host, self.client = f"mwh{tag}", f"mwc{tag}"
         run(["ip", "netns", "add", self.host])
         run(["ip", "netns", "add", self.client])
