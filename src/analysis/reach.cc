@@ -88,6 +88,9 @@ struct Frame {
   size_t next = 0;
 };
 
+/// A path longer than this is not shown in full (a loop in hand-made input).
+constexpr size_t kMaxPath = 256;
+
 struct Branch {
   FlowState st;
   Hook hook = Hook::kIngress;
@@ -214,7 +217,9 @@ class Walker {
       ++b.base_idx;
       return true;
     };
-    for (int guard = 0; guard < 100000; ++guard) {
+    // A loop (the kernel refuses one, a hand-edited save file may hold one) or a fork storm must
+    // not hang the check: the whole walk gets a bounded number of steps.
+    while (++steps_ < kMaxSteps) {
       if (b.stack.empty()) {
         const auto& v = bases_[static_cast<int>(b.hook)];
         if (b.base_idx >= v.size()) {
@@ -316,6 +321,7 @@ class Walker {
         return end_blocked(rs);
       }
       Step s{f.table->Label(), f.chain->name, rule.Text(), ActionText(r, flow_.family), certainty};
+      if (b.path.size() >= kMaxPath) b.path.pop_back();
       switch (r.action) {
         case A::kContinue:
           if (r.set_mark || r.set_ct_mark) b.path.push_back(s);
@@ -360,7 +366,13 @@ class Walker {
         case A::kJump:
         case A::kGoto: {
           auto it = f.table->chains.find(r.target);
-          if (it == f.table->chains.end() || b.stack.size() > 64) break;  // the kernel refuses both
+          if (it == f.table->chains.end()) break;  // the kernel refuses a jump to nowhere
+          if (b.stack.size() >= 64) {  // deeper than the kernel allows: a loop in hand-made input
+            *overflow = true;
+            e.path = b.path;
+            e.destination = Destination(b.st);
+            return e;
+          }
           b.path.push_back(s);
           const Table* t = f.table;
           if (r.action == A::kGoto) b.stack.pop_back();
@@ -386,6 +398,8 @@ class Walker {
     return e;
   }
 
+  static constexpr size_t kMaxSteps = 100000;
+  size_t steps_ = 0;
   const Flow& flow_;
   bool all_blockers_;
   std::vector<Base> bases_[4];
