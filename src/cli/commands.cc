@@ -251,7 +251,13 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
   }
   for (const auto& n : hv->notes) plan->notes.push_back(n);
   analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
-  plan->conflicts = ToConflicts(j);
+  // The backend's own conflicts (UFW switched off...) stay; the engine's are added, except where
+  // the backend already said the same thing about the same port.
+  for (auto& x : ToConflicts(j)) {
+    bool dup = false;
+    for (const auto& b : plan->conflicts) dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
+    if (!dup) plan->conflicts.push_back(std::move(x));
+  }
   if (as_planned && !plan->in_sync()) {
     // What mailward's own pending changes repair is the plan itself, not a conflict.
     std::erase_if(plan->conflicts, [](const Conflict& x) { return x.owner == "mailward"; });
