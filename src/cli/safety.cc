@@ -295,9 +295,13 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
 
 bool WatchdogAlive(int pid) {
   if (pid <= 0) return false;
-  if (kill(pid, 0) != 0 && errno != EPERM) return false;
-  auto comm = ReadFile("/proc/" + std::to_string(pid) + "/comm");
-  return comm.ok() && (*comm == std::string(kWatchdogName) + "\n" || *comm == kWatchdogName);
+  // "pid (comm) state ...": a live (not zombie) process named like our watchdogs.
+  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat.ok()) return false;
+  size_t open = stat->find('('), close = stat->rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open || close + 2 >= stat->size()) return false;
+  char state = (*stat)[close + 2];
+  return stat->substr(open + 1, close - open - 1) == kWatchdogName && state != 'Z' && state != 'X';
 }
 
 }  // namespace
@@ -316,7 +320,7 @@ bool PendingIsStale(const PendingConfirm& p, std::string* why) {
 }
 
 Status ResolveStalePending(const std::string& state_dir, const PendingConfirm& p, const std::string& why) {
-  return RevertPending(state_dir, p, "stale pending confirmation (" + why + "), so not confirmed");
+  return RevertPending(state_dir, p, "stale pending confirmation (" + why + ")");
 }
 
 Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int seconds) {
@@ -358,8 +362,8 @@ Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int
     (void)!write(ready[1], &ok, 1);
     close(ready[1]);
     if (!w.ok()) _exit(1);
-    Log(state_dir, "armed before the commit: reverts to " + snapshot + " unless confirmed within " +
-                       std::to_string(seconds) + " s of the commit");
+    Log(state_dir, "armed before the commit (watchdog pid " + std::to_string(p.pid) + "): reverts to " + snapshot +
+                       " unless confirmed within " + std::to_string(seconds) + " s of the commit");
     Watchdog(state_dir);
   }
   close(ready[1]);
