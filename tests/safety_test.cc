@@ -1,6 +1,8 @@
 #include "cli/safety.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -125,12 +127,21 @@ TEST_F(StateDir, PendingWithADeadWatchdogOrAnotherBootIsStale) {
   p.snapshot = dir_ + "/snapshots/1.snap";
   p.boot_id = BootId();
   p.pid = getpid();  // alive, but not a mailward-watch process
-  EXPECT_TRUE(PendingIsStale(p, &why));
+  EXPECT_TRUE(PendingIsStale(dir_, p, &why));
   EXPECT_NE(why.find("is gone"), std::string::npos) << why;
+  // A watchdog proves it lives by holding its lock file, whatever /proc shows.
+  std::string lock = dir_ + "/watchdog-" + std::to_string(getpid()) + ".lock";
+  int fd = open(lock.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX), 0);
+  EXPECT_FALSE(PendingIsStale(dir_, p, &why));
+  close(fd);  // the watchdog died: the lock is free and its file is cleaned up
+  EXPECT_TRUE(PendingIsStale(dir_, p, &why));
+  EXPECT_FALSE(Exists(lock));
   p.pid = 0x3fffffff;  // no such process
-  EXPECT_TRUE(PendingIsStale(p, &why));
+  EXPECT_TRUE(PendingIsStale(dir_, p, &why));
   p.boot_id = "00000000-0000-0000-0000-000000000000";
-  EXPECT_TRUE(PendingIsStale(p, &why));
+  EXPECT_TRUE(PendingIsStale(dir_, p, &why));
   EXPECT_NE(why.find("rebooted"), std::string::npos) << why;
   // A record with fields of the wrong type is not a pending confirm (no exception).
   Touch("pending-confirm", "{\"snapshot\": 5, \"pid\": \"x\"}");

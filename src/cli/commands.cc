@@ -395,7 +395,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   PendingConfirm pending;
   if (ReadPending(g.state_dir, &pending)) {
     std::string why;
-    if (!PendingIsStale(pending, &why))
+    if (!PendingIsStale(g.state_dir, pending, &why))
       return ReportError(g, "apply", Status::Error(Code::kRefused,
                                             "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
                                                 " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
@@ -577,7 +577,7 @@ int CmdConfirm(const GlobalOptions& g) {
   if (!ls.ok()) return ReportError(g, "confirm", ls);
   PendingConfirm pending;
   std::string why;
-  if (ReadPending(g.state_dir, &pending) && PendingIsStale(pending, &why)) {
+  if (ReadPending(g.state_dir, &pending) && PendingIsStale(g.state_dir, pending, &why)) {
     Status rs = ResolveStalePending(g.state_dir, pending, why);
     return ReportError(g, "confirm", Status::Error(Code::kRefused,
                                             "nothing to confirm: the pending apply --confirm can no longer be kept (" + why +

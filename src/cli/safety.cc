@@ -227,6 +227,13 @@ namespace {
 
 constexpr char kWatchdogName[] = "mailward-watch";
 
+/// Each watchdog holds an exclusive flock on STATE_DIR/watchdog-<pid>.lock for its whole life:
+/// whether it still lives can be told without /proc (which a sandbox may hide) and without
+/// trusting that a pid was not reused.
+std::string WatchdogLockPath(const std::string& state_dir, int pid) {
+  return state_dir + "/watchdog-" + std::to_string(pid) + ".lock";
+}
+
 void Log(const std::string& state_dir, const std::string& msg) {
   std::string path = state_dir + "/confirm.log";
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -271,9 +278,13 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
 /// revert unless the record was confirmed, disarmed or taken over. Never returns.
 [[noreturn]] void Watchdog(const std::string& state_dir) {
   const int me = getpid();
+  auto leave = [&](int code) {
+    unlink(WatchdogLockPath(state_dir, me).c_str());
+    _exit(code);
+  };
   for (;;) {
     PendingConfirm p;
-    if (!ReadPending(state_dir, &p) || p.pid != me) _exit(0);  // confirmed or disarmed
+    if (!ReadPending(state_dir, &p) || p.pid != me) leave(0);  // confirmed or disarmed
     long long left = p.deadline_ms - BootMs();
     if (left > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left, 100LL)));
@@ -283,36 +294,46 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
     // rollback. An apply still holding it is still committing: it moves the deadline.
     int lock = open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock >= 0) flock(lock, LOCK_EX);
-    if (!ReadPending(state_dir, &p) || p.pid != me) _exit(0);  // confirmed meanwhile
+    if (!ReadPending(state_dir, &p) || p.pid != me) leave(0);  // confirmed meanwhile
     if (p.deadline_ms > BootMs()) {
       if (lock >= 0) close(lock);
       continue;
     }
     Status s = RevertPending(state_dir, p, "not confirmed in time");
-    _exit(s.ok() ? 0 : 1);
+    leave(s.ok() ? 0 : 1);
   }
 }
 
-bool WatchdogAlive(int pid) {
+bool WatchdogAlive(const std::string& state_dir, int pid) {
   if (pid <= 0) return false;
-  // "pid (comm) state ...": a live (not zombie) process named like our watchdogs.
+  std::string lock_path = WatchdogLockPath(state_dir, pid);
+  int fd = open(lock_path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd >= 0) {
+    bool held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (!held) unlink(lock_path.c_str());  // left by a killed watchdog
+    close(fd);
+    return held;
+  }
+  // No lock file (a record from an older mailward): a live, not zombie, process of that name.
   auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
   if (!stat.ok()) return false;
-  size_t open = stat->find('('), close = stat->rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open || close + 2 >= stat->size()) return false;
-  char state = (*stat)[close + 2];
-  return stat->substr(open + 1, close - open - 1) == kWatchdogName && state != 'Z' && state != 'X';
+  size_t open_paren = stat->find('('), close_paren = stat->rfind(')');
+  if (open_paren == std::string::npos || close_paren == std::string::npos || close_paren < open_paren ||
+      close_paren + 2 >= stat->size())
+    return false;
+  char state = (*stat)[close_paren + 2];
+  return stat->substr(open_paren + 1, close_paren - open_paren - 1) == kWatchdogName && state != 'Z' && state != 'X';
 }
 
 }  // namespace
 
-bool PendingIsStale(const PendingConfirm& p, std::string* why) {
+bool PendingIsStale(const std::string& state_dir, const PendingConfirm& p, std::string* why) {
   std::string boot = BootId();
   if (!p.boot_id.empty() && !boot.empty() && p.boot_id != boot) {
     *why = "it was armed before the host rebooted (boot id " + p.boot_id + ")";
     return true;
   }
-  if (!WatchdogAlive(p.pid)) {
+  if (!WatchdogAlive(state_dir, p.pid)) {
     *why = "its watchdog (pid " + std::to_string(p.pid) + ") is gone";
     return true;
   }
@@ -351,17 +372,27 @@ Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int
     if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
     for (int fd = 3; fd < max_fd; ++fd)
       if (fd != ready[1]) close(fd);
-    // Record ourselves as the pending watchdog (durably), then tell the caller.
+    // Hold our liveness lock, record ourselves as the pending watchdog (durably), then tell
+    // the caller.
     PendingConfirm p;
     p.snapshot = snapshot;
     p.pid = getpid();
+    int alive_fd = open(WatchdogLockPath(state_dir, p.pid).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (alive_fd < 0 || flock(alive_fd, LOCK_EX) != 0) {
+      char no = 'n';
+      (void)!write(ready[1], &no, 1);
+      _exit(1);
+    }
     p.boot_id = BootId();
     SetDeadline(&p, seconds);
     Status w = WritePending(state_dir, p);
     char ok = w.ok() ? 'y' : 'n';
     (void)!write(ready[1], &ok, 1);
     close(ready[1]);
-    if (!w.ok()) _exit(1);
+    if (!w.ok()) {
+      unlink(WatchdogLockPath(state_dir, p.pid).c_str());
+      _exit(1);
+    }
     Log(state_dir, "armed before the commit (watchdog pid " + std::to_string(p.pid) + "): reverts to " + snapshot +
                        " unless confirmed within " + std::to_string(seconds) + " s of the commit");
     Watchdog(state_dir);

@@ -56,8 +56,8 @@ std::string BootId();
 long long BootMs();
 
 /// A pending confirm nobody will ever resolve: armed in another boot, or its watchdog process
-/// is gone. `why` says which.
-bool PendingIsStale(const PendingConfirm& p, std::string* why);
+/// is gone (it no longer holds STATE_DIR/watchdog-<pid>.lock). `why` says which.
+bool PendingIsStale(const std::string& state_dir, const PendingConfirm& p, std::string* why);
 
 /// Resolves a stale pending confirm as not confirmed: restores its snapshot (the last confirmed
 /// state), removes the record and logs it. REQUIRES: the caller holds the state directory's lock.

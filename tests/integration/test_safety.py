@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from mwtest import MAILWARD, MailwardCase, Sandbox, run
+from mwtest import HOST_V4, MAILWARD, PLAIN_V4, MailwardCase, Sandbox, Topology, run
 
 POLICY = """\
 version: 1
@@ -408,6 +408,93 @@ class Safety(MailwardCase):
             proc.wait()
             old, new = is_old(), is_new()
             self.assertTrue(old != new, f"run {i}: old={old} new={new}: not exactly one of the two rulesets")
+
+
+class SshdLockout(MailwardCase):
+    """A real sshd on port 2222 in the host namespace with an established session from the
+    client namespace, and mailward run without SSH_CONNECTION (as from sudo, cron or Ansible
+    become): the session is found through sshd's sockets whatever the port."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.addCleanup(self.kill_namespace_processes)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        key, hostkey = os.path.join(self.dir, "id"), os.path.join(self.dir, "hostkey")
+        for k in (key, hostkey):
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k])
+        with open(key + ".pub") as f:
+            self.write("authorized_keys", f.read())
+        self.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", self.topo.host, "/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-p", "2222",
+             "-h", hostkey, "-o", f"ListenAddress={HOST_V4}", "-o", "PermitRootLogin=prohibit-password",
+             "-o", "AuthorizedKeysFile=" + os.path.join(self.dir, "authorized_keys"), "-o", "StrictModes=no",
+             "-o", "PidFile=none", "-o", "UsePAM=no"],
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        line = self.sshd.stderr.readline()  # "Server listening on 198.51.100.1 port 2222." once ready
+        self.assertIn("listening", line)
+        self.client = subprocess.Popen(
+            ["ip", "netns", "exec", self.topo.client, "ssh", "-i", key, "-p", "2222", "-b", PLAIN_V4,
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", f"root@{HOST_V4}", "echo session-up; exec sleep 600"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            start_new_session=True)
+        self.assertEqual(self.client.stdout.readline().strip(), "session-up", self.client.stderr)
+        self.env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
+
+    def kill_namespace_processes(self):
+        for proc in (getattr(self, "client", None), getattr(self, "sshd", None)):
+            if proc and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc:
+                proc.wait()
+                for stream in (proc.stdout, proc.stderr):
+                    if stream:
+                        stream.close()
+        # sshd's session children live on in the namespace: end every process in it.
+        pids = run(["ip", "netns", "pids", self.topo.host], check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def apply(self, policy, *args):
+        argv = [MAILWARD, "--state-dir", self.state, "--policy", policy, "--format", "json", "apply"] + list(args)
+        p = self.topo.in_host(argv, check=False, env=self.env)
+        return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
+
+    def ruleset(self):
+        return self.topo.in_host(["nft", "list", "ruleset"]).stdout
+
+    def test_closing_sshds_port_2222_to_a_connected_client_is_refused(self):
+        closes = self.write("closes.yaml", POLICY + "  alt-ssh: {state: closed, port: 2222}\n")
+        before = self.ruleset()
+        rc, j, err = self.apply(closes)
+        self.assertEqual(rc, 1, j)
+        self.assertEqual(j["error"]["kind"], "refused")
+        self.assertIn("closes port 2222", err)
+        self.assertIn(PLAIN_V4, err)
+        self.assertEqual(self.ruleset(), before)
+        # Allowlisting the client's address makes the same port fine, and auto-confirmable.
+        allowed = self.write("allowed.yaml", POLICY.replace("198.51.100.3", f"198.51.100.3, {PLAIN_V4}") +
+                             "  alt-ssh: {state: closed, port: 2222, allow: [office]}\n")
+        rc, j, err = self.apply(allowed, "--confirm", "30", "--auto-confirm")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(j["confirm"]["auto_confirmed"], True, j["confirm"])
+        self.topo.in_host([MAILWARD, "--state-dir", self.state, "rollback"])
+        self.assertEqual(self.ruleset(), before)
+        # Forced, it applies, but --auto-confirm does not confirm a policy that cuts the
+        # session's port off from its peer: it reverts at the deadline.
+        rc, j, err = self.apply(closes, "--force", "--confirm", "2", "--auto-confirm")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((j["confirm"]["pending"], j["confirm"]["auto_confirmed"]), (True, False), j["confirm"])
+        self.assertIn("SSH session", j["confirm"]["reason"])
+        self.assertNotEqual(self.ruleset(), before)
+        self.assertTrue(wait_for(lambda: self.ruleset() == before, 2 + 20), "not reverted")
+        # The established session itself survived all of this (only new connections are dropped).
+        self.assertIsNone(self.client.poll())
 
 
 if __name__ == "__main__":
