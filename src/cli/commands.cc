@@ -601,11 +601,15 @@ int CmdRollback(const GlobalOptions& g) {
   // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
   PendingConfirm pending;
   bool has_pending = ReadPending(g.state_dir, &pending);
-  ResolveUncommitted(g.state_dir, has_pending ? pending.snapshot : "");
+  ResolveUncommitted(g.state_dir);
+  if (has_pending && !Exists(pending.snapshot)) {
+    // Its apply was killed before committing (or its snapshot is gone): nothing to revert.
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': its apply never committed, nothing to revert");
+    has_pending = false;
+  }
   auto snaps = ListSnapshots(g.state_dir);
   if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
   if (snaps->empty()) {
-    if (has_pending) EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': its snapshot is gone, nothing rolled back");
     return ReportError(g, "rollback", Status::Error(Code::kNotFound,
                                              "no snapshot to roll back to: " + g.state_dir + "/snapshots holds none (no apply "
                                              "through this state directory changed the firewall, or every earlier state was "

@@ -368,10 +368,13 @@ Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int
     dup2(null, 1);
     dup2(null, 2);
     // Drop every inherited descriptor (the caller's lock among them) except the ready pipe.
-    long max_fd = sysconf(_SC_OPEN_MAX);
-    if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
-    for (int fd = 3; fd < max_fd; ++fd)
-      if (fd != ready[1]) close(fd);
+    unsigned keep = static_cast<unsigned>(ready[1]);
+    if ((keep > 3 && close_range(3, keep - 1, 0) != 0) || close_range(keep + 1, ~0U, 0) != 0) {
+      long max_fd = sysconf(_SC_OPEN_MAX);
+      if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
+      for (int fd = 3; fd < max_fd; ++fd)
+        if (fd != ready[1]) close(fd);
+    }
     // Hold our liveness lock, record ourselves as the pending watchdog (durably), then tell
     // the caller.
     PendingConfirm p;

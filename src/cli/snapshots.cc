@@ -94,12 +94,11 @@ void RemoveSnapshot(const std::string& snap_path) {
   unlink(MarkerOf(snap_path).c_str());
 }
 
-void ResolveUncommitted(const std::string& state_dir, const std::string& keep) {
+void ResolveUncommitted(const std::string& state_dir) {
   auto markers = ListFiles(state_dir + "/snapshots", ".uncommitted");
   if (!markers.ok()) return;
   for (const auto& m : *markers) {
     std::string snap = m.substr(0, m.size() - 12) + ".snap";
-    if (snap == keep) continue;
     auto bytes = ReadFile(snap);
     auto gen_text = ReadFile(m);
     if (!bytes.ok()) {  // a marker without its snapshot: nothing to keep

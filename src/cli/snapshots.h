@@ -44,8 +44,8 @@ std::string ReadAttachment(const std::string& snap_path);
 /// Snapshots still marked uncommitted belong to applies killed between saving them and
 /// committing. One whose backend still reads the generation it was taken at was never
 /// committed: it is a no-op rollback point and is removed. Any other (the generation moved, or
-/// it cannot be read) is kept as a rollback point. `keep` (a pending confirm's snapshot) is left
-/// alone. REQUIRES: the caller holds the state directory's lock.
-void ResolveUncommitted(const std::string& state_dir, const std::string& keep = "");
+/// it cannot be read) is kept as a rollback point. REQUIRES: the caller holds the state
+/// directory's lock.
+void ResolveUncommitted(const std::string& state_dir);
 
 }  // namespace mw

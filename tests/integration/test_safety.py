@@ -304,6 +304,19 @@ class Safety(MailwardCase):
         self.mw(self.ns.run, "rollback", check=True)
         self.assertEqual(self.ruleset(), p1)
 
+    def test_rollback_while_a_killed_uncommitted_confirm_is_pending(self):
+        self.mw(self.ns.run, "apply", policy=self.p1, check=True)
+        self.kill(self.paused_apply("before-commit", "--confirm", "60", policy=self.p2), signal.SIGKILL)
+        pid = self.pending()["pid"]
+        # The killed apply never committed: rollback ends its pending revert and undoes the
+        # last apply that did change something.
+        self.mw(self.ns.run, "rollback", check=True)
+        self.assertEqual(self.ruleset(), "")
+        self.assertIsNone(self.pending())
+        self.assertIn("never committed", self.log())
+        self.assertTrue(self.wait_for(lambda: not alive(pid)))
+        self.assertEqual(self.snapshots(), [])
+
     def test_auto_confirm(self):
         rc, j = self.mw_json(self.ns.run, "apply", "--confirm", "2", "--auto-confirm", policy=self.p1)
         self.assertEqual(rc, 0, j)
