@@ -189,8 +189,7 @@ class Safety(MailwardCase):
         for _ in range(3):
             start = len(self.log().splitlines())
             self.mw(self.ns.run, "apply", "--confirm", "1", "--no-probe", policy=self.p2, check=True)
-            self.assertTrue(self.wait_for(lambda: "reverted" in self.log()[len("".join(
-                l + "\n" for l in self.log().splitlines()[:start])):], 20))
+            self.assertTrue(self.wait_for(lambda: any("reverted" in l for l in self.log().splitlines()[start:]), 20))
             lines = self.log().splitlines()[start:]
             committed = [l for l in lines if " committed, pending confirmation" in l]
             reverted = [l for l in lines if "not confirmed in time: reverted" in l]
@@ -445,15 +444,19 @@ class SshdLockout(MailwardCase):
              "-o", "AuthorizedKeysFile=" + os.path.join(self.dir, "authorized_keys"), "-o", "StrictModes=no",
              "-o", "PidFile=none", "-o", "UsePAM=no"],
             stderr=subprocess.PIPE, text=True, start_new_session=True)
-        line = self.sshd.stderr.readline()  # "Server listening on 198.51.100.1 port 2222." once ready
-        self.assertIn("listening", line)
+        seen = []
+        while not any("Server listening" in l for l in seen):  # sshd's readiness line (or EOF: it failed)
+            seen.append(self.sshd.stderr.readline())
+            self.assertNotEqual(seen[-1], "", f"sshd did not start: {seen}")
         self.client = subprocess.Popen(
             ["ip", "netns", "exec", self.topo.client, "ssh", "-i", key, "-p", "2222", "-b", PLAIN_V4,
              "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
              "-o", "LogLevel=ERROR", f"root@{HOST_V4}", "echo session-up; exec sleep 600"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True)
-        self.assertEqual(self.client.stdout.readline().strip(), "session-up", self.client.stderr)
+        if self.client.stdout.readline().strip() != "session-up":
+            self.client.wait(timeout=30)
+            self.fail(f"no SSH session: {self.client.stderr.read()}")
         self.env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
 
     def kill_namespace_processes(self):
@@ -500,12 +503,12 @@ class SshdLockout(MailwardCase):
         self.assertEqual(self.ruleset(), before)
         # Forced, it applies, but --auto-confirm does not confirm a policy that cuts the
         # session's port off from its peer: it reverts at the deadline.
-        rc, j, err = self.apply(closes, "--force", "--confirm", "2", "--auto-confirm")
+        rc, j, err = self.apply(closes, "--force", "--confirm", "5", "--auto-confirm")
         self.assertEqual(rc, 0, err)
         self.assertEqual((j["confirm"]["pending"], j["confirm"]["auto_confirmed"]), (True, False), j["confirm"])
         self.assertIn("SSH session", j["confirm"]["reason"])
         self.assertNotEqual(self.ruleset(), before)
-        self.assertTrue(wait_for(lambda: self.ruleset() == before, 2 + 20), "not reverted")
+        self.assertTrue(wait_for(lambda: self.ruleset() == before, 5 + 20), "not reverted")
         # The established session itself survived all of this (only new connections are dropped).
         self.assertIsNone(self.client.poll())
 
