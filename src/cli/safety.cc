@@ -151,21 +151,38 @@ std::set<uint64_t> SshdSocketInodes() {
   return out;
 }
 
-std::vector<SshSession> FindSshSessions() {
+namespace {
+
+std::vector<std::string> ReadProcNetTcp() {
   std::vector<std::string> texts;
   for (const char* p : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     auto t = ReadFile(p);
     if (t.ok()) texts.push_back(*t);
   }
+  return texts;
+}
+
+}  // namespace
+
+std::vector<SshSession> FindSshSessions() {
+  auto texts = ReadProcNetTcp();
   return FindSshSessions(std::getenv("SSH_CONNECTION"), texts, SshdSocketInodes());
 }
 
 std::vector<SshSession> SshSessionsFor(const Policy& policy) {
-  // sshd may listen on any port, so any closed port may cut a session: only a policy that
-  // closes nothing can skip reading /proc.
+  // sshd may listen on any port, so any closed port may cut a session. Only a policy that
+  // closes nothing, or a host with no established connection to a port the policy closes, can
+  // skip looking for sshd's sockets in /proc/*/fd.
+  std::vector<uint16_t> closed;
   for (const auto& p : policy.ports)
-    if (p.state == PortState::kClosed) return FindSshSessions();
-  return FindSshSessions(std::getenv("SSH_CONNECTION"), {});
+    if (p.state == PortState::kClosed) closed.push_back(p.port);
+  const char* env = std::getenv("SSH_CONNECTION");
+  if (closed.empty()) return FindSshSessions(env, {});
+  auto texts = ReadProcNetTcp();
+  bool candidate = false;
+  for (const auto& r : ParseTcp(texts))
+    candidate |= r.state == "01" && std::find(closed.begin(), closed.end(), r.lport) != closed.end();
+  return FindSshSessions(env, texts, candidate ? SshdSocketInodes() : std::set<uint64_t>{});
 }
 
 Status CheckLockout(const Policy& policy, const std::vector<SshSession>& sessions) {
