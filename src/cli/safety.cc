@@ -24,6 +24,10 @@
 #include "cli/snapshots.h"
 #include "util/fs.h"
 
+// Defined only by the test-hook library the integration tests preload (tests/hooks); null in
+// production, where TestPausePoint does nothing.
+extern "C" void mailward_test_pause_point(const char* point) __attribute__((weak));
+
 namespace mw {
 namespace {
 
@@ -236,8 +240,7 @@ long long BootMs() {
 }
 
 void TestPausePoint(const char* point) {
-  const char* want = std::getenv("MAILWARD_TEST_PAUSE");
-  if (want && std::strcmp(want, point) == 0) raise(SIGSTOP);
+  if (mailward_test_pause_point) mailward_test_pause_point(point);
 }
 
 namespace {

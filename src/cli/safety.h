@@ -85,9 +85,9 @@ bool ConfirmPending(const std::string& state_dir, const std::string& how = "conf
 /// Ends a pending confirm some other way (a rollback): removes the record and logs `line`.
 void EndPending(const std::string& state_dir, const std::string& line);
 
-/// Test hook for tests/integration/test_safety.py: when MAILWARD_TEST_PAUSE names `point`, the
-/// process stops itself (SIGSTOP) there, so a test can kill it at exactly that moment. It only
-/// ever pauses; it never changes what a command does.
+/// Test hook: calls mailward_test_pause_point(point) when a test preloads the library that
+/// defines it (tests/hooks: it stops the process there so a test can kill it at exactly that
+/// moment); does nothing otherwise. It never changes what a command does.
 void TestPausePoint(const char* point);
 
 }  // namespace mw

@@ -13,6 +13,10 @@ import unittest
 
 from mwtest import HOST_V4, MAILWARD, PLAIN_V4, MailwardCase, Sandbox, Topology, run
 
+# The test-only library (tests/hooks) whose mailward_test_pause_point stops an apply at a point.
+TEST_HOOKS = os.environ.get("MAILWARD_TEST_HOOKS") or os.path.join(
+    os.path.dirname(os.path.abspath(MAILWARD)), "tests", "libmailward_test_hooks.so")
+
 POLICY = """\
 version: 1
 allowlists:
@@ -95,7 +99,8 @@ class Safety(MailwardCase):
 
     def paused_apply(self, point, *args, policy):
         """Starts an apply that stops itself (SIGSTOP) at `point`; returns it once stopped."""
-        env = dict(os.environ, MAILWARD_TEST_PAUSE=point)
+        self.assertTrue(os.path.exists(TEST_HOOKS), f"{TEST_HOOKS}: build the test hooks (tests/hooks) first")
+        env = dict(os.environ, MAILWARD_TEST_PAUSE=point, LD_PRELOAD=TEST_HOOKS)
         env.pop("SSH_CONNECTION", None)
         proc = subprocess.Popen(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--state-dir", self.state,
                                  "--policy", policy, "-q", "apply"] + list(args), env=env, start_new_session=True)
@@ -163,6 +168,11 @@ class Safety(MailwardCase):
         # ruleset by the deadline, and leaves no rollback point behind.
         self.mw(self.ns.run, "apply", policy=self.p1, check=True)
         before, snaps = self.ruleset(), self.snapshots()
+        # Without the test library preloaded, the pause variable does nothing.
+        env = dict(os.environ, MAILWARD_TEST_PAUSE="before-commit")
+        p = run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--state-dir", self.state, "--policy", self.p1,
+                 "apply"], env=env, timeout=120)
+        self.assertEqual(p.returncode, 0)
         cases = [("before-commit", signal.SIGKILL), ("before-commit", signal.SIGHUP),
                  ("after-commit", signal.SIGKILL), ("after-commit", signal.SIGHUP),
                  ("probes", signal.SIGTERM), ("probes", signal.SIGKILL)]
