@@ -146,9 +146,15 @@ TEST_F(StateDir, PendingWithADeadWatchdogOrAnotherBootIsStale) {
   // A record with fields of the wrong type is not a pending confirm (no exception).
   Touch("pending-confirm", "{\"snapshot\": 5, \"pid\": \"x\"}");
   EXPECT_FALSE(ReadPending(dir_, &p));
-  Touch("pending-confirm", "{\"snapshot\": \"/s/1.snap\", \"pid\": 12, \"deadline_ms\": 99, \"boot_id\": \"b\"}");
+  // Nor one that points outside the state directory's snapshots.
+  Touch("pending-confirm", "{\"snapshot\": \"/etc/shadow\", \"pid\": 12}");
+  EXPECT_FALSE(ReadPending(dir_, &p));
+  Touch("pending-confirm", "{\"snapshot\": \"" + dir_ + "/snapshots/../../x.snap\", \"pid\": 12}");
+  EXPECT_FALSE(ReadPending(dir_, &p));
+  const std::string snap = dir_ + "/snapshots/00000000000000000001.snap";
+  Touch("pending-confirm", "{\"snapshot\": \"" + snap + "\", \"pid\": 12, \"deadline_ms\": 99, \"boot_id\": \"b\"}");
   ASSERT_TRUE(ReadPending(dir_, &p));
-  EXPECT_EQ(p.snapshot, "/s/1.snap");
+  EXPECT_EQ(p.snapshot, snap);
   EXPECT_EQ(p.pid, 12);
   EXPECT_EQ(p.deadline_ms, 99);
   EXPECT_EQ(p.boot_id, "b");

@@ -222,7 +222,15 @@ bool ReadPending(const std::string& state_dir, PendingConfirm* out) {
   } catch (const nlohmann::json::exception&) {
     return false;  // a field of the wrong type: not a record this version wrote
   }
-  return !out->snapshot.empty();
+  // Only ever one of our own snapshots: STATE_DIR/snapshots/<digits>.snap.
+  const std::string dir = state_dir + "/snapshots/";
+  const std::string& snap = out->snapshot;
+  if (snap.size() <= dir.size() + 5 || snap.compare(0, dir.size(), dir) != 0 ||
+      snap.compare(snap.size() - 5, 5, ".snap") != 0)
+    return false;
+  for (size_t i = dir.size(); i + 5 < snap.size(); ++i)
+    if (snap[i] < '0' || snap[i] > '9') return false;
+  return true;
 }
 
 std::string BootId() {
@@ -288,9 +296,9 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
   auto bytes = ReadFile(p.snapshot);
   Status s = bytes.ok() ? BackendForSnapshot(*bytes, BackendConfig{state_dir})->Restore(*bytes, ReadAttachment(p.snapshot))
                         : bytes.status();
-  unlink(PendingPath(state_dir).c_str());
-  if (s.ok()) RemoveSnapshot(p.snapshot);
   Log(state_dir, s.ok() ? why + ": reverted to " + p.snapshot : why + ": REVERT FAILED: " + s.message());
+  if (s.ok()) RemoveSnapshot(p.snapshot);
+  unlink(PendingPath(state_dir).c_str());  // last: once the record is gone, the revert is complete
   return s;
 }
 

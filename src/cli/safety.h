@@ -48,6 +48,8 @@ struct PendingConfirm {
   int seconds = 0;           ///< the --confirm time
   bool committed = false;    ///< the apply committed (the deadline counts from the commit)
 };
+/// False when there is none, or it is not a record mailward wrote (unparsable, or its snapshot
+/// is not one of STATE_DIR/snapshots/<digits>.snap).
 bool ReadPending(const std::string& state_dir, PendingConfirm* out);
 
 /// This boot's /proc/sys/kernel/random/boot_id ("" when unreadable).
