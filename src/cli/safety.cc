@@ -302,18 +302,34 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
   return s;
 }
 
+/// Whether the pending record is gone for sure (not merely unreadable for a moment).
+bool RecordGone(const std::string& state_dir) {
+  struct stat st;
+  return lstat(PendingPath(state_dir).c_str(), &st) != 0 && errno == ENOENT;
+}
+
 /// The watchdog's life: wait for the deadline (it may move while the apply commits), then
-/// revert unless the record was confirmed, disarmed or taken over. Never returns.
-[[noreturn]] void Watchdog(const std::string& state_dir) {
+/// revert unless the record was confirmed, disarmed or taken over. A record that cannot be read
+/// for a moment is not a confirmation: the last one read stays in force. Never returns.
+[[noreturn]] void Watchdog(const std::string& state_dir, PendingConfirm last) {
   const int me = getpid();
   auto leave = [&](int code) {
     unlink(WatchdogLockPath(state_dir, me).c_str());
     _exit(code);
   };
-  for (;;) {
+  // Confirmed, disarmed or superseded: false. Otherwise refreshes `last`.
+  auto still_mine = [&]() {
     PendingConfirm p;
-    if (!ReadPending(state_dir, &p) || p.pid != me) leave(0);  // confirmed or disarmed
-    long long left = p.deadline_ms - BootMs();
+    if (ReadPending(state_dir, &p)) {
+      if (p.pid != me) return false;
+      last = p;
+      return true;
+    }
+    return !RecordGone(state_dir);
+  };
+  for (;;) {
+    if (!still_mine()) leave(0);
+    long long left = last.deadline_ms - BootMs();
     if (left > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left, 100LL)));
       continue;
@@ -322,12 +338,12 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
     // rollback. An apply still holding it is still committing: it moves the deadline.
     int lock = open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock >= 0) flock(lock, LOCK_EX);
-    if (!ReadPending(state_dir, &p) || p.pid != me) leave(0);  // confirmed meanwhile
-    if (p.deadline_ms > BootMs()) {
+    if (!still_mine()) leave(0);  // confirmed meanwhile
+    if (last.deadline_ms > BootMs()) {
       if (lock >= 0) close(lock);
       continue;
     }
-    Status s = RevertPending(state_dir, p, "not confirmed in time");
+    Status s = RevertPending(state_dir, last, "not confirmed in time");
     leave(s.ok() ? 0 : 1);
   }
 }
@@ -426,7 +442,7 @@ Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int
     }
     Log(state_dir, "armed before the commit (watchdog pid " + std::to_string(p.pid) + "): reverts to " + snapshot +
                        " unless confirmed within " + std::to_string(seconds) + " s of the commit");
-    Watchdog(state_dir);
+    Watchdog(state_dir, p);
   }
   close(ready[1]);
   int status = 0;

@@ -325,6 +325,17 @@ class Safety(MailwardCase):
         self.assertTrue(self.wait_for(lambda: not alive(pid)))
         self.assertEqual(self.snapshots(), [])
 
+    def test_an_unreadable_pending_record_is_no_confirmation(self):
+        # Only `confirm` (the record removed) stops the revert: a damaged record does not.
+        self.mw(self.ns.run, "apply", policy=self.p1, check=True)
+        before = self.ruleset()
+        self.mw(self.ns.run, "apply", "--confirm", "2", policy=self.p2, check=True)
+        self.write("state/pending-confirm", "{damaged")
+        self.assertTrue(self.wait_for(lambda: self.ruleset() == before and
+                                      not os.path.exists(os.path.join(self.state, "pending-confirm")), 2 + 20),
+                        "a damaged record stopped the revert")
+        self.assertIn("not confirmed in time: reverted", self.log())
+
     def test_auto_confirm(self):
         rc, j = self.mw_json(self.ns.run, "apply", "--confirm", "2", "--auto-confirm", policy=self.p1)
         self.assertEqual(rc, 0, j)
