@@ -406,6 +406,15 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
                        (rs.ok() ? "reverted to " + pending.snapshot + " first"
                                 : "its revert failed (" + rs.message() + "); applying the policy anyway") +
                        ", see " + g.state_dir + "/confirm.log");
+  } else if (PendingRecordExists(g.state_dir)) {
+    // A record that cannot be read: its watchdog still reverts by its last reading of it.
+    if (AnyWatchdogAlive(g.state_dir))
+      return ReportError(g, "apply", Status::Error(Code::kRefused,
+                                            g.state_dir + "/pending-confirm cannot be read, and an apply --confirm watchdog "
+                                            "still runs: run 'mailward confirm' (keep the applied policy) or 'mailward "
+                                            "rollback' first; nothing was applied"));
+    EndPending(g.state_dir, "damaged pending confirmation record with no watchdog left: removed, nothing reverted");
+    c->notes.push_back("removed a damaged " + g.state_dir + "/pending-confirm that no watchdog was waiting on");
   }
   ResolveUncommitted(g.state_dir);
   if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
@@ -601,6 +610,7 @@ int CmdRollback(const GlobalOptions& g) {
   // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
   PendingConfirm pending;
   bool has_pending = ReadPending(g.state_dir, &pending);
+  const bool damaged_pending = !has_pending && PendingRecordExists(g.state_dir);
   ResolveUncommitted(g.state_dir);
   if (has_pending && !Exists(pending.snapshot)) {
     // Its apply was killed before committing (or its snapshot is gone): nothing to revert.
@@ -622,7 +632,8 @@ int CmdRollback(const GlobalOptions& g) {
   Status s = be->Restore(*data, ReadAttachment(newest));
   if (!s.ok()) return ReportError(g, "rollback", s);
   RemoveSnapshot(newest);
-  if (has_pending) EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
+  if (has_pending || damaged_pending)
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
   if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", newest}}.dump(2) << "\n";
   else if (!g.quiet) std::cout << "rolled back to the state saved in " << newest << "\n";
   return exit_code::kOk;

@@ -233,6 +233,11 @@ bool ReadPending(const std::string& state_dir, PendingConfirm* out) {
   return true;
 }
 
+bool PendingRecordExists(const std::string& state_dir) {
+  struct stat st;
+  return lstat(PendingPath(state_dir).c_str(), &st) == 0;
+}
+
 std::string BootId() {
   auto t = ReadFile("/proc/sys/kernel/random/boot_id");
   if (!t.ok()) return "";
@@ -371,6 +376,18 @@ bool WatchdogAlive(const std::string& state_dir, int pid) {
 
 }  // namespace
 
+bool AnyWatchdogAlive(const std::string& state_dir) {
+  auto locks = ListFiles(state_dir, ".lock");
+  if (!locks.ok()) return false;
+  const std::string prefix = state_dir + "/watchdog-";
+  for (const auto& l : *locks) {
+    if (l.compare(0, prefix.size(), prefix) != 0) continue;
+    int pid = std::atoi(l.c_str() + prefix.size());
+    if (pid > 0 && WatchdogAlive(state_dir, pid)) return true;
+  }
+  return false;
+}
+
 bool PendingIsStale(const std::string& state_dir, const PendingConfirm& p, std::string* why) {
   std::string boot = BootId();
   if (!p.boot_id.empty() && !boot.empty() && p.boot_id != boot) {
@@ -473,8 +490,7 @@ void DisarmConfirm(const std::string& state_dir, const std::string& why) {
 }
 
 bool ConfirmPending(const std::string& state_dir, const std::string& how) {
-  PendingConfirm p;
-  if (!ReadPending(state_dir, &p)) return false;
+  if (!PendingRecordExists(state_dir)) return false;
   // The watchdog sees the record gone and exits; the caller holds the lock, so a revert cannot
   // be half-way through.
   EndPending(state_dir, how);

@@ -52,6 +52,12 @@ struct PendingConfirm {
 /// is not one of STATE_DIR/snapshots/<digits>.snap).
 bool ReadPending(const std::string& state_dir, PendingConfirm* out);
 
+/// Whether STATE_DIR/pending-confirm exists at all (readable or not). A record that exists but
+/// cannot be read is still a pending confirm to its watchdog.
+bool PendingRecordExists(const std::string& state_dir);
+/// Whether any watchdog of this state directory still runs (holds its watchdog-<pid>.lock).
+bool AnyWatchdogAlive(const std::string& state_dir);
+
 /// This boot's /proc/sys/kernel/random/boot_id ("" when unreadable).
 std::string BootId();
 /// CLOCK_BOOTTIME in milliseconds.
@@ -79,9 +85,9 @@ Status CommitPending(const std::string& state_dir, int seconds);
 /// reverting. `why` goes to confirm.log.
 void DisarmConfirm(const std::string& state_dir, const std::string& why);
 
-/// Confirms: removes the pending record, so the watchdog exits without reverting, and logs
-/// `how` ("confirmed" by default). False when nothing was pending. REQUIRES: the caller holds
-/// the state directory's lock.
+/// Confirms: removes the pending record (a damaged one too), so the watchdog exits without
+/// reverting, and logs `how` ("confirmed" by default). False when nothing was pending.
+/// REQUIRES: the caller holds the state directory's lock.
 bool ConfirmPending(const std::string& state_dir, const std::string& how = "confirmed");
 
 /// Ends a pending confirm some other way (a rollback): removes the record and logs `line`.

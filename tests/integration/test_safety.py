@@ -331,10 +331,20 @@ class Safety(MailwardCase):
         before = self.ruleset()
         self.mw(self.ns.run, "apply", "--confirm", "2", policy=self.p2, check=True)
         self.write("state/pending-confirm", "{damaged")
+        # While its watchdog waits, another apply is still refused.
+        p = self.mw(self.ns.run, "apply", policy=self.p1)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cannot be read", p.stderr)
         self.assertTrue(self.wait_for(lambda: self.ruleset() == before and
                                       not os.path.exists(os.path.join(self.state, "pending-confirm")), 2 + 20),
                         "a damaged record stopped the revert")
         self.assertIn("not confirmed in time: reverted", self.log())
+        # A damaged record no watchdog waits on does not block the next apply.
+        self.assertTrue(self.wait_for(lambda: not any(alive(p) for p in watchdog_pids(self.log()))))
+        self.write("state/pending-confirm", "{damaged")
+        self.mw(self.ns.run, "apply", policy=self.p2, check=True)
+        self.assertIsNone(self.pending())
+        self.assertIn("damaged pending confirmation record", self.log())
 
     def test_auto_confirm(self):
         rc, j = self.mw_json(self.ns.run, "apply", "--confirm", "2", "--auto-confirm", policy=self.p1)
