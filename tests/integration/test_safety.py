@@ -42,16 +42,13 @@ def read(path):
     try:
         with open(path) as f:
             return f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ProcessLookupError: a /proc entry vanishing
         return ""
 
 
 def stopped(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-    except FileNotFoundError:
-        return False
+    stat = read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 def alive(pid):
@@ -59,8 +56,8 @@ def alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purposes
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    stat = read(f"/proc/{pid}/stat")  # "" once it is gone; a zombie is gone for our purposes
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def watchdog_pids(log):
