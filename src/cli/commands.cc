@@ -544,6 +544,9 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     std::string why;
     if (!probes_ok) why = "a probe of an open port failed";
     else if (!lockout.ok()) why = "the policy closes the port of an SSH session to its client";
+    PendingConfirm now_pending;
+    if (why.empty() && ReadPending(g.state_dir, &now_pending) && BootMs() >= now_pending.deadline_ms)
+      why = "the checks outlasted the --confirm time";  // the watchdog reverts once this apply ends
     bool auto_ok = ao.auto_confirm && why.empty();
     if (auto_ok) ConfirmPending(g.state_dir, "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off");
     confirm = {{"seconds", ao.confirm_seconds},

@@ -343,6 +343,23 @@ class Safety(MailwardCase):
         self.assertIsNone(self.pending())
         self.assertIn("damaged pending confirmation record", self.log())
 
+    def test_checks_that_outlast_the_confirm_time_do_not_auto_confirm(self):
+        self.mw(self.ns.run, "apply", policy=self.p1, check=True)
+        before = self.ruleset()
+        env = dict(os.environ, MAILWARD_TEST_PAUSE="probes", LD_PRELOAD=TEST_HOOKS)
+        proc = subprocess.Popen(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--state-dir", self.state,
+                                 "--policy", self.p2, "--format", "json", "apply", "--confirm", "1", "--auto-confirm"],
+                                env=env, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(), proc.stdout.close()))
+        self.assertTrue(wait_for(lambda: stopped(proc.pid), 60), "never paused before the probes")
+        deadline_ms = self.pending()["deadline_ms"]
+        self.assertTrue(wait_for(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * 1000 > deadline_ms + 50, 10))
+        os.kill(proc.pid, signal.SIGCONT)
+        j = json.loads(proc.communicate(timeout=60)[0])
+        self.assertEqual((j["confirm"]["pending"], j["confirm"]["auto_confirmed"]), (True, False), j["confirm"])
+        self.assertIn("outlasted", j["confirm"]["reason"])
+        self.assertTrue(self.wait_for(lambda: self.ruleset() == before and self.pending() is None, 20))
+
     def test_auto_confirm(self):
         rc, j = self.mw_json(self.ns.run, "apply", "--confirm", "2", "--auto-confirm", policy=self.p1)
         self.assertEqual(rc, 0, j)
