@@ -1,11 +1,13 @@
-"""Safety nets in namespaces: commit-confirmed applies (revert after the timeout, kept by
-confirm, surviving the applying process and its session being killed), rollback, parallel
-applies, anti-lockout for SSH callers, and faults that must leave the old ruleset."""
+"""Safety nets in namespaces: commit-confirmed applies (armed before the commit, so an apply
+killed at any point still reverts by the deadline; kept by confirm; stale pending confirms
+resolved as not confirmed), rollback by sequence without no-op points, parallel applies,
+anti-lockout for SSH callers (a real sshd on 2222), and faults that must leave the old ruleset.
+Processes are killed at exact points through a test-only preloaded library (tests/hooks)."""
+import datetime
 import json
 import os
 import random
 import re
-import datetime
 import signal
 import subprocess
 import time
