@@ -79,7 +79,7 @@ TEST(Safety, FindsSessionsToSshdOnAnyPort) {
   EXPECT_TRUE(CheckLockout(P("  imaps: {state: closed, port: 993}\n"), s).ok());
 }
 
-class StateDir : public ::testing::Test {
+class ConfirmStateDir : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/mwsafetyXXXXXX";
@@ -94,7 +94,7 @@ class StateDir : public ::testing::Test {
   std::string dir_;
 };
 
-TEST_F(StateDir, SnapshotsAreOrderedBySequenceNotByName) {
+TEST_F(ConfirmStateDir, SnapshotsAreOrderedBySequenceNotByName) {
   // A snapshot named by an old microsecond clock that ran ahead, and newer sequence numbers:
   // ordering is numeric, and the next number is one more than the largest.
   Touch("snapshots/00001795530991876462.snap");
@@ -120,7 +120,7 @@ TEST_F(StateDir, SnapshotsAreOrderedBySequenceNotByName) {
   EXPECT_FALSE(Exists(*saved));
 }
 
-TEST_F(StateDir, PendingWithADeadWatchdogOrAnotherBootIsStale) {
+TEST_F(ConfirmStateDir, PendingWithADeadWatchdogOrAnotherBootIsStale) {
   ASSERT_FALSE(BootId().empty());
   std::string why;
   PendingConfirm p;

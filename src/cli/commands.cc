@@ -1,13 +1,18 @@
 #include "cli/commands.h"
 
+#include "analysis/judge.h"
+#include "backend/host_view.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <cstdio>
@@ -48,6 +53,7 @@ const char* CodeName(Code c) {
     case Code::kRefused: return "refused";
     case Code::kNotFound: return "not_found";
     case Code::kInternal: return "internal";
+    case Code::kUsage: return "usage";
   }
   return "?";
 }
@@ -159,6 +165,39 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   return c;
 }
 
+/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
+/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
+Status CheckStateEntries(const std::string& dir) {
+  auto bad = [&](const std::string& p, const char* what) {
+    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
+                                         "in its state directory; remove it (rm " + p + ") and run again");
+  };
+  auto check = [&](const std::string& p, bool want_dir) -> Status {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
+    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+      return bad(p, want_dir ? "not a directory" : "not a regular file");
+    return Status::Ok();
+  };
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
+  std::string snaps = dir + "/snapshots";
+  MW_RETURN_IF_ERROR(check(snaps, true));
+  if (DIR* d = opendir(snaps.c_str())) {
+    Status s;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      s = check(snaps + "/" + n, false);
+      if (!s.ok()) break;
+    }
+    closedir(d);
+    MW_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
 class Lock {
  public:
@@ -166,10 +205,17 @@ class Lock {
     if (fd_ >= 0) close(fd_);
   }
   Status Acquire(const std::string& dir, double timeout) {
+    if (!std::isfinite(timeout) || timeout < 0)
+      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
     MW_RETURN_IF_ERROR(MakeDirs(dir));
+    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
+    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
     std::string path = dir + "/lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd_ < 0)
+      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (std::chrono::steady_clock::now() >= deadline)
@@ -184,21 +230,48 @@ class Lock {
   int fd_ = -1;
 };
 
+/// Judges every packet path of the live firewall (analysis/) against the policy and puts the
+/// conflicts and source restrictions into `plan`. `as_planned`: judge mailward's nftables table
+/// as the plan will leave it (plan), not as it is (check).
+void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* plan) {
+  HostViewOptions hopts;
+  if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
+  hopts.plan = plan;
+  hopts.read_own_elements = false;  // the nftables backend's plan has them; other backends own none
+  auto hv = ReadHostView(hopts);
+  if (!hv.ok()) {
+    plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
+    return;
+  }
+  for (const auto& n : hv->notes) plan->notes.push_back(n);
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy));
+  plan->conflicts = ToConflicts(j);
+  if (as_planned && !plan->in_sync()) {
+    // What mailward's own pending changes repair is the plan itself, not a conflict.
+    std::erase_if(plan->conflicts, [](const Conflict& x) { return x.owner == "mailward"; });
+  }
+  for (const auto& r : j.restrictions) plan->restrictions.push_back({r.port, FamilyName(r.family), r.owner, r.where, r.rule});
+}
+
 json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& plan) {
   json changes = json::array(), conflicts = json::array();
   for (const auto& ch : plan.changes) changes.push_back(ChangeToJson(ch));
   for (const auto& cf : plan.conflicts) conflicts.push_back(ConflictToJson(cf));
+  json restrictions = json::array();
+  for (const auto& r : plan.restrictions)
+    restrictions.push_back({{"port", r.port}, {"family", r.family}, {"owner", r.owner}, {"where", r.where}, {"rule", r.rule}});
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
-  return {{"command", command},
+  return Utf8Safe({{"command", command},
           {"backend", c.backend->name()},
           {"backend_reason", c.reason},
           {"in_sync", plan.in_sync()},
           {"generation", plan.generation},
           {"changes", changes},
           {"conflicts", conflicts},
+          {"source_restrictions", restrictions},
           {"manager_conflicts", c.fights},
-          {"notes", notes}};
+          {"notes", notes}});
 }
 
 void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
@@ -216,8 +289,13 @@ void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& p
     std::cout << PlanText(plan.changes, color, g.verbose);
   }
   if (!plan.conflicts.empty()) {
-    std::cout << "conflicts: other rules would still block ports the policy keeps open:\n";
+    std::cout << "conflicts: the firewall does not do what the policy says on these paths:\n";
     std::cout << ConflictsText(plan.conflicts, color);
+  }
+  if (!plan.restrictions.empty() && g.verbose) {
+    std::cout << "source restrictions (rules that block only some sources; not conflicts):\n";
+    for (const auto& r : plan.restrictions)
+      std::cout << "  " << r.port << "/" << r.family << "  " << r.owner << ": " << r.where << ": " << r.rule << "\n";
   }
 }
 
@@ -232,7 +310,7 @@ PlanOptions MakePlanOptions(const GlobalOptions& g) {
 int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
   if (Json(g)) {
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
@@ -254,7 +332,7 @@ int CmdValidate(const GlobalOptions& g) {
         errors.push_back(m.substr(pos, nl - pos));
         pos = nl + 1;
       }
-      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+      std::cout << DumpJson(json{{"command", "validate"}, {"valid", false}, {"errors", errors}}) << "\n";
     }
     std::cerr << l.status().message() << "\n";
     return exit_code::kError;
@@ -263,7 +341,7 @@ int CmdValidate(const GlobalOptions& g) {
     json j = PolicySummaryJson(l->policy);
     j["command"] = "validate";
     j["valid"] = true;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
               << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
@@ -287,7 +365,8 @@ int CmdPlan(const GlobalOptions& g) {
   if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
-  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  JudgePaths(*l, *c, true, plan->get());
+  if (Json(g)) std::cout << DumpJson(PlanJson("plan", *c, **plan)) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
@@ -322,6 +401,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   if (!c.ok()) return ReportError(g, "check", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "check", plan.status());
+  JudgePaths(*l, *c, false, plan->get());
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {
@@ -351,7 +431,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
@@ -503,17 +583,23 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
                      " differences):\n" + PlanText((*after)->changes, false, false);
     }
     if (!verified) {
-      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+      // Only this apply's own commit is undone (the backend checks nobody committed since).
+      Status rs = be.RestoreOwnCommit(*plan, snapshot.bytes, ReadAttachment(snapshot_path));
       if (rs.ok()) {
         // Back where it started: no revert pending, and no no-op rollback point.
         if (armed) DisarmConfirm(g.state_dir, "verification failed and the apply rolled back itself");
         RemoveSnapshot(snapshot_path);
+      } else if (armed && rs.code() == Code::kGenerationMoved) {
+        // Another process committed after this apply: its state is not ours to revert.
+        DisarmConfirm(g.state_dir, "verification failed and another process committed after this apply; its state is left alone");
       }
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
                                     (rs.ok() ? "; rolled back to the previous state"
-                                             : "; ROLLBACK FAILED: " + rs.message() +
-                                                   (armed ? " (the confirm watchdog tries again at its deadline)" : "")));
+                                     : rs.code() == Code::kGenerationMoved
+                                         ? "; " + rs.message()
+                                         : "; ROLLBACK FAILED: " + rs.message() +
+                                               (armed ? " (the confirm watchdog tries again at its deadline)" : "")));
       return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
@@ -570,7 +656,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
     j["confirm"] = confirm;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
     if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
@@ -601,7 +687,7 @@ int CmdConfirm(const GlobalOptions& g) {
   if (!done)
     return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
-  if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
@@ -629,7 +715,7 @@ int CmdRollback(const GlobalOptions& g) {
                                              "rolled back already); nothing was changed"));
   }
   const std::string newest = snaps->back().path;
-  auto data = ReadFile(newest);
+  auto data = ReadFile(newest, Follow::kNoSymlinks);
   if (!data.ok()) return ReportError(g, "rollback", data.status());
   auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
   Status s = be->Restore(*data, ReadAttachment(newest));
@@ -637,7 +723,7 @@ int CmdRollback(const GlobalOptions& g) {
   RemoveSnapshot(newest);
   if (has_pending || damaged_pending)
     EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
-  if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", newest}}.dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(json{{"command", "rollback"}, {"restored", newest}}) << "\n";
   else if (!g.quiet) std::cout << "rolled back to the state saved in " << newest << "\n";
   return exit_code::kOk;
 }

@@ -207,7 +207,7 @@ Status CheckLockout(const Policy& policy, const std::vector<SshSession>& session
 }
 
 bool ReadPending(const std::string& state_dir, PendingConfirm* out) {
-  auto t = ReadFile(PendingPath(state_dir));
+  auto t = ReadFile(PendingPath(state_dir), Follow::kNoSymlinks);
   if (!t.ok()) return false;
   auto j = nlohmann::json::parse(*t, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return false;
@@ -269,7 +269,7 @@ std::string WatchdogLockPath(const std::string& state_dir, int pid) {
 
 void Log(const std::string& state_dir, const std::string& msg) {
   std::string path = state_dir + "/confirm.log";
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return;
   auto now = std::chrono::system_clock::now();
   std::time_t secs = std::chrono::system_clock::to_time_t(now);
@@ -298,7 +298,7 @@ void SetDeadline(PendingConfirm* p, int seconds) {
 /// Restores the pending confirm's snapshot, removes the record (and the snapshot once restored:
 /// it is no rollback point any more) and logs "<why>: reverted to ..." or "...: REVERT FAILED".
 Status RevertPending(const std::string& state_dir, const PendingConfirm& p, const std::string& why) {
-  auto bytes = ReadFile(p.snapshot);
+  auto bytes = ReadFile(p.snapshot, Follow::kNoSymlinks);
   Status s = bytes.ok() ? BackendForSnapshot(*bytes, BackendConfig{state_dir})->Restore(*bytes, ReadAttachment(p.snapshot))
                         : bytes.status();
   Log(state_dir, s.ok() ? why + ": reverted to " + p.snapshot : why + ": REVERT FAILED: " + s.message());
@@ -341,7 +341,7 @@ bool RecordGone(const std::string& state_dir) {
     }
     // Take the apply lock so the revert never interleaves with an apply, a confirm or a
     // rollback. An apply still holding it is still committing: it moves the deadline.
-    int lock = open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int lock = open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lock >= 0) flock(lock, LOCK_EX);
     if (!still_mine()) leave(0);  // confirmed meanwhile
     if (last.deadline_ms > BootMs()) {

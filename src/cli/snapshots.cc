@@ -36,7 +36,7 @@ bool SeqOf(const std::string& path, uint64_t* seq) {
 std::string AttachmentOf(const std::string& snap_path) { return Stem(snap_path) + ".elements"; }
 
 std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path));
+  auto a = ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
   return a.ok() ? *a : "";
 }
 
@@ -61,6 +61,7 @@ uint64_t NextSnapshotSeq(const std::vector<SnapshotFile>& existing) {
 Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap, uint32_t generation) {
   std::string dir = state_dir + "/snapshots";
   MW_RETURN_IF_ERROR(MakeDirs(dir));
+  MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
   auto existing = ListSnapshots(state_dir);
   if (!existing.ok()) return existing.status();
   char name[64];
@@ -99,8 +100,8 @@ void ResolveUncommitted(const std::string& state_dir) {
   if (!markers.ok()) return;
   for (const auto& m : *markers) {
     std::string snap = m.substr(0, m.size() - 12) + ".snap";
-    auto bytes = ReadFile(snap);
-    auto gen_text = ReadFile(m);
+    auto bytes = ReadFile(snap, Follow::kNoSymlinks);
+    auto gen_text = ReadFile(m, Follow::kNoSymlinks);
     if (!bytes.ok()) {  // a marker without its snapshot: nothing to keep
       RemoveSnapshot(snap);
       continue;

@@ -288,20 +288,23 @@ class Safety(MailwardCase):
         self.assertEqual(j["error"]["kind"], "not_found")
         self.assertIn("no snapshot to roll back to", j["error"]["message"])
 
-    def test_killed_or_self_rolled_back_applies_leave_no_noop_rollback_point(self):
+    def test_killed_or_exit_3_applies_leave_only_real_rollback_points(self):
         self.mw(self.ns.run, "apply", policy=self.p1, check=True)
         p1 = self.ruleset()
         # Killed before its commit: the firewall is unchanged and so is the rollback history.
         self.kill(self.paused_apply("before-commit", policy=self.p2), signal.SIGKILL)
         self.assertEqual(self.ruleset(), p1)
-        # Stopped after the commit while somebody changes the ruleset, so the read-back differs:
-        # exit 3, the old state back, and no rollback point for it either.
+        # Stopped after its commit while another process changes the ruleset: the read-back
+        # differs (exit 3), the other change is left alone, so this apply's commit stands and its
+        # rollback point is a real one.
         proc = self.paused_apply("after-commit", policy=self.p2)
         self.ns.run(["nft", "add", "element", "inet", "mailward", "allow_office_hosts_v4", "{ 192.0.2.200 }"])
         os.kill(proc.pid, signal.SIGCONT)
         self.assertEqual(proc.wait(timeout=60), 3)
+        self.assertNotEqual(self.ruleset(), p1)
+        self.mw(self.ns.run, "rollback", check=True)
         self.assertEqual(self.ruleset(), p1)
-        # So the next rollback goes back before the first apply, not to a copy of now.
+        # The next rollback goes back before the first apply: the killed apply left no copy of p1.
         self.mw(self.ns.run, "rollback", check=True)
         self.assertEqual(self.ruleset(), "")
         # Killed right after its commit, the apply did change the firewall: that point is kept.
