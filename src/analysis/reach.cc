@@ -224,6 +224,8 @@ class Walker {
           } else if (b.hook == Hook::kPrerouting) {
             if (b.st.dest_local) {
               b.hook = Hook::kInput;
+            } else if (!flow_.forwarding) {
+              return end_blocked({"routing", "", "forwarding is off for this family", "drop", Tri::kYes});
             } else {
               b.hook = Hook::kForward;
               if (b.st.daddr) b.st.oif = flow_.RouteOut(*b.st.daddr);
@@ -291,6 +293,28 @@ class Walker {
       if (r.set_mark) b.st.mark = *r.set_mark;
       if (r.set_ct_mark) b.st.ct_mark = *r.set_ct_mark;
       if (r.mark_unknown) b.st.mark_known = false;
+      if (r.set_daddr) {
+        b.st.daddr = r.set_daddr;
+        b.st.dest_local = flow_.IsLocal(*r.set_daddr);
+        b.st.dnat = true;
+      }
+      if (r.set_dport) {
+        b.st.dport = *r.set_dport;
+        b.st.dnat = true;
+      }
+      if (r.rewrite_unknown) {
+        // Sent somewhere mailward cannot tell: it may reach this host or not.
+        Step rs{f.table->Label(), f.chain->name, rule.Text(), "rewrites the destination", Tri::kMaybe};
+        if (*forks < max_forks) {
+          ++*forks;
+          Branch alt = b;
+          alt.path.push_back(rs);
+          work->push_back(std::move(alt));
+        } else {
+          *overflow = true;
+        }
+        return end_blocked(rs);
+      }
       Step s{f.table->Label(), f.chain->name, rule.Text(), ActionText(r, flow_.family), certainty};
       switch (r.action) {
         case A::kContinue:

@@ -94,15 +94,21 @@ bool UfwActive() {
   return text.find("\nENABLED=yes") != std::string::npos;
 }
 
-/// Whether a process named `name` runs (in this PID namespace).
+/// Whether a process named `name` runs in this network namespace (a firewalld in a container
+/// or another namespace manages that namespace's firewall, not this one).
 bool ProcessRunning(const std::string& name) {
   DIR* d = opendir("/proc");
   if (!d) return false;
   bool found = false;
+  char self_ns[64] = {};
+  ssize_t self_len = readlink("/proc/self/ns/net", self_ns, sizeof self_ns - 1);
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     auto comm = ReadFile(std::string("/proc/") + e->d_name + "/comm");
     if (comm.ok() && (*comm == name + "\n" || *comm == name)) {
+      char ns[64] = {};
+      ssize_t len = readlink((std::string("/proc/") + e->d_name + "/ns/net").c_str(), ns, sizeof ns - 1);
+      if (self_len > 0 && len > 0 && std::string(ns, len) != std::string(self_ns, self_len)) continue;
       found = true;
       break;
     }
@@ -238,13 +244,14 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
   if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
   hopts.plan = plan;
   hopts.read_own_elements = false;  // the nftables backend's plan has them; other backends own none
+  hopts.desired_ipsets = &l.desired;
   auto hv = ReadHostView(hopts);
   if (!hv.ok()) {
     plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
     return;
   }
   for (const auto& n : hv->notes) plan->notes.push_back(n);
-  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy));
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
   plan->conflicts = ToConflicts(j);
   if (as_planned && !plan->in_sync()) {
     // What mailward's own pending changes repair is the plan itself, not a conflict.

@@ -47,7 +47,8 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
 
   auto hv = ReadHostView({});
   if (!hv.ok()) return ReportError(g, "explain", hv.status());
-  auto flows = analysis::CandidateFlows(hv->interfaces, src.family, o.port);
+  auto flows = analysis::CandidateFlows(hv->interfaces, src.family, o.port,
+                                        hv->forwarding[src.family == Family::kV4 ? 0 : 1]);
   analysis::Flow flow = flows.front();
   if (!o.iif.empty()) {
     bool found = false;
