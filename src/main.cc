@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str()->check(Seconds(0, 3600));
   probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str()->check(Seconds(0, 86400));
   probe->add_option("--source", probe_opts.source, "source address to probe from (judged against the allowlists)");
+  auto* status = app.add_subcommand("status", "the effective state of each port of the policy on every path, drift, last apply (0, 1)");
   auto* explain = app.add_subcommand(
       "explain", "walk one connection through every table and hook of the live firewall (0 as the policy says, 2 not, 1 error)");
   mw::ExplainOptions explain_opts;
@@ -89,7 +90,7 @@ int main(int argc, char** argv) {
   explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
       ->check(CLI::IsMember({"ipv4", "ipv6"}));
   explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -109,6 +110,7 @@ int main(int argc, char** argv) {
     if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
     if (*probe) return mw::CmdProbe(g, probe_opts);
     if (*explain) return mw::CmdExplain(g, explain_opts);
+    if (*status) return mw::CmdStatus(g);
   } catch (const std::exception& e) {
     std::cerr << "mailward: internal error: " << e.what() << "\n";
   }

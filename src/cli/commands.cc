@@ -741,4 +741,127 @@ int CmdRollback(const GlobalOptions& g) {
   return exit_code::kOk;
 }
 
+/// `mailward status`: the effective state, like `ufw status verbose`: the backend and why, each
+/// port of the policy with what it means and whether every path does it (the engine's
+/// judgement), drift, the last apply and a pending confirm. Changes nothing.
+int CmdStatus(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) return ReportError(g, "status", l.status());
+  auto c = ChooseBackend(g, l->policy);
+  if (!c.ok()) return ReportError(g, "status", c.status());
+  auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
+  if (!plan.ok()) return ReportError(g, "status", plan.status());
+  JudgePaths(*l, *c, false, plan->get());
+  const BackendPlan& bp = **plan;
+
+  json ports = json::array();
+  struct Row {
+    std::string port, name, meaning, v4, v6;
+  };
+  std::vector<Row> rows;
+  for (const auto& p : l->policy.ports) {
+    std::string meaning;
+    json allow = json::array();
+    if (p.state == PortState::kOpen) {
+      meaning = "open";
+    } else {
+      meaning = std::string("closed") + (p.action == Action::kReject ? " (reject)" : "");
+      std::string lists;
+      for (const auto& a : p.allow) {
+        size_t n = l->policy.allowlists.count(a) ? l->policy.allowlists.at(a).entries.size() : 0;
+        allow.push_back({{"name", a}, {"entries", n}});
+        lists += (lists.empty() ? "" : ", ") + a + " (" + std::to_string(n) + (n == 1 ? " entry)" : " entries)");
+      }
+      meaning += lists.empty() ? " to all" : " except " + lists;
+    }
+    if (p.rate_limit) meaning += ", rate limit " + p.rate_limit->text;
+    json fam = json::object();
+    std::string cells[2];
+    for (int f = 0; f < 2; ++f) {
+      const char* fname = f == 0 ? "ipv4" : "ipv6";
+      std::vector<const Conflict*> mine;
+      for (const auto& x : bp.conflicts)
+        if (x.port == p.port && x.family == fname) mine.push_back(&x);
+      json cj = json::array();
+      for (const auto* x : mine) cj.push_back(x->kind + " (" + x->owner + ")");
+      fam[fname] = {{"as_policy", mine.empty()}, {"conflicts", cj}};
+      cells[f] = mine.empty() ? "ok" : "NOT: " + mine.front()->kind + " (" + mine.front()->owner + ")" +
+                                           (mine.size() > 1 ? " +" + std::to_string(mine.size() - 1) : "");
+    }
+    ports.push_back({{"port", p.port},
+                     {"name", p.name},
+                     {"state", p.state == PortState::kOpen ? "open" : "closed"},
+                     {"action", p.action == Action::kReject ? "reject" : "drop"},
+                     {"allow", allow},
+                     {"rate_limit", p.rate_limit ? json(p.rate_limit->text) : json(nullptr)},
+                     {"effective", meaning},
+                     {"families", fam}});
+    rows.push_back({std::to_string(p.port), p.name, meaning, cells[0], cells[1]});
+  }
+
+  // The last apply: the newest snapshot was taken just before it.
+  json last = nullptr;
+  std::string last_text = "never (no snapshot in " + g.state_dir + ")";
+  if (auto snaps = ListSnapshots(g.state_dir); snaps.ok() && !snaps->empty()) {
+    const auto& sf = snaps->back();
+    struct stat st;
+    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+    char buf[64] = "?";
+    std::time_t t = static_cast<std::time_t>(when);
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+    last = {{"snapshot", sf.path}, {"seq", sf.seq}, {"time", when}};
+    last_text = std::string(buf) + " (snapshot " + std::to_string(sf.seq) + ": 'mailward rollback' restores the state before it)";
+  }
+  json pending = nullptr;
+  std::string pending_text = "none";
+  PendingConfirm pc;
+  if (ReadPending(g.state_dir, &pc)) {
+    long long left = pc.deadline - static_cast<long long>(std::time(nullptr));
+    pending = {{"deadline", pc.deadline}, {"seconds_left", left}, {"snapshot", pc.snapshot}};
+    pending_text = "reverts in " + std::to_string(std::max(0LL, left)) + " s unless 'mailward confirm' runs";
+  }
+  bool enforced = bp.in_sync() && bp.conflicts.empty();
+  if (Json(g)) {
+    json j = {{"command", "status"},
+              {"backend", c->backend->name()},
+              {"backend_reason", c->reason},
+              {"in_sync", bp.in_sync()},
+              {"drift_changes", bp.changes.size()},
+              {"enforced", enforced},
+              {"ports", ports},
+              {"conflicts", json::array()},
+              {"source_restrictions", bp.restrictions.size()},
+              {"last_apply", last},
+              {"pending_confirm", pending},
+              {"notes", bp.notes}};
+    for (const auto& x : bp.conflicts) j["conflicts"].push_back(ConflictToJson(x));
+    std::cout << DumpJson(j) << "\n";
+    return exit_code::kOk;
+  }
+  if (g.quiet) return exit_code::kOk;
+  std::cout << "Status: " << (enforced ? "enforced" : bp.in_sync() ? "applied, but not on every path (see below)" : "NOT in sync with the policy")
+            << "\nBackend: " << c->backend->name() << " (" << c->reason << ")"
+            << "\nDrift: " << (bp.in_sync() ? "none" : std::to_string(bp.changes.size()) + " changes ('mailward plan' lists them)")
+            << "\nLast apply: " << last_text << "\nPending confirm: " << pending_text << "\n\n";
+  size_t w[5] = {4, 7, 9, 4, 4};
+  for (const auto& r : rows) {
+    w[0] = std::max(w[0], r.port.size());
+    w[1] = std::max(w[1], r.name.size());
+    w[2] = std::max(w[2], r.meaning.size());
+    w[3] = std::max(w[3], r.v4.size());
+  }
+  auto pad = [](const std::string& s, size_t n) { return s + std::string(n > s.size() ? n - s.size() : 0, ' '); };
+  std::cout << pad("Port", w[0] + 2) << pad("Service", w[1] + 2) << pad("Effective", w[2] + 2) << pad("IPv4", w[3] + 2)
+            << "IPv6\n";
+  for (const auto& r : rows)
+    std::cout << pad(r.port, w[0] + 2) << pad(r.name, w[1] + 2) << pad(r.meaning, w[2] + 2) << pad(r.v4, w[3] + 2) << r.v6
+              << "\n";
+  if (!bp.conflicts.empty()) std::cout << "\nConflicts:\n" << ConflictsText(bp.conflicts, UseColor());
+  if (!bp.restrictions.empty())
+    std::cout << "\n" << bp.restrictions.size() << " rules elsewhere block only some sources (ban lists, anti-spoofing); "
+              << "'mailward check --verbose' lists them\n";
+  for (const auto& n : bp.notes) std::cout << "note: " << n << "\n";
+  return exit_code::kOk;
+}
+
 }  // namespace mw

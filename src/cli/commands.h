@@ -45,5 +45,7 @@ struct CheckOptions {
 };
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
 int CmdRollback(const GlobalOptions& g);
+/// The effective state of every port of the policy, like `ufw status verbose` (0, 1 on error).
+int CmdStatus(const GlobalOptions& g);
 
 }  // namespace mw

@@ -6,7 +6,7 @@ import subprocess
 import unittest
 
 from mwtest import (ALLOWED_V4, ALLOWED_V6, assert_mail_policy_reachability, MailwardCase, other_tables, run,
-                    Sandbox, Topology)
+                    PLAIN_V4, PLAIN_V6, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -76,6 +76,71 @@ class Reachability(MailwardCase):
         rc, j = self.mw_json(self.topo.in_host, "plan", policy=self.policy)
         self.assertEqual(rc, 0)
         self.assertTrue(j["in_sync"])
+
+
+class Status(MailwardCase):
+    """`mailward status`: each port's effective state per family, checked against real
+    connections from the client namespace."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.topo.serve([110, 143, 993])
+        self.policy = self.write("policy.yaml", POLICY)
+
+    def status(self):
+        rc, j = self.mw_json(self.topo.in_host, "status", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        return j
+
+    def assert_status_matches_connections(self, j):
+        """A port/family reads as_policy exactly when real connections from the plain and the
+        allowlisted source behave as the policy says."""
+        reach = self.topo.reach()
+        want = {143: ("filtered", "open"), 110: ("closed", "closed"), 993: ("open", "open")}
+        for p in j["ports"]:
+            for fam, (plain, allowed) in (("ipv4", (PLAIN_V4, ALLOWED_V4)), ("ipv6", (PLAIN_V6, ALLOWED_V6))):
+                real_ok = (reach[(p["port"], plain)], reach[(p["port"], allowed)]) == want[p["port"]]
+                # "closed" and "filtered" both keep a plain source out of a closed port.
+                if p["port"] == 143 and reach[(143, plain)] in ("closed", "filtered"):
+                    real_ok = reach[(143, allowed)] == "open"
+                self.assertEqual(p["families"][fam]["as_policy"], real_ok, (p, fam, reach))
+
+    def test_before_and_after_apply_and_with_an_admin_table_in_the_way(self):
+        j = self.status()
+        self.assertFalse(j["in_sync"])
+        self.assertFalse(j["enforced"])
+        self.assertIsNone(j["last_apply"])
+        self.assert_status_matches_connections(j)
+        self.assertEqual(self.mw(self.topo.in_host, "apply", "--no-probe", policy=self.policy).returncode, 0)
+        j = self.status()
+        self.assertTrue(j["enforced"], j)
+        self.assertEqual(j["last_apply"]["seq"], 1)
+        self.assertIsNone(j["pending_confirm"])
+        by_port = {p["port"]: p for p in j["ports"]}
+        self.assertEqual(by_port[143]["effective"], "closed except office (2 entries)")
+        self.assertEqual(by_port[110]["effective"], "closed (reject) to all")
+        self.assertEqual(by_port[993]["effective"], "open")
+        self.assert_status_matches_connections(j)
+        # An admin's IPv4 table that drops everything but 22 blocks 993 and the allowlisted 143.
+        self.topo.in_host(["nft", "-f", self.write("strict.nft", """\
+table ip strict {
+  chain input { type filter hook input priority filter; policy drop;
+    tcp dport 22 accept
+  }
+}
+""")])
+        j = self.status()
+        self.assertFalse(j["enforced"])
+        by_port = {p["port"]: p for p in j["ports"]}
+        self.assertFalse(by_port[993]["families"]["ipv4"]["as_policy"])
+        self.assertTrue(by_port[993]["families"]["ipv6"]["as_policy"])
+        self.assertEqual(by_port[993]["families"]["ipv4"]["conflicts"], ["open-port-blocked (table ip strict)"])
+        self.assert_status_matches_connections(j)
+        text = self.mw(self.topo.in_host, "status", policy=self.policy).stdout
+        self.assertIn("Status: applied, but not on every path", text)
+        self.assertIn("fix: nft insert rule ip strict input tcp dport 993 accept", text)
 
 
 class Coexistence(MailwardCase):
