@@ -391,6 +391,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
           if (parsed) {
             lr.key = RuleComment(r.get());
             lr.body = RenderBody(r.get());
+            lr.text = analysis::NftRuleText(r.get());
           } else {
             lr.body = "(an expression this mailward cannot read)";
           }
@@ -510,7 +511,7 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
     out->changes.push_back({"add", "chain", kChain, "type filter hook prerouting priority mangle; policy accept", 1, {}});
   for (const auto& r : p.delete_rules)
     out->changes.push_back({"delete", "rule", r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
-                            r.body, 1, {}});
+                            r.text.empty() ? r.body : r.text, 1, {}});
   for (const auto& s : p.delete_sets) out->changes.push_back({"delete", "set", s, "", 1, {}});
   for (const auto& s : p.create_sets) out->changes.push_back({"add", "set", s.name, SetDetail(s), 1, {}});
   for (const auto& ec : p.elements) {
