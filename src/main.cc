@@ -67,6 +67,11 @@ int main(int argc, char** argv) {
   check->add_option("--metrics-file", check_opts.metrics_file,
                     "write Prometheus textfile-collector metrics here (atomically)");
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
+  mw::RollbackOptions rollback_opts;
+  uint64_t rollback_to = 0;
+  rollback->add_option("--to", rollback_to, "the snapshot ID to restore (see 'mailward snapshots'); later ones are dropped")
+      ->check(CLI::Range(uint64_t{1}, UINT64_MAX));
+  auto* snapshots = app.add_subcommand("snapshots", "list the rollback points (0, 1)");
   auto* audit = app.add_subcommand("audit", "audits a server's configuration");
   audit->require_subcommand(1);
   auto* audit_dovecot = audit->add_subcommand("dovecot", "Dovecot audit (0 clean, 2 findings, 1 error)");
@@ -90,7 +95,7 @@ int main(int argc, char** argv) {
   explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
       ->check(CLI::IsMember({"ipv4", "ipv6"}));
   explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -106,7 +111,11 @@ int main(int argc, char** argv) {
     if (*apply) return mw::CmdApply(g, apply_opts);
     if (*confirm) return mw::CmdConfirm(g);
     if (*check) return mw::CmdCheck(g, check_opts);
-    if (*rollback) return mw::CmdRollback(g);
+    if (*rollback) {
+      if (rollback->count("--to")) rollback_opts.to = rollback_to;
+      return mw::CmdRollback(g, rollback_opts);
+    }
+    if (*snapshots) return mw::CmdSnapshots(g);
     if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
     if (*probe) return mw::CmdProbe(g, probe_opts);
     if (*explain) return mw::CmdExplain(g, explain_opts);

@@ -705,7 +705,7 @@ int CmdConfirm(const GlobalOptions& g) {
   return exit_code::kOk;
 }
 
-int CmdRollback(const GlobalOptions& g) {
+int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "rollback", ls);
@@ -727,17 +727,53 @@ int CmdRollback(const GlobalOptions& g) {
                                              "through this state directory changed the firewall, or every earlier state was "
                                              "rolled back already); nothing was changed"));
   }
-  const std::string newest = snaps->back().path;
+  // --to N: the state before apply N; the rollback points after it go with it.
+  size_t pick = snaps->size() - 1;
+  if (o.to) {
+    bool found = false;
+    for (size_t i = 0; i < snaps->size(); ++i)
+      if ((*snaps)[i].seq == *o.to) {
+        pick = i;
+        found = true;
+      }
+    if (!found) {
+      std::string have;
+      for (const auto& sf : *snaps) have += (have.empty() ? "" : ", ") + std::to_string(sf.seq);
+      return ReportError(g, "rollback", Status::Error(Code::kNotFound, "no snapshot " + std::to_string(*o.to) + " in " +
+                                                                           g.state_dir + "/snapshots (there are: " + have +
+                                                                           "; 'mailward snapshots' lists them); nothing was changed"));
+    }
+  }
+  const std::string newest = (*snaps)[pick].path;
   auto data = ReadFile(newest, Follow::kNoSymlinks);
   if (!data.ok()) return ReportError(g, "rollback", data.status());
   auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
   Status s = be->Restore(*data, ReadAttachment(newest));
   if (!s.ok()) return ReportError(g, "rollback", s);
-  RemoveSnapshot(newest);
+  for (size_t i = snaps->size(); i-- > pick;) RemoveSnapshot((*snaps)[i].path);
   if (has_pending || damaged_pending)
     EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
-  if (Json(g)) std::cout << DumpJson(json{{"command", "rollback"}, {"restored", newest}}) << "\n";
-  else if (!g.quiet) std::cout << "rolled back to the state saved in " << newest << "\n";
+  // Say when the result no longer matches the policy (a rollback after a repair of hand-made
+  // drift brings the hand-made state back).
+  std::optional<size_t> differs;
+  if (auto l = Load(g); l.ok()) {
+    if (auto c = ChooseBackend(g, l->policy); c.ok()) {
+      PlanOptions po;
+      po.analyze_conflicts = false;
+      if (auto plan = c->backend->Plan(l->desired, po); plan.ok()) differs = (*plan)->changes.size();
+    }
+  }
+  if (Json(g)) {
+    std::cout << DumpJson(json{{"command", "rollback"},
+                               {"restored", newest},
+                               {"policy_changes", differs ? json(*differs) : json(nullptr)}})
+              << "\n";
+  } else if (!g.quiet) {
+    std::cout << "rolled back to the state saved in " << newest << "\n";
+    if (differs && *differs > 0)
+      std::cout << "note: the firewall now differs from the policy " << g.policy << " (" << *differs
+                << " changes): 'mailward plan' shows them, 'mailward apply' puts the policy back\n";
+  }
   return exit_code::kOk;
 }
 
@@ -861,6 +897,45 @@ int CmdStatus(const GlobalOptions& g) {
     std::cout << "\n" << bp.restrictions.size() << " rules elsewhere block only some sources (ban lists, anti-spoofing); "
               << "'mailward check --verbose' lists them\n";
   for (const auto& n : bp.notes) std::cout << "note: " << n << "\n";
+  return exit_code::kOk;
+}
+
+/// `mailward snapshots`: the rollback points, oldest first: sequence number, when, the backend
+/// that made it, whether its apply committed.
+int CmdSnapshots(const GlobalOptions& g) {
+  auto snaps = ListSnapshots(g.state_dir);
+  if (!snaps.ok()) return ReportError(g, "snapshots", snaps.status());
+  json list = json::array();
+  for (const auto& sf : *snaps) {
+    struct stat st;
+    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+    auto head = ReadFile(sf.path, Follow::kNoSymlinks);
+    std::string backend = "unknown";
+    if (head.ok()) backend = BackendForSnapshot(*head, BackendConfig{g.state_dir})->name();
+    bool committed = !Exists(sf.path.substr(0, sf.path.size() - 5) + ".uncommitted");
+    list.push_back({{"id", sf.seq}, {"time", when}, {"backend", backend}, {"path", sf.path},
+                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed}});
+  }
+  if (Json(g)) {
+    std::cout << DumpJson(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}}) << "\n";
+    return exit_code::kOk;
+  }
+  if (g.quiet) return exit_code::kOk;
+  if (list.empty()) {
+    std::cout << "no snapshots in " << g.state_dir << "/snapshots (no apply through this state directory changed the firewall)\n";
+    return exit_code::kOk;
+  }
+  std::cout << "ID    TIME                     BACKEND    SIZE      (mailward rollback --to ID restores the state before that apply)\n";
+  for (const auto& j : list) {
+    char buf[64] = "?";
+    std::time_t t = static_cast<std::time_t>(j["time"].get<long long>());
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+    char line[256];
+    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-9zu%s\n", static_cast<unsigned long long>(j["id"].get<uint64_t>()),
+                  buf, j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
+                  j["committed"].get<bool>() ? "" : " (its apply never committed)");
+    std::cout << line;
+  }
   return exit_code::kOk;
 }
 

@@ -253,6 +253,37 @@ class Rollback(MailwardCase):
         self.mw(ns.run, "rollback", check=True)  # before the first apply: no table at all
         self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, "")
 
+    def test_snapshots_listed_and_rollback_to_an_id_says_when_the_policy_differs(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policies = [self.write(f"p{i}.yaml", POLICY.replace("state: open", f"state: open\n    rate_limit: {i}/second"))
+                    for i in (1, 2, 3)]
+        states = []
+        for p in policies:
+            states.append(ns.run(["nft", "list", "ruleset"]).stdout)
+            self.mw(ns.run, "apply", "--no-probe", policy=p, check=True)
+        rc, j = self.mw_json(ns.run, "snapshots")
+        self.assertEqual(rc, 0, j)
+        self.assertEqual([s["id"] for s in j["snapshots"]], [1, 2, 3])
+        self.assertTrue(all(s["backend"] == "nftables" and s["committed"] for s in j["snapshots"]), j)
+        # An unknown id changes nothing and lists what there is.
+        before = ns.run(["nft", "list", "ruleset"]).stdout
+        p = self.mw(ns.run, "rollback", "--to", "9", policy=policies[2])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no snapshot 9", p.stderr)
+        self.assertIn("there are: 1, 2, 3", p.stderr)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, before)
+        # --to 2: the state before the second apply; snapshots 2 and 3 go; the policy now differs.
+        rc, j = self.mw_json(ns.run, "rollback", "--to", "2", policy=policies[2])
+        self.assertEqual(rc, 0, j)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, states[1])
+        self.assertGreater(j["policy_changes"], 0)
+        text = self.mw(ns.run, "snapshots").stdout
+        self.assertIn("1 ", text)
+        self.assertNotIn("\n2 ", text)
+        self.assertEqual(self.mw(ns.run, "rollback", policy=policies[0]).returncode, 0)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, "")
+
 
 class Drift(MailwardCase):
     def setUp(self):
