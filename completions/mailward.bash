@@ -4,7 +4,7 @@ _mailward() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
-  cmds="validate plan apply confirm rollback check audit probe status explain snapshots"
+  cmds="validate plan apply confirm rollback check audit probe status explain snapshots init"
   globals="--policy --backend --state-dir --format --quiet --verbose --lock-timeout --help --version"
   case "$prev" in
     --policy|--state-dir|--config|--metrics-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -24,6 +24,7 @@ _mailward() {
     probe) extra="--source --timeout --deadline" ;;
     explain) extra="--from --family --iif" ;;
     rollback) extra="--to" ;;
+    init) extra="--output --force" ;;
     "") COMPREPLY=($(compgen -W "$cmds $globals" -- "$cur")); return ;;
   esac
   COMPREPLY=($(compgen -W "$extra $globals" -- "$cur"))

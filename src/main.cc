@@ -10,6 +10,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/commands.h"
 #include "cli/explain_cmd.h"
+#include "cli/init_cmd.h"
 #include "cli/probe_cmd.h"
 
 namespace {
@@ -72,6 +73,10 @@ int main(int argc, char** argv) {
   rollback->add_option("--to", rollback_to, "the snapshot ID to restore (see 'mailward snapshots'); later ones are dropped")
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX));
   auto* snapshots = app.add_subcommand("snapshots", "list the rollback points (0, 1)");
+  auto* init = app.add_subcommand("init", "write a starter policy from what this host runs (0, 1)");
+  mw::InitOptions init_opts;
+  init->add_option("--output,-o", init_opts.output, "where to write it (default: --policy; '-' for stdout)");
+  init->add_flag("--force", init_opts.force, "replace an existing file");
   auto* audit = app.add_subcommand("audit", "audits a server's configuration");
   audit->require_subcommand(1);
   auto* audit_dovecot = audit->add_subcommand("dovecot", "Dovecot audit (0 clean, 2 findings, 1 error)");
@@ -95,7 +100,7 @@ int main(int argc, char** argv) {
   explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
       ->check(CLI::IsMember({"ipv4", "ipv6"}));
   explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots, init}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -116,6 +121,7 @@ int main(int argc, char** argv) {
       return mw::CmdRollback(g, rollback_opts);
     }
     if (*snapshots) return mw::CmdSnapshots(g);
+    if (*init) return mw::CmdInit(g, init_opts);
     if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
     if (*probe) return mw::CmdProbe(g, probe_opts);
     if (*explain) return mw::CmdExplain(g, explain_opts);

@@ -5,7 +5,7 @@ import os
 import subprocess
 import unittest
 
-from mwtest import (ALLOWED_V4, ALLOWED_V6, assert_mail_policy_reachability, MailwardCase, other_tables, run,
+from mwtest import (ALLOWED_V4, ALLOWED_V6, MAILWARD, assert_mail_policy_reachability, MailwardCase, other_tables, run,
                     PLAIN_V4, PLAIN_V6, Sandbox, Topology)
 
 POLICY = """\
@@ -141,6 +141,37 @@ table ip strict {
         text = self.mw(self.topo.in_host, "status", policy=self.policy).stdout
         self.assertIn("Status: applied, but not on every path", text)
         self.assertIn("fix: nft insert rule ip strict input tcp dport 993 accept", text)
+
+
+class Init(MailwardCase):
+    def test_starter_policy_from_the_listening_ports_never_overwrites(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        out = os.path.join(self.dir, "etc", "mailward", "policy.yaml")
+        listen = ("import socket,subprocess,sys\n"
+                  "ss=[socket.socket() for _ in range(2)]\n"
+                  "ss[0].bind(('0.0.0.0',143)); ss[1].bind(('0.0.0.0',993)); [s.listen() for s in ss]\n"
+                  "p=subprocess.run(sys.argv[1:],capture_output=True,text=True)\n"
+                  "print(p.returncode); print(p.stdout); print(p.stderr, file=sys.stderr)\n")
+        p = ns.run(["python3", "-c", listen, MAILWARD, "init", "-o", out])
+        self.assertEqual(p.stdout.split("\n")[0], "0", p.stderr)
+        text = open(out).read()
+        self.assertIn("imap:", text)
+        self.assertIn("imaps:", text)
+        self.assertEqual(os.stat(out).st_mode & 0o777, 0o644)
+        self.assertEqual(self.mw(ns.run, "--policy", out, "validate").returncode, 0)
+        # The written policy does what it says: 143 closed, 993 open.
+        rc, j = self.mw_json(ns.run, "validate", policy=out)
+        states = {x["port"]: x["state"] for x in j["ports"]}
+        self.assertEqual(states, {143: "closed", 993: "open"})
+        # Never overwritten without --force.
+        open(out, "a").write("# the admin's edit\n")
+        p = self.mw(ns.run, "init", "-o", out)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("exists: not overwritten", p.stderr)
+        self.assertIn("the admin's edit", open(out).read())
+        self.assertEqual(self.mw(ns.run, "init", "-o", out, "--force").returncode, 0)
+        self.assertNotIn("the admin's edit", open(out).read())
 
 
 class Coexistence(MailwardCase):
