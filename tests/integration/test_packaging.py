@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import unittest
 
 from mwtest import MAILWARD, MailwardCase, Sandbox, run
@@ -66,6 +67,95 @@ class Install(unittest.TestCase):
         self.assertIn("OnUnitActiveSec=15min", timer)
         self.assertIn("OnBootSec=", timer)
         self.assertIn("RandomizedDelaySec=", timer)
+
+
+def unit_values(text, key):
+    """Every value of `key=` in a unit file, split on whitespace, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(key + "="):
+            out += line[len(key) + 1:].split()
+    return out
+
+
+DEBIAN_NFTABLES_CONF = """#!/usr/sbin/nft -f
+
+flush ruleset
+
+table inet filter {
+	chain input {
+		type filter hook input priority filter;
+	}
+	chain forward {
+		type filter hook forward priority filter;
+	}
+	chain output {
+		type filter hook output priority filter;
+	}
+}
+"""
+
+
+class BootAndReload(MailwardCase):
+    """mailward-apply.service runs where nftables.service does (before network-pre.target, after
+    every other firewall loader) and applies again when nftables.service reloads or restarts."""
+
+    def setUp(self):
+        super().setUp()
+        self.unit = read(os.path.join(SOURCE, "systemd", "mailward-apply.service"))
+
+    def test_ordering_and_condition(self):
+        u = self.unit
+        self.assertEqual(unit_values(u, "DefaultDependencies"), ["no"])
+        self.assertIn("network-pre.target", unit_values(u, "Before"))
+        self.assertIn("network-pre.target", unit_values(u, "Wants"))
+        self.assertNotIn("network-pre.target", unit_values(u, "After"))
+        for other in ("nftables.service", "ufw.service", "netfilter-persistent.service", "local-fs.target"):
+            self.assertIn(other, unit_values(u, "After"), other)
+        self.assertEqual(unit_values(u, "ConditionPathExists"), ["/etc/mailward/policy.yaml"])
+        for rel in ("PartOf", "ReloadPropagatedFrom"):
+            self.assertIn("nftables.service", unit_values(u, rel), rel)
+            self.assertIn("netfilter-persistent.service", unit_values(u, rel), rel)
+        self.assertEqual(unit_values(u, "RemainAfterExit"), ["yes"])  # so that a reload reaches it
+
+    def unit_argv(self, key, policy):
+        """The unit's command, pointed at the build and at this test's policy and state dir."""
+        argv = unit_values(self.unit, key)
+        self.assertEqual(argv[0], "/usr/sbin/mailward")
+        argv = [MAILWARD] + [self.state if a == "/var/lib/mailward" else a for a in argv[1:]]
+        return argv + ["--policy", policy]
+
+    def test_reload_of_debian_nftables_conf_puts_the_table_back(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("policy.yaml", "version: 1\nbackend: nftables\nallowlists:\n  office: [198.51.100.0/24]\n"
+                            "ports:\n  imap: {state: closed, allow: [office]}\n  imaps: {state: open}\n")
+        conf = self.write("nftables.conf", DEBIAN_NFTABLES_CONF)
+        has_table = lambda: ns.run(["nft", "list", "tables"]).stdout.count("table inet mailward") == 1
+        # Boot: nftables.service (ExecStart=nft -f /etc/nftables.conf), then this unit's ExecStart.
+        ns.run(["nft", "-f", conf])
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_table())
+        self.assertIn("table inet filter", ns.run(["nft", "list", "tables"]).stdout)
+        # `systemctl reload nftables`: nftables.service's ExecReload flushes the whole ruleset ...
+        ns.run(["nft", "-f", conf])
+        self.assertFalse(has_table())
+        # ... and the reload propagates to this unit, whose ExecReload runs after it.
+        t0 = time.monotonic()
+        ns.run(self.unit_argv("ExecReload", policy))
+        elapsed = time.monotonic() - t0
+        self.assertTrue(has_table())
+        self.assertLess(elapsed, 5.0)
+        plan = run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                    "plan"], check=False)
+        self.assertEqual(plan.returncode, 0, plan.stdout + plan.stderr)
+        # The admin's table survived beside it.
+        self.assertIn("table inet filter", ns.run(["nft", "list", "tables"]).stdout)
+        # `systemctl restart nftables`: ExecStop flushes, ExecStart loads, PartOf= restarts this unit.
+        ns.run(["nft", "flush", "ruleset"])
+        ns.run(["nft", "-f", conf])
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_table())
 
 
 class Deb(unittest.TestCase):
