@@ -79,6 +79,13 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, Durabil
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Status::Io(tmp + ": cannot create: " + Errno());
+  // The mode asked for, whatever the umask (a unit's UMask=0077 must not hide a 0644 file).
+  if (fchmod(fd, mode) != 0) {
+    std::string e = Errno();
+    close(fd);
+    unlink(tmp.c_str());
+    return Status::Io(tmp + ": chmod failed: " + e);
+  }
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = write(fd, data.data() + off, data.size() - off);
