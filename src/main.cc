@@ -1,6 +1,7 @@
 // mailward: keeps the mail ports of a Linux host as a policy declares. Parses arguments and
 // dispatches; the commands return SPEC.md's exit codes.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <iostream>
 
 #include "cli/audit_cmd.h"
@@ -9,6 +10,9 @@
 #include "cli/probe_cmd.h"
 
 int main(int argc, char** argv) {
+  // A peer that closes a TLS connection while OpenSSL writes (a probe's close_notify) must give
+  // EPIPE, not kill an apply between its commit and its confirm.
+  std::signal(SIGPIPE, SIG_IGN);
   mw::GlobalOptions g;
   CLI::App app{"mailward: keeps the mail ports of this host as a policy declares", "mailward"};
   app.set_version_flag("--version", std::string("mailward ") + MAILWARD_VERSION);

@@ -3,14 +3,19 @@ check mode changes nothing and says what would change, the first run changes, th
 Also the role: policy pushed, validated and applied."""
 import json
 import os
+import random
 import subprocess
+import sys
+import tempfile
 import time
 import unittest
 
-from mwtest import MAILWARD, MailwardCase, Sandbox
+from mwtest import MAILWARD, MailwardCase, Sandbox, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTIONS = os.path.normpath(os.path.join(HERE, "..", "..", "ansible"))
+# The fleet's time budget is for an idle machine; MAILWARD_LOAD_FACTOR stretches it under load.
+LOAD_FACTOR = float(os.environ.get("MAILWARD_LOAD_FACTOR", "1"))
 POLICY = """\
 version: 1
 allowlists:
@@ -198,6 +203,221 @@ class Ansible(MailwardCase):
         self.assertIn("nobody", p.stdout)
         self.assertFalse(os.path.exists(dest))
         self.assertEqual(self.ruleset(), "")
+
+
+FLEET_POLICY = """\
+version: 1
+backend: nftables
+allowlists:
+  monitoring: [198.51.100.250/32]
+ports:
+  imap: {state: closed, allow: [monitoring]}
+  imaps: {state: open}
+"""
+
+# 143 plain IMAP, 993 implicit TLS: what mailward's local probe of an open imaps port expects.
+SERVER = (
+    "import socket,select,ssl,sys\n"
+    "ctx=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER);ctx.load_cert_chain(sys.argv[1],sys.argv[2])\n"
+    "ls={}\n"
+    "for p in (143, 993):\n"
+    "  s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    "  s.bind(('0.0.0.0',p));s.listen(64);ls[s]=p\n"
+    "print('ready',flush=True)\n"
+    "while True:\n"
+    "  r,_,_=select.select(list(ls),[],[])\n"
+    "  for s in r:\n"
+    "    c,_=s.accept();c.settimeout(3)\n"
+    "    try:\n"
+    "      if ls[s]==993: c=ctx.wrap_socket(c,server_side=True)\n"
+    "      c.sendall(b'* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hello\\r\\n');c.close()\n"
+    "    except (OSError, ssl.SSLError): c.close()\n"
+)
+
+
+class Fleet(unittest.TestCase):
+    """ansible-playbook over SSH against 8 network namespaces, each running a real sshd
+    (TESTING.md's recipe), with the collection's role. h0-h5 are ordinary mail servers, h6 gets a
+    broken policy, h7 has no service on 993 and require_services: its confirm would revert."""
+
+    N = 8
+    GOOD = range(6)
+    BROKEN, REVERTS = 6, 7
+
+    @classmethod
+    def addr(cls, i):
+        return f"198.51.100.{10 + i}"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="mwfleet")
+        d = cls.d = cls.tmp.name
+        cls.procs, cls.namespaces = [], []
+        try:
+            cls._build()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _build(cls):
+        d = cls.d
+        tag = f"{os.getpid() % 1000}{random.randint(0, 99)}"
+        cls.ctl = f"mwf{tag}c"
+        cls.hosts = [f"mwf{tag}h{i}" for i in range(cls.N)]
+        run(["ip", "netns", "add", cls.ctl])
+        cls.namespaces.append(cls.ctl)
+        run(["ip", "-n", cls.ctl, "link", "set", "lo", "up"])
+        run(["ip", "-n", cls.ctl, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", cls.ctl, "addr", "add", "198.51.100.250/24", "dev", "br0"])
+        run(["ip", "-n", cls.ctl, "link", "set", "br0", "up"])
+        for i, h in enumerate(cls.hosts):
+            run(["ip", "netns", "add", h])
+            cls.namespaces.append(h)
+            run(["ip", "-n", h, "link", "set", "lo", "up"])
+            a, b = f"f{tag}a{i}", f"f{tag}b{i}"
+            run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+            run(["ip", "link", "set", a, "netns", h])
+            run(["ip", "link", "set", b, "netns", cls.ctl])
+            run(["ip", "-n", cls.ctl, "link", "set", b, "master", "br0", "up"])
+            run(["ip", "-n", h, "addr", "add", f"{cls.addr(i)}/24", "dev", a])
+            run(["ip", "-n", h, "link", "set", a, "up"])
+        os.makedirs("/run/sshd", exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/id"])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/hostkey"])
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem", "-out",
+             f"{d}/cert.pem", "-days", "2", "-subj", "/CN=mail.test"])
+        with open(f"{d}/id.pub") as f, open(f"{d}/authorized_keys", "w") as g:
+            g.write(f.read())
+        listed = run(["ip", "netns", "list"]).stdout
+        for i, h in enumerate(cls.hosts):
+            assert h in listed, h  # never enter a namespace not seen created
+            p = subprocess.Popen(["ip", "netns", "exec", h, "/usr/sbin/sshd", "-D", "-e", "-h", f"{d}/hostkey",
+                                  "-o", f"ListenAddress={cls.addr(i)}", "-o", "PermitRootLogin=prohibit-password",
+                                  "-o", f"AuthorizedKeysFile={d}/authorized_keys", "-o", "StrictModes=no",
+                                  "-o", "PidFile=none", "-o", "UsePAM=no", "-o", "MaxStartups=64"],
+                                 stderr=subprocess.PIPE, text=True)
+            cls.procs.append(p)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                line = p.stderr.readline()
+                if "Server listening" in line or not line:
+                    break
+            assert "Server listening" in line, line
+            if i != cls.REVERTS:
+                s = subprocess.Popen(["ip", "netns", "exec", h, "python3", "-c", SERVER, f"{d}/cert.pem", f"{d}/key.pem"], stdout=subprocess.PIPE,
+                                     text=True)
+                cls.procs.append(s)
+                assert s.stdout.readline().strip() == "ready"
+        with open(f"{d}/policy.yaml", "w") as f:
+            f.write(FLEET_POLICY)
+        with open(f"{d}/bad.yaml", "w") as f:
+            f.write("version: 1\nports:\n  imap: {state: closed, allow: [nobody]}\n")
+        lines = ["[mail]"]
+        for i, h in enumerate(cls.hosts):
+            extra = ""
+            if i == cls.BROKEN:
+                extra = f" mailward_policy_src={d}/bad.yaml"
+            if i == cls.REVERTS:
+                extra = " mailward_require_services=true"
+            lines.append(f"h{i} ansible_host={cls.addr(i)} mailward_policy_dest={d}/h{i}/etc/policy.yaml "
+                         f"mailward_state_dir={d}/h{i}/state mailward_probe_from=h{(i + 1) % len(cls.GOOD)}{extra}")
+        lines += ["[mail:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={d}/id",
+                  f"mailward_binary={os.path.abspath(MAILWARD)}", f"mailward_policy_src={d}/policy.yaml",
+                  "mailward_confirm=30"]
+        with open(f"{d}/inventory", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(f"{d}/site.yml", "w") as f:
+            f.write("- hosts: mail\n  gather_facts: false\n  roles:\n    - mailward.firewall.mailward\n")
+        # The recommended configuration (README): pipelining, SSH multiplexing, no facts, forks.
+        with open(f"{d}/ansible.cfg", "w") as f:
+            f.write(f"""[defaults]
+forks = 8
+host_key_checking = False
+interpreter_python = /usr/bin/python3
+retry_files_enabled = False
+stdout_callback = results_json
+callback_plugins = {os.path.join(HERE, "ansible_callbacks")}
+collections_path = {COLLECTIONS}
+[ssh_connection]
+pipelining = True
+ssh_args = -o ControlMaster=auto -o ControlPersist=30s -o UserKnownHostsFile=/dev/null
+control_path_dir = {d}/cp
+""")
+
+    @classmethod
+    def tearDownClass(cls):
+        cp = os.path.join(cls.d, "cp")
+        if os.path.isdir(cp):
+            for sock in os.listdir(cp):  # end the SSH masters this test's runs left
+                run(["ssh", "-o", f"ControlPath={os.path.join(cp, sock)}", "-O", "exit", "x"], check=False)
+        for p in cls.procs:
+            p.kill()
+            p.wait()
+        for ns in cls.namespaces:
+            run(["ip", "netns", "del", ns], check=False)
+        cls.tmp.cleanup()
+
+    def playbook(self, *args):
+        env = dict(os.environ, ANSIBLE_CONFIG=f"{self.d}/ansible.cfg", ANSIBLE_NOCOLOR="1")
+        t0 = time.monotonic()
+        p = subprocess.run(["ip", "netns", "exec", self.ctl, "ansible-playbook", "-i", f"{self.d}/inventory",
+                            f"{self.d}/site.yml", *args], capture_output=True, text=True, env=env, cwd=self.d)
+        elapsed = time.monotonic() - t0
+        print(f"\nansible-playbook {' '.join(args)}: {elapsed:.1f} s", file=sys.stderr)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        return p.returncode, out["tasks"], elapsed
+
+    def ruleset(self, i):
+        return run(["ip", "netns", "exec", self.hosts[i], "nft", "list", "ruleset"]).stdout
+
+    def task(self, tasks, host, name):
+        found = [t["result"] for t in tasks if t["host"] == f"h{host}" and name in t["task"]]
+        self.assertEqual(len(found), 1, (host, name, [(t["host"], t["task"]) for t in tasks]))
+        return found[0]
+
+    def connect(self, ns, dest, port):
+        code = ("import socket\ns=socket.socket();s.settimeout(1.0)\n"
+                f"try:\n  s.connect(({dest!r},{port}));print('open')\n"
+                "except ConnectionRefusedError: print('closed')\nexcept socket.timeout: print('filtered')\n")
+        return run(["ip", "netns", "exec", ns, "python3", "-c", code]).stdout.strip()
+
+    def test_fleet(self):
+        # Check mode on fresh hosts: nothing changes, no file is written.
+        rc, tasks, _ = self.playbook("--check", "--diff")
+        for i in self.GOOD:
+            self.assertTrue(self.task(tasks, i, "Apply it")["changed"])
+            self.assertEqual(self.ruleset(i), "", f"check mode changed h{i}")
+            self.assertFalse(os.path.exists(f"{self.d}/h{i}/etc"), f"check mode wrote h{i}'s policy")
+        # The first run.
+        rc, tasks, first_s = self.playbook()
+        self.assertEqual(rc, 2)  # h6 and h7 fail, by design
+        for i in self.GOOD:
+            r = self.task(tasks, i, "Apply it")
+            self.assertTrue(r["changed"], (i, r))
+            self.assertEqual(r["outcome"], "kept")
+            self.assertEqual(self.task(tasks, i, "Probe the ports")["rc"], 0)  # from the neighbour
+        broken = self.task(tasks, self.BROKEN, "Validate the staged")
+        self.assertTrue(broken["failed"])
+        self.assertRegex(broken["stderr"], r"policy\.yaml:3:\d+: .*nobody")
+        self.assertEqual(self.ruleset(self.BROKEN), "")
+        reverted = self.task(tasks, self.REVERTS, "Apply it")
+        self.assertTrue(reverted["failed"])
+        self.assertEqual(reverted["outcome"], "reverted")
+        self.assertIn("993", reverted["msg"])
+        self.assertNotIn("mailward:143:closed", self.ruleset(self.REVERTS))
+        # Each good host's closed port: allowlisted from the controller, closed from a neighbour.
+        for i in self.GOOD:
+            self.assertEqual(self.connect(self.ctl, self.addr(i), 143), "open", i)
+            self.assertEqual(self.connect(self.hosts[(i + 1) % len(self.GOOD)], self.addr(i), 143), "filtered", i)
+            self.assertEqual(self.connect(self.hosts[(i + 1) % len(self.GOOD)], self.addr(i), 993), "open", i)
+        # The second run changes nothing on the good hosts.
+        rc, tasks, second_s = self.playbook()
+        for i in self.GOOD:
+            changed = [t["task"] for t in tasks if t["host"] == f"h{i}" and t["result"].get("changed")]
+            self.assertEqual(changed, [], i)
+        print(f"\nfleet of {self.N}: first run {first_s:.1f} s, second run {second_s:.1f} s", file=sys.stderr)
+        self.assertLess(first_s, 20.0 * LOAD_FACTOR)
 
 
 if __name__ == "__main__":

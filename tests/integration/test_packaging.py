@@ -315,6 +315,16 @@ class Metrics(MailwardCase):
         self.assertAlmostEqual(m["mailward_tls_cert_not_after_timestamp_seconds" + key], time.time() + left, delta=120)
         self.promtool()
 
+    def test_sigpipe_does_not_kill_mailward(self):
+        # OpenSSL writes a probe's close_notify with write(): a peer that already closed must give
+        # EPIPE, not SIGPIPE (which killed applies between their commit and their confirm). Shown
+        # deterministically with stdout, a pipe whose reader is gone before mailward starts.
+        r, w = os.pipe()
+        os.close(r)
+        p = subprocess.run([MAILWARD, "--help"], stdout=w, stderr=subprocess.DEVNULL)
+        os.close(w)
+        self.assertNotEqual(p.returncode, -13)
+
 
 class FailOn(MailwardCase):
     """check --fail-on: findings below the threshold are reported, not failed."""

@@ -280,7 +280,14 @@ def run_module(module, runner):
         module.fail_json(msg=doc["error"]["message"], kind=doc["error"]["kind"], rc=rc, stderr=err, cmd=argv,
                          outcome="reverted" if rc == 3 else "error")
     if rc not in (0, 2) or (rc == 2 and not module.check_mode):
-        module.fail_json(msg="mailward exited %d: %s" % (rc, err.strip()), rc=rc, stderr=err, cmd=argv)
+        outcome = "error"
+        msg = "mailward exited %d: %s" % (rc, err.strip())
+        if not module.check_mode and os.path.exists(os.path.join(p["state_dir"], "pending-confirm")):
+            # It died between its commit and its confirm: revert now rather than at the deadline.
+            rrc, rdoc, rerr, rargv = runner.run("rollback")
+            outcome = "reverted" if rrc == 0 else "revert-failed"
+            msg += "; %s" % ("reverted" if rrc == 0 else "mailward rollback FAILED: %s" % rerr.strip())
+        module.fail_json(msg=msg, rc=rc, stderr=err, cmd=argv, outcome=outcome)
 
     changes = doc.get("changes", [])
     result = dict(
