@@ -166,17 +166,22 @@ class Ansible(MailwardCase):
         tasks = self.playbook(play, "--check", "--diff", full=True)
         self.assertFalse(os.path.exists(etc), "check mode created the policy directory")
         self.assertEqual(self.ruleset(), "", "check mode changed the firewall")
-        apply = [t["result"] for t in tasks if "Apply it" in t["task"]]
+        apply = [t["result"] for t in tasks if "apply the mailward policy" in t["task"]]
         self.assertEqual(len(apply), 1, [(t["task"], t["result"].get("msg")) for t in tasks])
         apply = apply[0]
         self.assertTrue(apply["changed"])
-        self.assertIn("rule mailward:110:closed", apply["diff"]["after"])  # policy.d planned too
-        self.assertIn("203.0.113.0/24", apply["diff"]["after"])           # the file allowlist too
+        plan_diff = apply["diff"][-1]["after"]
+        self.assertIn("rule mailward:110:closed", plan_diff)  # policy.d planned too
+        self.assertIn("203.0.113.0/24", plan_diff)           # the file allowlist too
+        files = {d["after_header"]: d for d in apply["diff"][:-1]}
+        self.assertEqual(files[dest]["before"], "")          # a fresh host: no policy yet
+        self.assertIn("partners", files[dest]["after"])
+        self.assertIn(os.path.join(etc, "partners.txt"), files)
         tasks = self.playbook(play, full=True)
         self.assertTrue(os.path.exists(os.path.join(etc, "partners.txt")))
         self.assertTrue(os.path.exists(os.path.join(etc, "policy.d", "10-pop3.yaml")))
         self.assertEqual(os.stat(dest).st_mode & 0o777, 0o600)
-        apply = [t["result"] for t in tasks if "Apply it" in t["task"]]
+        apply = [t["result"] for t in tasks if "apply the mailward policy" in t["task"]]
         self.assertEqual(len(apply), 1, [(t["task"], t["result"].get("msg")) for t in tasks])
         apply = apply[0]
         self.assertTrue(apply["changed"])
@@ -386,26 +391,29 @@ control_path_dir = {d}/cp
         # Check mode on fresh hosts: nothing changes, no file is written.
         rc, tasks, _ = self.playbook("--check", "--diff")
         for i in self.GOOD:
-            self.assertTrue(self.task(tasks, i, "Apply it")["changed"])
+            self.assertTrue(self.task(tasks, i, "apply the mailward policy")["changed"])
             self.assertEqual(self.ruleset(i), "", f"check mode changed h{i}")
             self.assertFalse(os.path.exists(f"{self.d}/h{i}/etc"), f"check mode wrote h{i}'s policy")
         # The first run.
         rc, tasks, first_s = self.playbook()
         self.assertEqual(rc, 2)  # h6 and h7 fail, by design
         for i in self.GOOD:
-            r = self.task(tasks, i, "Apply it")
+            r = self.task(tasks, i, "apply the mailward policy")
             self.assertTrue(r["changed"], (i, r))
             self.assertEqual(r["outcome"], "kept")
             self.assertEqual(self.task(tasks, i, "Probe the ports")["rc"], 0)  # from the neighbour
-        broken = self.task(tasks, self.BROKEN, "Validate the staged")
+        broken = self.task(tasks, self.BROKEN, "apply the mailward policy")
         self.assertTrue(broken["failed"])
-        self.assertRegex(broken["stderr"], r"policy\.yaml:3:\d+: .*nobody")
+        self.assertRegex(broken["msg"], r"h6/etc/policy\.yaml:3:\d+: .*nobody")
+        self.assertFalse(os.path.exists(f"{self.d}/h{self.BROKEN}/etc/policy.yaml"))
         self.assertEqual(self.ruleset(self.BROKEN), "")
-        reverted = self.task(tasks, self.REVERTS, "Apply it")
+        reverted = self.task(tasks, self.REVERTS, "apply the mailward policy")
         self.assertTrue(reverted["failed"])
         self.assertEqual(reverted["outcome"], "reverted")
         self.assertIn("993", reverted["msg"])
         self.assertNotIn("mailward:143:closed", self.ruleset(self.REVERTS))
+        # The policy file is back as it was (absent), so the boot unit does not apply it either.
+        self.assertFalse(os.path.exists(f"{self.d}/h{self.REVERTS}/etc/policy.yaml"))
         # Each good host's closed port: allowlisted from the controller, closed from a neighbour.
         for i in self.GOOD:
             self.assertEqual(self.connect(self.ctl, self.addr(i), 143), "open", i)

@@ -33,9 +33,28 @@ description:
     (mailward's empty table or chain stays, owning nothing).
 options:
   policy:
-    description: Policy file or directory on the managed host.
+    description:
+      - Policy file or directory on the managed host.
+      - With C(policy_content), the file to install (its directory is created, mode 0755).
     type: path
     default: /etc/mailward/policy.yaml
+  policy_content:
+    description:
+      - The policy to install at C(policy) before applying. The policy, C(files) and C(policy_d)
+        are staged together on the host and validated as one tree (relative C(file:) allowlists
+        and drop-ins included) before anything is installed; an invalid tree fails the task with
+        mailward's C(file:line:column) message and changes nothing.
+      - In check mode the plan is made against the staged tree, so it works on a fresh host.
+      - One task does push, validation and apply, which is what keeps a fleet run fast.
+    type: str
+  files:
+    description: Allowlist files to install beside C(policy) (file name to content); use with C(policy_content).
+    type: dict
+    default: {}
+  policy_d:
+    description: Drop-ins to install in C(policy.d/) beside C(policy) (file name to content); use with C(policy_content).
+    type: dict
+    default: {}
   state:
     description:
       - C(present) enforces the policy; C(absent) removes every rule mailward enforces.
@@ -86,8 +105,8 @@ attributes:
     support: full
     platforms: posix
 notes:
-  - The policy file and every C(file:) allowlist must already be on the managed host; the role
-    C(mailward.firewall.mailward) pushes them.
+  - Without C(policy_content), the policy file and every C(file:) allowlist must already be on
+    the managed host.
 seealso:
   - name: mailward README
     description: The CLI's commands, exit codes and JSON.
@@ -112,6 +131,15 @@ EXAMPLES = r"""
   mailward.firewall.mailward:
     policy: /etc/mailward/policy.yaml
   check_mode: true
+
+- name: Push the policy with its allowlist files and drop-ins, validate them together, apply
+  mailward.firewall.mailward:
+    policy: /etc/mailward/policy.yaml
+    policy_content: "{{ lookup('file', 'files/policy.yaml') }}"
+    files:
+      partners.txt: "{{ lookup('file', 'files/partners.txt') }}"
+    policy_d:
+      10-submission.yaml: "{{ lookup('file', 'files/10-submission.yaml') }}"
 
 - name: Take mailward's rules away
   mailward.firewall.mailward:
@@ -163,6 +191,11 @@ outcome:
   returned: always
   sample: kept
   choices: [in-sync, kept, reverted, planned, error, revert-failed]
+files_changed:
+  description: The policy files installed or replaced (with C(policy_content)).
+  type: list
+  elements: str
+  returned: when policy_content is given
 reason:
   description: Why the apply was reverted, or why it was kept despite a probe warning.
   type: str
@@ -175,6 +208,7 @@ confirm:
 
 import json
 import os
+import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -232,6 +266,84 @@ def ports(probes):
     return ", ".join(str(pr.get("port")) for pr in probes)
 
 
+def tree_of(module):
+    """{relative path: content} of the policy tree to install."""
+    p = module.params
+    tree = {os.path.basename(p["policy"]): p["policy_content"]}
+    for name, content in (p["files"] or {}).items():
+        tree[name] = content
+    for name, content in (p["policy_d"] or {}).items():
+        tree[os.path.join("policy.d", name)] = content
+    for rel in tree:
+        if rel.startswith("/") or ".." in rel.split("/") or (rel.count("/") > (1 if rel.startswith("policy.d/") else 0)):
+            module.fail_json(msg="%s: file names in files and policy_d must be plain names" % rel)
+    return dict((rel, c if c.endswith("\n") or not c else c + "\n") for rel, c in tree.items())
+
+
+def read_or_none(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except (IOError, OSError):
+        return None
+
+
+def stage_and_validate(module, tree):
+    """Writes the tree into a private directory and validates it as a whole. Returns the
+    staged policy path (the caller removes the directory)."""
+    p = module.params
+    stage = tempfile.mkdtemp(prefix="mailward-stage-")
+    for rel, content in tree.items():
+        path = os.path.join(stage, rel)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), 0o700)
+        with open(path, "w") as f:
+            f.write(content)
+    staged = os.path.join(stage, os.path.basename(p["policy"]))
+    rc, out, err = module.run_command([p["binary"], "--policy", staged, "validate"])
+    if rc != 0:
+        shutil.rmtree(stage)
+        msg = (err.strip() or out.strip()).replace(stage + "/", os.path.dirname(p["policy"]) + "/")
+        module.fail_json(msg="the policy is invalid, nothing was installed or applied: %s" % msg, rc=rc,
+                         outcome="error")
+    return stage, staged
+
+
+def install(module, tree):
+    """Installs the files of the tree that differ; returns [(path, previous content or None)]."""
+    base = os.path.dirname(module.params["policy"])
+    changed = []
+    for rel, content in sorted(tree.items()):
+        path = os.path.join(base, rel)
+        previous = read_or_none(path)
+        if previous == content:
+            continue
+        d = os.path.dirname(path)
+        if not os.path.isdir(d):
+            os.makedirs(d, 0o755)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".mailward-")
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+        changed.append((path, previous))
+    return changed
+
+
+def uninstall(installed):
+    """Puts the policy files back as they were (a reverted apply leaves no new policy behind
+    for the boot unit to apply)."""
+    for path, previous in installed or []:
+        if previous is None:
+            os.unlink(path)
+            continue
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".mailward-")
+        with os.fdopen(fd, "w") as f:
+            f.write(previous)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -244,12 +356,33 @@ def main():
             require_services=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             probe=dict(type="bool", default=True),
+            policy_content=dict(type="str"),
+            files=dict(type="dict", default={}),
+            policy_d=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
     p = module.params
     policy = p["policy"]
     tmpdir = None
+    if p["policy_content"] is not None and p["state"] == "present":
+        tree = tree_of(module)
+        stage, staged = stage_and_validate(module, tree)
+        try:
+            base = os.path.dirname(p["policy"])
+            file_diffs = []
+            for rel, content in sorted(tree.items()):
+                before = read_or_none(os.path.join(base, rel))
+                if before != content:
+                    file_diffs.append(dict(before=before or "", after=content, before_header=os.path.join(base, rel),
+                                           after_header=os.path.join(base, rel)))
+            if module.check_mode:
+                run_module(module, Runner(module, staged), file_diffs=file_diffs)
+            installed = install(module, tree)
+        finally:
+            shutil.rmtree(stage)
+        run_module(module, Runner(module, policy), file_diffs=file_diffs, installed=installed)
+        return
     if p["state"] == "absent":
         tmpdir = tempfile.mkdtemp(prefix="mailward-absent-")
         policy = os.path.join(tmpdir, "policy.yaml")
@@ -263,7 +396,8 @@ def main():
             os.rmdir(tmpdir)
 
 
-def run_module(module, runner):
+def run_module(module, runner, file_diffs=None, installed=None):
+    """Plans (check mode) or applies, and exits the module."""
     p = module.params
     if module.check_mode:
         rc, doc, err, argv = runner.run("plan")
@@ -276,6 +410,8 @@ def run_module(module, runner):
         if not p["probe"] or p["state"] == "absent":
             args.append("--no-probe")
         rc, doc, err, argv = runner.run(*args)
+    if "error" in doc or rc not in (0, 2) or (rc == 2 and not module.check_mode):
+        uninstall(installed)
     if "error" in doc:
         module.fail_json(msg=doc["error"]["message"], kind=doc["error"]["kind"], rc=rc, stderr=err, cmd=argv,
                          outcome="reverted" if rc == 3 else "error")
@@ -289,17 +425,20 @@ def run_module(module, runner):
             msg += "; %s" % ("reverted" if rrc == 0 else "mailward rollback FAILED: %s" % rerr.strip())
         module.fail_json(msg=msg, rc=rc, stderr=err, cmd=argv, outcome=outcome)
 
+    files_changed = None if installed is None else [path for path, _ in installed]
     changes = doc.get("changes", [])
     result = dict(
-        changed=bool(changes) if module.check_mode else bool(doc.get("applied")),
+        changed=bool(changes or file_diffs) if module.check_mode else bool(doc.get("applied") or files_changed),
         changes=changes,
         conflicts=doc.get("conflicts", []),
         backend=doc.get("backend"),
         in_sync=doc.get("in_sync"),
         cmd=argv,
     )
+    if files_changed is not None:
+        result["files_changed"] = files_changed
     if module._diff:
-        result["diff"] = diff_of(changes)
+        result["diff"] = file_diffs + [diff_of(changes)] if file_diffs else diff_of(changes)
     if doc.get("conflicts"):
         module.warn("%d path(s) where the firewall does not do what the policy says (rules outside mailward): "
                     "see 'conflicts'" % len(doc["conflicts"]))
@@ -327,6 +466,7 @@ def run_module(module, runner):
         crc, cdoc, cerr, cargv = runner.run("confirm")
         if crc != 0:
             # The watchdog reverted first (a very short confirm window).
+            uninstall(installed)
             result.update(outcome="reverted", changed=False)
             module.fail_json(msg="reverted before it could be confirmed (the confirm window is too short?): %s"
                              % cdoc.get("error", {}).get("message", cerr), **result)
@@ -345,6 +485,7 @@ def run_module(module, runner):
         result.update(outcome="revert-failed", reason=why)
         module.fail_json(msg="not confirmed: %s; mailward rollback FAILED: %s (the watchdog still reverts within %d s)"
                          % (why, rdoc.get("error", {}).get("message", rerr), p["confirm"]), **result)
+    uninstall(installed)
     result.update(outcome="reverted", changed=False, reason=why)
     module.fail_json(msg="reverted: the applied policy was not confirmed: %s" % why, **result)
 
