@@ -210,6 +210,36 @@ class Ansible(MailwardCase):
         self.assertEqual(self.ruleset(), "")
 
 
+class Sanity(unittest.TestCase):
+    """ansible-test's validate-modules, run offline as `ansible-test sanity` would (it cannot
+    bootstrap its own venv here), and ansible-doc."""
+
+    def test_validate_modules(self):
+        v = "/usr/lib/python3/dist-packages/ansible_test/_util/controller/sanity/validate-modules"
+        coll = os.path.join(COLLECTIONS, "ansible_collections", "mailward", "firewall")
+        p = subprocess.run(["/usr/bin/python3", f"{v}/validate.py", "--arg-spec", "--collection",
+                            "ansible_collections/mailward/firewall", "--collection-version", "0.1.0", "--plugin-type",
+                            "module", "--format", "plain", "plugins/modules/mailward.py"], capture_output=True,
+                           text=True, cwd=coll, env=dict(os.environ, PYTHONPATH=v, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS))
+        if "No module named 'voluptuous'" in p.stderr:
+            self.skipTest("python3-voluptuous is not installed (scripts/install-deps.sh)")
+        with open(os.path.join(coll, "tests", "sanity", "ignore-2.14.txt")) as f:
+            ignored = [line.split()[1].split(":")[1] for line in f if line.strip()]
+        errors = [line for line in (p.stdout + p.stderr).splitlines()
+                  if line.strip() and not any(f"E{code}" in line for code in ignored)]
+        self.assertEqual(errors, [])
+
+    def test_ansible_doc(self):
+        p = subprocess.run(["ansible-doc", "mailward.firewall.mailward"], capture_output=True, text=True,
+                           env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr.strip(), "")
+        for text in ("AUTHOR", "ATTRIBUTES", "EXAMPLES", "RETURN VALUES", "require_services", "policy_content",
+                     "outcome"):
+            self.assertIn(text, p.stdout)
+        self.assertIn("op", p.stdout[p.stdout.index("RETURN VALUES"):])  # changes' contains: rendered
+
+
 FLEET_POLICY = """\
 version: 1
 backend: nftables
@@ -235,7 +265,13 @@ SERVER = (
     "    c,_=s.accept();c.settimeout(3)\n"
     "    try:\n"
     "      if ls[s]==993: c=ctx.wrap_socket(c,server_side=True)\n"
-    "      c.sendall(b'* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hello\\r\\n');c.close()\n"
+    "      c.sendall(b'* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hello\\r\\n')\n"
+    "      f=c.makefile('rb')\n"
+    "      for line in f:\n"
+    "        tag=line.split(b' ')[0]\n"
+    "        if b'CAPABILITY' in line: c.sendall(b'* CAPABILITY IMAP4rev1 AUTH=PLAIN\\r\\n'+tag+b' OK done\\r\\n')\n"
+    "        else: c.sendall(b'* BYE\\r\\n'+tag+b' OK bye\\r\\n'); break\n"
+    "      c.close()\n"
     "    except (OSError, ssl.SSLError): c.close()\n"
 )
 

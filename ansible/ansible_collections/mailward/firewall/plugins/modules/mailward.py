@@ -103,6 +103,7 @@ attributes:
     description: Live objects the plan touches as before, the policy's version as after.
   platform:
     support: full
+    description: Linux hosts with nftables, iptables or UFW.
     platforms: posix
 notes:
   - Without C(policy_content), the policy file and every C(file:) allowlist must already be on
