@@ -195,6 +195,35 @@ class Ansible(MailwardCase):
         self.assertEqual([f for f in os.listdir("/tmp") if f.startswith("mailward-stage-") and
                           os.stat(os.path.join("/tmp", f)).st_mtime > self.started], [])
 
+    def test_copy_validate_inside_the_tree(self):
+        # The README's recipe for ansible.builtin.copy users: validate Ansible's temporary copy
+        # inside a tree that has the relative allowlist file and policy.d.
+        check_dir = os.path.join(self.dir, "etc", ".policy-check")
+        os.makedirs(os.path.join(check_dir, "policy.d"))
+        with open(os.path.join(check_dir, "partners.txt"), "w") as f:
+            f.write("203.0.113.0/24\n")
+        with open(os.path.join(check_dir, "policy.d", "10-imap.yaml"), "w") as f:
+            f.write("version: 1\nports:\n  imap: {state: open}\n")  # clashes with a policy naming imap
+        good = self.write("good.yaml", "version: 1\nallowlists:\n  partners: {file: partners.txt}\n"
+                          "ports:\n  pop3: {state: closed, allow: [partners]}\n")
+        clash = self.write("clash.yaml", "version: 1\nports:\n  imap: {state: closed}\n")
+        def play(src):
+            return f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        src: {src}
+        dest: {self.dir}/etc/policy.yaml
+        validate: sh -c 'cp -- "$0" {check_dir}/policy.yaml && exec {MAILWARD} --policy {check_dir}/policy.yaml validate' %s
+      ignore_errors: true
+"""
+        ok = self.playbook(play(good))[0]
+        self.assertFalse(ok.get("failed", False), ok)
+        bad = self.playbook(play(clash))[0]
+        self.assertTrue(bad["failed"])
+        self.assertIn("imap", bad["msg"] + bad.get("stderr", ""))
+
     def test_role_rejects_a_broken_policy_before_pushing(self):
         dest = os.path.join(self.dir, "etc-mailward", "policy.yaml")
         with open(self.policy, "w") as f:
