@@ -1,6 +1,7 @@
 """Running it for real: install layout, systemd units (verified, sandboxing scored), the .deb
 (contents and dependencies), --help and --version from an install, the metrics file and the
 journal priorities of `check`."""
+import json
 import os
 import re
 import subprocess
@@ -351,6 +352,9 @@ class FailOn(MailwardCase):
         self.assertIn("mail-debug", p.stdout)  # still reported
         self.assertIn("<6>mailward check: clean", p.stderr)
         self.assertIn("1 Dovecot findings (0 at or above --fail-on medium)", p.stderr)
+        j = json.loads(run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                            "--format", "json", "check", "--no-probe", "--fail-on", "high"], check=False).stdout)
+        self.assertEqual((j["fail_on"], j["probed"], j["probes"], j["clean"]), ("high", False, [], True))
         p = check("--fail-on", "bogus")
         self.assertEqual(p.returncode, 1)
         # The check unit uses medium.
