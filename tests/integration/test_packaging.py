@@ -158,6 +158,23 @@ class BootAndReload(MailwardCase):
         ns.run(self.unit_argv("ExecStart", policy))
         self.assertTrue(has_table())
 
+    def test_netfilter_persistent_restart_puts_the_chain_back(self):
+        # netfilter-persistent loads /etc/iptables/rules.v4 with iptables-restore, which replaces
+        # the whole filter table; PartOf= restarts this unit after it.
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("policy.yaml", "version: 1\nbackend: iptables\nports:\n  imap: {state: closed}\n")
+        rules = self.write("rules.v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                           "-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+        has_chain = lambda: ":MAILWARD" in ns.run(["iptables-save", "-t", "filter"]).stdout
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_chain())
+        ns.run(["iptables-restore", rules])
+        self.assertFalse(has_chain())
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_chain())
+        self.assertIn("--dport 22 -j ACCEPT", ns.run(["iptables-save", "-t", "filter"]).stdout)
+
 
 class Deb(unittest.TestCase):
     def test_deb_contents_and_dependencies(self):
