@@ -288,3 +288,18 @@ TEST(Reach, MailwardsOwnNftablesChainBlocksTheDnatPathBeforeDocker) {
 
 }  // namespace
 }  // namespace mw::analysis
+
+namespace mw::analysis {
+namespace {
+
+TEST(Reach, LoopsInHandMadeInputEndInAVerdict) {
+  // iptables-restore refuses a loop, a hand-edited file may hold one: a verdict, not a hang.
+  Topology t = Ipt("*filter\n:INPUT ACCEPT [0:0]\n:L - [0:0]\n-A INPUT -j L\n"
+                   "-A L -p tcp -m limit --limit 1/s -j L\n-A L -p tcp --dport 143 -j L\nCOMMIT\n");
+  Verdict v = Walk(t, V4(143));
+  EXPECT_EQ(v.reach, Reach::kMaybeBlocked);
+  EXPECT_LE(v.path.size(), 256u);
+}
+
+}  // namespace
+}  // namespace mw::analysis

@@ -220,7 +220,7 @@ class Drift(MailwardCase):
 
     def test_chain_flushed(self):
         self.ns.run(["nft", "flush", "chain", "inet", "mailward", "prerouting"])
-        self.assert_repaired([("add", "rule")] * 6)
+        self.assert_repaired([("add", "rule")] * 7)  # loopback, not-local, 110, 143 allow v4/v6, 143 closed, 993 open
 
     def test_element_removed(self):
         self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_hosts_v4", "{", ALLOWED_V4, "}"])
