@@ -186,7 +186,7 @@ Status CheckStateEntries(const std::string& dir) {
       return bad(p, want_dir ? "not a directory" : "not a regular file");
     return Status::Ok();
   };
-  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache", "last-apply"})
     MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
   std::string snaps = dir + "/snapshots";
   MW_RETURN_IF_ERROR(check(snaps, true));

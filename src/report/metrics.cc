@@ -128,7 +128,7 @@ Status RecordLastApply(const std::string& state_dir) {
 }
 
 std::optional<double> ReadLastApply(const std::string& state_dir) {
-  auto t = ReadFile(state_dir + "/last-apply");
+  auto t = ReadFile(state_dir + "/last-apply", Follow::kNoSymlinks);  // state-dir file: never a link
   if (!t.ok()) return std::nullopt;
   char* end = nullptr;
   double v = std::strtod(t->c_str(), &end);
