@@ -224,6 +224,26 @@ class Ansible(MailwardCase):
         self.assertTrue(bad["failed"])
         self.assertIn("imap", bad["msg"] + bad.get("stderr", ""))
 
+    def test_module_refuses_paths_as_file_names(self):
+        dest = os.path.join(self.dir, "etc", "policy.yaml")
+        play = f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - mailward.firewall.mailward:
+        policy: {dest}
+        policy_content: "version: 1"
+        files: {{"../escape.txt": "203.0.113.1"}}
+        binary: {self.wrapper}
+        state_dir: {self.state}
+      ignore_errors: true
+"""
+        task = self.playbook(play)[0]
+        self.assertTrue(task["failed"])
+        self.assertIn("not a plain file name", task["msg"])
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "escape.txt")))
+        self.assertFalse(os.path.exists(dest))
+
     def test_role_rejects_a_broken_policy_before_pushing(self):
         dest = os.path.join(self.dir, "etc-mailward", "policy.yaml")
         with open(self.policy, "w") as f:
