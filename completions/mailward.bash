@@ -10,6 +10,7 @@ _mailward() {
     --policy|--state-dir|--config|--metrics-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --backend) COMPREPLY=($(compgen -W "auto nftables iptables ufw" -- "$cur")); return ;;
     --format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+    --fail-on) COMPREPLY=($(compgen -W "critical high medium low info" -- "$cur")); return ;;
     audit) COMPREPLY=($(compgen -W "dovecot" -- "$cur")); return ;;
   esac
   local w cmd=""
@@ -19,7 +20,7 @@ _mailward() {
   local extra=""
   case "$cmd" in
     apply) extra="--confirm --auto-confirm --force" ;;
-    check) extra="--no-probe --metrics-file" ;;
+    check) extra="--no-probe --metrics-file --fail-on" ;;
     audit) extra="--config --fix" ;;
     probe) extra="--source --timeout --deadline" ;;
     explain) extra="--from --family --iif" ;;

@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
   check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
   check->add_option("--metrics-file", check_opts.metrics_file,
                     "write Prometheus textfile-collector metrics here (atomically)");
+  check->add_option("--fail-on", check_opts.fail_on,
+                    "Dovecot findings at this severity or worse fail the check; milder ones are only reported")
+      ->check(CLI::IsMember({"critical", "high", "medium", "low", "info"}))
+      ->capture_default_str();
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
   mw::RollbackOptions rollback_opts;
   uint64_t rollback_to = 0;

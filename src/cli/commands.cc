@@ -186,7 +186,7 @@ Status CheckStateEntries(const std::string& dir) {
       return bad(p, want_dir ? "not a directory" : "not a regular file");
     return Status::Ok();
   };
-  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache", "last-apply"})
     MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
   std::string snaps = dir + "/snapshots";
   MW_RETURN_IF_ERROR(check(snaps, true));
@@ -392,65 +392,99 @@ std::vector<JudgedProbe> ProbeOpenPortsLocally(const Policy& policy) {
   return JudgeProbes(policy, probe::ProbeAll(targets, probe::Options{3.0, 10.0, ""}), "");
 }
 
-int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
-  // Metrics are written however the check ends (mailward_up 0 on an error).
-  CheckMetrics metrics;
-  auto started = std::chrono::steady_clock::now();
-  struct MetricsWriter {
-    const CheckOptions& o;
-    CheckMetrics& m;
-    std::chrono::steady_clock::time_point t0;
-    ~MetricsWriter() {
-      if (o.metrics_file.empty()) return;
-      m.timestamp = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-      m.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      Status s = WriteMetrics(o.metrics_file, m);
-      if (!s.ok()) std::cerr << "mailward check: cannot write metrics: " << s.message() << "\n";
-    }
-  } writer{o, metrics, started};
+namespace {
+
+/// Whether a Dovecot finding fails the check under --fail-on.
+bool FailsCheck(const dovecot::Finding& f, const std::string& fail_on) {
+  return dovecot::SeverityRank(f.severity) <= dovecot::SeverityRank(fail_on);
+}
+
+/// The journal's one line about a check: what was found, and what was not looked at.
+std::string CheckSummary(bool clean, const BackendPlan& plan, const std::optional<dovecot::AuditResult>& audit,
+                         size_t failing_findings, const std::string& fail_on, const std::vector<JudgedProbe>& probes,
+                         bool probed) {
+  std::string out = std::string("mailward check: ") + (clean ? "clean" : "NOT clean") + ": " +
+                    std::to_string(plan.changes.size()) + " drift changes, " + std::to_string(plan.conflicts.size()) +
+                    " conflicts, ";
+  if (!audit) {
+    out += "Dovecot audit skipped (no dovecot block in the policy), ";
+  } else {
+    out += std::to_string(audit->findings.size()) + " Dovecot findings (" + std::to_string(failing_findings) +
+           " at or above --fail-on " + fail_on + "), ";
+  }
+  if (!probed) {
+    out += "probes skipped (--no-probe)";
+  } else if (probes.empty()) {
+    out += "no open port to probe";
+  } else {
+    size_t failed = 0;
+    for (const auto& p : probes) failed += !p.as_policy.value_or(true);
+    out += failed == 0 ? std::to_string(probes.size()) + " probes ok"
+                       : std::to_string(failed) + " of " + std::to_string(probes.size()) + " probes failed";
+  }
+  return out;
+}
+
+/// The check itself; fills `metrics` with what it learns as it goes.
+int RunCheck(const GlobalOptions& g, const CheckOptions& o, CheckMetrics& metrics) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "check", l.status());
   auto c = ChooseBackend(g, l->policy);
   if (!c.ok()) return ReportError(g, "check", c.status());
+  metrics.backend = c->backend->name();
+  metrics.managers = {{"ufw", UfwActive()}, {"firewalld", ProcessRunning("firewalld")}};
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "check", plan.status());
   JudgePaths(*l, *c, false, plan->get());
+  metrics.in_sync = (*plan)->in_sync();
+  metrics.changes = (*plan)->changes.size();
+  metrics.conflicts = (*plan)->conflicts.size();
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {
     auto a = RunDovecotAudit(l->policy.dovecot.config, l->policy.dovecot.ignore);
     if (!a.ok()) return ReportError(g, "check", a.status().WithContext("dovecot audit"));
     audit = std::move(a.value());
+    metrics.findings.emplace();
+    for (const auto& f : audit->findings) ++(*metrics.findings)[f.severity];
   }
-  bool findings = audit && !audit->findings.empty();
+  size_t failing_findings = 0;
+  if (audit)
+    for (const auto& f : audit->findings) failing_findings += FailsCheck(f, o.fail_on);
+  bool findings = failing_findings > 0;
   std::vector<JudgedProbe> probes;
   if (o.probe) probes = ProbeOpenPortsLocally(l->policy);
   bool probes_ok = true;
   for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
   bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && c->fights.empty() && !findings && probes_ok;
+  if (o.probe) {
+    metrics.probes.emplace();
+    for (const auto& p : probes) {
+      CheckMetrics::Probe mp{p.result.host, p.result.port, p.result.state, p.as_policy ? (*p.as_policy ? 1 : 0) : -1, {}};
+      if (p.result.tls) mp.cert_not_after = ParseUtcTimestamp(p.result.tls->not_after);
+      metrics.probes->push_back(mp);
+    }
+  }
   metrics.up = true;
-  metrics.in_sync = (*plan)->in_sync();
-  metrics.changes = (*plan)->changes.size();
-  metrics.conflicts = (*plan)->conflicts.size();
-  if (audit)
-    for (const auto& f : audit->findings) ++metrics.findings[f.severity];
-  for (const auto& p : probes)
-    metrics.probes.push_back({p.result.host, p.result.port, p.result.state, p.as_policy ? (*p.as_policy ? 1 : 0) : -1});
   if (Json(g)) {
     json j = PlanJson("check", *c, **plan);
     j["drift"] = !(*plan)->in_sync();
     j["clean"] = clean;
+    j["fail_on"] = o.fail_on;
     j["audit"] = audit ? AuditJson(l->policy.dovecot.config, *audit) : json(nullptr);
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
+    j["probed"] = o.probe;
     std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
       std::cout << "dovecot audit of " << l->policy.dovecot.config << ": "
-                << (findings ? std::to_string(audit->findings.size()) + " findings:\n" : "clean\n");
+                << (audit->findings.empty() ? "clean\n" : std::to_string(audit->findings.size()) + " findings:\n");
       std::cout << AuditText(*audit, UseColor());
+      if (!audit->findings.empty() && !findings)
+        std::cout << "(none at or above --fail-on " << o.fail_on << ": they do not fail the check)\n";
     }
     if (!probes.empty() && !g.quiet)
       std::cout << "local probes of the open ports:\n" << ProbeText(probes, UseColor());
@@ -461,12 +495,34 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   }
   if (std::getenv("JOURNAL_STREAM")) {
     // One line for the journal, with a priority: warning when not clean.
-    std::cerr << (clean ? "<6>" : "<4>") << "mailward check: " << (clean ? "clean" : "NOT clean") << ": "
-              << (*plan)->changes.size() << " drift changes, " << (*plan)->conflicts.size() << " conflicts, "
-              << (audit ? audit->findings.size() : 0) << " Dovecot findings, " << (probes_ok ? "probes ok" : "a probe failed")
+    std::cerr << (clean ? "<6>" : "<4>") << CheckSummary(clean, **plan, audit, failing_findings, o.fail_on, probes, o.probe)
               << "\n";
   }
   return clean ? exit_code::kOk : exit_code::kChanges;
+}
+
+}  // namespace
+
+int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
+  if (!o.metrics_file.empty() && !IsDirectory(DirOf(o.metrics_file)))
+    return ReportError(g, "check", Status::Io(DirOf(o.metrics_file) +
+                                              ": the metrics directory does not exist: create it (node_exporter's "
+                                              "--collector.textfile.directory) or fix --metrics-file"));
+  CheckMetrics metrics;
+  metrics.last_apply = ReadLastApply(g.state_dir);
+  auto started = std::chrono::steady_clock::now();
+  int rc = RunCheck(g, o, metrics);
+  if (o.metrics_file.empty()) return rc;
+  // Written however the check ended: on an error, mailward_up 0 and only what it learned.
+  metrics.timestamp = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  metrics.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  Status s = WriteMetrics(o.metrics_file, metrics);
+  if (!s.ok()) {
+    std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward check: error: cannot write the metrics: "
+              << s.message() << "\n";
+    return exit_code::kError;
+  }
+  return rc;
 }
 
 int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
@@ -679,6 +735,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     }
     std::cout << confirm_text;
   }
+  if (confirm.is_null() || !confirm["pending"].get<bool>()) (void)RecordLastApply(g.state_dir);  // for the metrics
   return exit_code::kOk;
 }
 
@@ -700,6 +757,7 @@ int CmdConfirm(const GlobalOptions& g) {
   if (!done)
     return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
+  (void)RecordLastApply(g.state_dir);  // for the metrics
   if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;

@@ -44,6 +44,9 @@ int CmdConfirm(const GlobalOptions& g);
 struct CheckOptions {
   bool probe = true;         ///< probe the open ports locally (--no-probe: skip)
   std::string metrics_file;  ///< Prometheus textfile output, written atomically
+  /// Dovecot findings at this severity or worse fail the check (exit 2); milder ones are
+  /// reported only. critical | high | medium | low | info.
+  std::string fail_on = "info";
 };
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
 struct RollbackOptions {
