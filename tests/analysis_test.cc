@@ -2,6 +2,8 @@
 // with libnftnl the way the kernel returns them.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
 #include <linux/netfilter.h>
@@ -332,6 +334,44 @@ TEST(NftText, MailwardsOwnRulesReadBackInNftSyntax) {
     std::string text = NftRuleText(nft::BuildRule(r).get());
     EXPECT_EQ(text, r.Describe()) << r.key;
   }
+}
+
+}  // namespace
+}  // namespace mw::analysis
+
+namespace mw::analysis {
+namespace {
+
+TEST(Reach, EveryBlockerOnThePathIsReportedAcrossTables) {
+  // iptables' INPUT policy drop and another tool's nftables table both block 993: each owner is
+  // told (fixing one must not reveal the other only later).
+  Topology t = Ipt("*filter\n:INPUT DROP [0:0]\nCOMMIT\n");
+  RuleSpec drop;
+  drop.key = "x";
+  drop.port = 993;
+  drop.verdict = mw::Verdict::kDrop;
+  auto rule = nft::BuildRule(drop);
+  NftChainIn chain;
+  chain.family = NFPROTO_INET;
+  chain.table = "fw";
+  chain.name = "input";
+  chain.base = true;
+  chain.hook = NF_INET_LOCAL_IN;
+  chain.rules.push_back(rule.get());
+  AddNftTables({chain}, std::make_shared<Sets>(), &t);
+  PortClaim imaps{993, "imaps", true, {}};
+  Judgement j = Judge(t, Host(), {imaps});
+  std::set<std::string> where;
+  for (const auto& v : j.violations) where.insert(v.where);
+  EXPECT_EQ(where, (std::set<std::string>{"iptables filter chain INPUT", "table inet fw chain input"}));
+  // The same on a host with no interface but loopback (a flow to "some local address").
+  Cidr l = C("127.0.0.1");
+  l.prefix = 8;
+  Judgement jl = Judge(t, {Interface{"lo", {l}, true, false}}, {imaps});
+  std::set<std::string> wl;
+  for (const auto& v : jl.violations)
+    if (v.family == Family::kV4) wl.insert(v.where);
+  EXPECT_EQ(wl, (std::set<std::string>{"iptables filter chain INPUT", "table inet fw chain input"}));
 }
 
 }  // namespace

@@ -67,6 +67,14 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
   }
   flow.saddr = src.addr;
   analysis::Verdict v = analysis::Walk(hv->topo, flow);
+  // Every other rule on the way that would block it too (fixing the first reveals the next).
+  analysis::WalkOptions all;
+  all.all_blockers = true;
+  std::vector<analysis::Step> also;
+  if (v.reach != analysis::Reach::kReaches) {
+    auto va = analysis::Walk(hv->topo, flow, all);
+    for (size_t i = 1; i < va.blockers.size(); ++i) also.push_back(va.blockers[i]);
+  }
 
   // What the policy says for this source.
   std::optional<analysis::Reach> expected;
@@ -103,6 +111,11 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
               {"destination", v.destination},
               {"path", path},
               {"decided_by", v.decided_by ? StepJson(*v.decided_by) : json(nullptr)},
+              {"also_blocked_by", [&] {
+                 json a = json::array();
+                 for (const auto& s : also) a.push_back(StepJson(s));
+                 return a;
+               }()},
               {"policy", expected ? json(expectation) : json(nullptr)},
               {"as_policy", as_policy},
               {"notes", hv->notes}};
@@ -116,6 +129,8 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
     std::cout << "verdict: " << analysis::ReachName(v.reach) << " (" << v.destination << ")";
     if (v.decided_by) std::cout << ", decided by " << v.decided_by->table << " chain " << v.decided_by->chain;
     std::cout << "\n";
+    for (const auto& s : also)
+      std::cout << "also blocked by: " << s.table << " " << s.chain << ": " << s.rule << " => " << s.action << "\n";
     for (const auto& n : hv->notes) std::cout << "note: " << n << "\n";
     if (expected)
       std::cout << "policy: port " << o.port << " is " << expectation << ": "
