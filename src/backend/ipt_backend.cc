@@ -1,7 +1,9 @@
 // The iptables backend: mailward's chain MAILWARD in the filter table of iptables and
-// ip6tables, one jump to it from INPUT, and its allowlists in ipsets (mw_*). Reads with
-// iptables-save and `ipset save`, writes with one `ipset restore` and one
-// `iptables-restore --noflush` per family (atomic per table); a failure part-way is undone.
+// ip6tables, one jump to it from INPUT, the same-named chains in mangle and nat jumped to from
+// PREROUTING for the DNAT path (ipt_rules.h says why), and its allowlists in ipsets (mw_*).
+// Reads with iptables-save and `ipset save`, writes with one `ipset restore` and one
+// `iptables-restore --noflush` per family covering every table (one transaction with
+// iptables-nft; table by table with legacy); a failure part-way is undone.
 // Every command runs from argv, never through a shell.
 #include <algorithm>
 #include <cstdlib>
@@ -58,31 +60,15 @@ struct LiveFamily {
   bool available = false;
   std::string error;   ///< why the family is not available
   std::string stable;  ///< the save output without comments and counters
-  SavedTable table;
-};
-
-/// The state of mailward's own objects in one family.
-struct OwnState {
-  bool chain = false;
-  std::vector<std::string> rules;
-  std::vector<std::string> jumps;  ///< INPUT rules that jump to MAILWARD
-  friend bool operator==(const OwnState&, const OwnState&) = default;
-};
-
-OwnState OwnOf(const SavedTable& t) {
-  OwnState s;
-  if (const SavedChain* c = t.Find(kChain)) {
-    s.chain = true;
-    s.rules = c->rules;
+  SavedTable table;    ///< filter
+  SavedTable pre[kTableCount];  ///< mangle (1) and nat (2); [0] unused
+  OwnState Own() const {
+    OwnState s;
+    s.t[0] = OwnOf(table, 0);
+    for (int t = 1; t < kTableCount; ++t) s.t[t] = OwnOf(pre[t], t);
+    return s;
   }
-  if (const SavedChain* in = t.Find("INPUT"))
-    for (const auto& line : in->rules) {
-      auto w = Tokenize(line);
-      for (size_t i = 0; i + 1 < w.size(); ++i)
-        if ((w[i] == "-j" || w[i] == "-g") && w[i + 1] == kChain) s.jumps.push_back(line);
-    }
-  return s;
-}
+};
 
 struct Live {
   LiveFamily fam[2];
@@ -97,20 +83,6 @@ struct Target {
   OwnState own[2];
   std::map<std::string, IpsetSpec> ipsets;
 };
-
-std::string Join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
-}
-
-/// The comment of a rule line ("mailward:143:closed"), or the line itself.
-std::string RuleKey(const std::string& line) {
-  auto w = Tokenize(line);
-  for (size_t i = 0; i + 1 < w.size(); ++i)
-    if (w[i] == "--comment") return w[i + 1];
-  return line;
-}
 
 class IptPlan : public BackendPlan {
  public:
@@ -132,9 +104,15 @@ class IptablesBackend : public Backend {
     Target t;
     for (int f = 0; f < 2; ++f) {
       Family fam = f == 0 ? Family::kV4 : Family::kV6;
-      t.own[f].chain = true;
-      t.own[f].rules = ChainRules(desired, fam);
-      t.own[f].jumps = {JumpRule()};
+      t.own[f].t[0].chain = true;
+      t.own[f].t[0].rules = ChainRules(desired, fam);
+      t.own[f].t[0].jumps = {JumpRule()};
+      for (int tb = 1; tb < kTableCount; ++tb) {
+        OwnTable& o = t.own[f].t[tb];
+        o.rules = PreroutingChainRules(desired, fam, tb);
+        o.chain = !o.rules.empty();
+        if (o.chain) o.jumps = {JumpRule(tb)};
+      }
     }
     for (const auto& s : desired.sets)
       if (s.spec.is_allow()) {
@@ -190,6 +168,14 @@ class IptablesBackend : public Backend {
       if (!r.ok()) {
         // Undo what went in: the families already restored, then the ipsets.
         std::string undo_errors;
+        // With legacy iptables the tables before the failing one are committed already.
+        if (auto now = ReadLive(false); now.ok() && now->fam[f].available) {
+          std::string back = RestoreScript(now->fam[f].Own(), plan.live.fam[f].Own());
+          if (!back.empty()) {
+            auto u = RunProcess({tools_.restore[f], "--noflush"}, back);
+            if (!u.ok()) undo_errors += "; undoing " + tools_.restore[f] + " failed too: " + u.Message();
+          }
+        }
         for (int g = f - 1; g >= 0; --g)
           if (!plan.undo[g].empty()) {
             auto u = RunProcess({tools_.restore[g], "--noflush"}, plan.undo[g]);
@@ -213,15 +199,17 @@ class IptablesBackend : public Backend {
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
     const auto& plan = static_cast<const IptPlan&>(base);
-    std::string out = "MWIPT1\n";
+    std::string out = "MWIPT2\n";
     for (int f = 0; f < 2; ++f) {
       const auto& fam = plan.live.fam[f];
       if (!fam.available) continue;
-      OwnState s = OwnOf(fam.table);
-      std::string tag = f == 0 ? "v4" : "v6";
-      out += tag + " chain " + (s.chain ? "1" : "0") + "\n";
-      for (const auto& r : s.rules) out += tag + " rule " + r + "\n";
-      for (const auto& j : s.jumps) out += tag + " jump " + j + "\n";
+      OwnState s = fam.Own();
+      for (int tb = 0; tb < kTableCount; ++tb) {
+        std::string tag = std::string(f == 0 ? "v4 " : "v6 ") + kTables[tb];
+        out += tag + " chain " + (s.t[tb].chain ? "1" : "0") + "\n";
+        for (const auto& r : s.t[tb].rules) out += tag + " rule " + r + "\n";
+        for (const auto& j : s.t[tb].jumps) out += tag + " jump " + j + "\n";
+      }
     }
     for (const auto& [name, set] : plan.live.ipsets) {
       out += "set " + set.name + " " + set.type + " " + (set.family == Family::kV4 ? "inet" : "inet6") + " " +
@@ -232,7 +220,10 @@ class IptablesBackend : public Backend {
   }
 
   Status Restore(const std::string& bytes, const std::string&) override {
-    if (bytes.rfind("MWIPT1\n", 0) != 0)
+    // MWIPT1 (before the mangle and nat chains) records the filter table only: mailward had
+    // no chain elsewhere then.
+    bool v1 = bytes.rfind("MWIPT1\n", 0) == 0;
+    if (!v1 && bytes.rfind("MWIPT2\n", 0) != 0)
       return Status::Invalid("this snapshot was not made by the iptables backend");
     Target t;
     bool seen[2] = {false, false};
@@ -257,14 +248,32 @@ class IptablesBackend : public Backend {
       int f = line.rfind("v6 ", 0) == 0 ? 1 : 0;
       seen[f] = true;
       std::string rest = line.substr(3);
-      if (rest.rfind("chain ", 0) == 0) t.own[f].chain = rest.substr(6) == "1";
-      else if (rest.rfind("rule ", 0) == 0) t.own[f].rules.push_back(rest.substr(5));
-      else if (rest.rfind("jump ", 0) == 0) t.own[f].jumps.push_back(rest.substr(5));
+      int tb = 0;
+      if (!v1) {
+        size_t sp = rest.find(' ');
+        std::string table = rest.substr(0, sp);
+        tb = -1;
+        for (int i = 0; i < kTableCount; ++i)
+          if (table == kTables[i]) tb = i;
+        if (tb < 0 || sp == std::string::npos) return Status::Invalid("a damaged iptables snapshot: " + line);
+        rest = rest.substr(sp + 1);
+      }
+      OwnTable& o = t.own[f].t[tb];
+      // Only mailward's own objects are ever written back.
+      if (rest.rfind("chain ", 0) == 0) {
+        o.chain = rest.substr(6) == "1";
+      } else if (rest.rfind("rule ", 0) == 0) {
+        if (!IsOwnRuleLine(rest.substr(5), tb)) return Status::Invalid("a snapshot rule that is not mailward's: " + rest);
+        o.rules.push_back(rest.substr(5));
+      } else if (rest.rfind("jump ", 0) == 0) {
+        if (!IsOwnJumpLine(rest.substr(5), tb)) return Status::Invalid("a snapshot jump that is not mailward's: " + rest);
+        o.jumps.push_back(rest.substr(5));
+      }
     }
     auto live = ReadLive(true);
     if (!live.ok()) return live.status();
     for (int f = 0; f < 2; ++f)
-      if (!seen[f]) t.own[f] = OwnOf(live->fam[f].table);  // not recorded: leave as it is
+      if (!seen[f]) t.own[f] = live->fam[f].Own();  // not recorded: leave as it is
     PlanOptions opts;
     opts.analyze_conflicts = false;
     auto plan = MakePlan(std::move(*live), std::move(t), opts);
@@ -276,7 +285,9 @@ class IptablesBackend : public Backend {
     Phase p("read iptables state");
     Live live;
     for (int f = 0; f < 2; ++f) {
-      auto r = RunProcess({tools_.save[f], "-t", "filter"});
+      // Every table at once (mailward's chains are in filter, mangle and nat); tables that
+      // were never used are not listed, and reading does not create them.
+      auto r = RunProcess({tools_.save[f]});
       LiveFamily& fam = live.fam[f];
       if (!r.ok()) {
         if (f == 0)
@@ -287,7 +298,9 @@ class IptablesBackend : public Backend {
       }
       fam.available = true;
       fam.stable = StableText(r.out);
-      fam.table = ParseSave(r.out);
+      auto tables = ParseSaveAll(r.out);
+      fam.table = tables["filter"];
+      for (int tb = 1; tb < kTableCount; ++tb) fam.pre[tb] = tables[kTables[tb]];
       if (fam.table.chains.empty()) {
         // An empty filter table prints nothing: it has the built-in chains, accepting.
         for (const char* c : {"INPUT", "FORWARD", "OUTPUT"}) fam.table.chains.push_back(SavedChain{c, "ACCEPT", {}});
@@ -322,30 +335,6 @@ class IptablesBackend : public Backend {
       }
     live.generation = Fnv32(live.ipset_headers, Fnv32(live.fam[1].stable, Fnv32(live.fam[0].stable)));
     return live;
-  }
-
-  /// The iptables-restore input that turns `from` into `to` in one family ("" when equal).
-  static std::string Script(const OwnState& from, const OwnState& to) {
-    if (from == to) return "";
-    std::string out = "*filter\n";
-    bool rewrite = to.chain && (!from.chain || from.rules != to.rules);
-    if (rewrite) out += std::string(":") + kChain + " - [0:0]\n" + Join(to.rules);
-    // Jumps: remove the ones `to` does not have, add the missing ones at the top of INPUT.
-    std::multiset<std::string> want(to.jumps.begin(), to.jumps.end());
-    std::multiset<std::string> have(from.jumps.begin(), from.jumps.end());
-    for (const auto& j : from.jumps) {
-      auto it = want.find(j);
-      if (it != want.end()) want.erase(it);
-      else out += "-D" + j.substr(2) + "\n";
-    }
-    for (const auto& j : to.jumps) {
-      auto it = have.find(j);
-      if (it != have.end()) have.erase(it);
-      else out += "-I INPUT 1" + j.substr(8) + "\n";  // "-A INPUT" -> "-I INPUT 1"
-    }
-    if (!to.chain && from.chain) out += std::string("-F ") + kChain + "\n-X " + kChain + "\n";
-    out += "COMMIT\n";
-    return out;
   }
 
   std::unique_ptr<IptPlan> MakePlan(Live live, Target t, const PlanOptions& opts) {
@@ -432,36 +421,14 @@ class IptablesBackend : public Backend {
         plan->notes.push_back(label + " is not usable here (" + fam.error + "): IPv6 is left alone");
         continue;
       }
-      OwnState have = OwnOf(fam.table);
+      OwnState have = fam.Own();
       const OwnState& want = t.own[f];
-      plan->restore[f] = Script(have, want);
-      plan->undo[f] = Script(want, have);
-      std::string where = label + " filter";
-      if (want.chain && !have.chain) plan->changes.push_back({"add", "chain", where + " " + kChain, "", 1, {}});
-      if (!want.chain && have.chain) plan->changes.push_back({"delete", "chain", where + " " + kChain, "", 1, {}});
-      if (want.chain && have.chain && want.rules != have.rules) {
-        std::set<std::string> w(want.rules.begin(), want.rules.end()), h(have.rules.begin(), have.rules.end());
-        bool any = false;
-        for (const auto& r : want.rules)
-          if (!h.count(r)) plan->changes.push_back({"add", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
-        for (const auto& r : have.rules)
-          if (!w.count(r)) plan->changes.push_back({"delete", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
-        if (!any) plan->changes.push_back({"replace", "chain", where + " " + kChain, "rules out of order", 1, {}});
-      } else if (want.chain && !have.chain) {
-        for (const auto& r : want.rules) plan->changes.push_back({"add", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}});
-      }
-      if (want.jumps != have.jumps) {
-        if (!want.jumps.empty() && have.jumps.empty())
-          plan->changes.push_back({"add", "rule", label + " " + kJumpComment, "INPUT position 1: jump to " + std::string(kChain), 1, {}});
-        else if (want.jumps.empty())
-          plan->changes.push_back({"delete", "rule", label + " " + kJumpComment, "INPUT: jump to " + std::string(kChain), 1, {}});
-        else
-          plan->changes.push_back({"replace", "rule", label + " " + kJumpComment,
-                                   std::to_string(have.jumps.size()) + " jump(s) to " + kChain + " in INPUT, not mailward's one", 1, {}});
-      }
+      plan->restore[f] = RestoreScript(have, want);
+      plan->undo[f] = RestoreScript(want, have);
+      for (int tb = 0; tb < kTableCount; ++tb) DescribeOwnChanges(have.t[tb], want.t[tb], tb, label, &plan->changes);
       // Rules above the jump are evaluated first: say so (they are the host's, left alone).
-      if (const SavedChain* in = fam.table.Find("INPUT"); in && !have.jumps.empty() && !in->rules.empty() &&
-                                                         in->rules.front() != have.jumps.front())
+      if (const SavedChain* in = fam.table.Find("INPUT"); in && !have.t[0].jumps.empty() && !in->rules.empty() &&
+                                                         in->rules.front() != have.t[0].jumps.front())
         plan->notes.push_back(label + ": rules above mailward's jump in INPUT are evaluated first (for example: " +
                               in->rules.front().substr(3) + ")");
     }

@@ -1,12 +1,14 @@
 """The iptables backend against real iptables (nft-based, and legacy), ip6tables and ipset, in
 namespaces: reachability over IPv4 and IPv6 from a client namespace, the host's other rules
 (a fail2ban chain, Docker chains, the admin's ACCEPT 22) untouched, drift found and repaired,
-rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset."""
+rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset,
+and the DNAT path: a real dockerd publishing the mail ports of a container (DnatPath)."""
 import os
 import re
 import time
 import unittest
 
+from dockerpeer import Dockerd, docker_rules, have_docker
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, PLAIN_V4, assert_mail_policy_reachability, MailwardCase,
                     run, Sandbox, Topology)
 
@@ -64,19 +66,27 @@ class Variant:
                 runner([self.tool(tool)] + [a.format(banned=banned) for a in rule])
 
     def save_all(self, runner):
-        """Everything but mailward's own lines, without counters and timestamps."""
+        """Everything but mailward's own lines, without counters and timestamps. A table left
+        with nothing but its empty built-in chains accepting (mangle or nat once mailward's chain
+        is gone: iptables keeps a table it has made) counts as absent."""
         out = []
         for tool in ("iptables-save", "ip6tables-save"):
+            table = []
             for line in runner([self.tool(tool)]).stdout.splitlines():
                 if line.startswith("#") or "MAILWARD" in line:
                     continue
-                out.append(re.sub(r" \[\d+:\d+\]$", "", line))
+                table.append(re.sub(r" \[\d+:\d+\]$", "", line))
+                if line == "COMMIT":
+                    if not all(l.startswith("*") or l == "COMMIT" or re.fullmatch(r":[A-Z]+ ACCEPT", l)
+                               for l in table):
+                        out += table
+                    table = []
         return out
 
     def own_state(self, runner):
         lines = []
         for tool in ("iptables-save", "ip6tables-save"):
-            lines += [l for l in runner([self.tool(tool), "-t", "filter"]).stdout.splitlines() if "MAILWARD" in l]
+            lines += [l for l in runner([self.tool(tool)]).stdout.splitlines() if "MAILWARD" in l]
         sets = [l for l in runner(["ipset", "save"]).stdout.splitlines()
                 if l.split()[1].startswith("mw")]
         # initval is random per create: not part of what mailward promises.
@@ -124,6 +134,88 @@ class Reachability(Variant, MailwardCase):
 
 
 class ReachabilityLegacy(Reachability):
+    variant = "legacy"
+
+
+JUMP_MANGLE = ["PREROUTING", "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "conntrack", "--ctstate", "NEW",
+               "-m", "comment", "--comment", "mailward:jump", "-j", "MAILWARD"]
+
+
+@unittest.skipUnless(have_docker(), "docker.io and busybox-static are needed")
+class DnatPath(Variant, MailwardCase):
+    """A container publishing 143, 110 and 993 on the host's address (DNAT in nat PREROUTING,
+    then FORWARD): the policy holds for it as for a local service."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.docker = Dockerd(self.topo.host, self.dir, iptables_variant=self.variant)
+        self.addCleanup(self.docker.close)
+        self.host = self.env_runner(self.topo.in_host)
+        self.policy = self.write("policy.yaml", POLICY)
+
+    def docker_tables(self):
+        return {t: docker_rules(self.topo.in_host([self.tool("iptables-save"), "-t", t]).stdout) for t in ("nat", "filter")}
+
+    def greeting(self, port, source):
+        code = ("import socket;s=socket.socket();s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % (source, HOST_V4, port))
+        return run(["ip", "netns", "exec", self.topo.client, "python3", "-c", code], check=False).stdout
+
+    def test_closed_ports_hold_for_published_containers(self):
+        cid, _ = self.docker.publish([143, 110, 993])
+        # Docker's DNAT bypasses INPUT: before mailward, everyone reaches the container.
+        self.assertIn("container", self.greeting(143, PLAIN_V4))
+        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "open")
+        docker_before = self.docker_tables()
+        rc, j = self.mw_json(self.host, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        names = [c["name"] for c in j["changes"]]
+        self.assertIn("iptables mangle mailward:143:closed", names)
+        self.assertIn("iptables nat mailward:110:closed", names)
+        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")    # dropped in mangle
+        self.assertIn("container", self.greeting(143, ALLOWED_V4))               # the allowlist gets through
+        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")      # kept out of DNAT, reset in INPUT
+        self.assertEqual(self.topo.connect(HOST_V4, 110, ALLOWED_V4), "closed")
+        self.assertIn("container", self.greeting(993, PLAIN_V4))                 # open stays open
+        # Docker's own rules are byte-identical; mailward's jumps are first in PREROUTING.
+        self.assertEqual(self.docker_tables(), docker_before)
+        for table in ("mangle", "nat"):
+            first = self.topo.in_host([self.tool("iptables"), "-t", table, "-S", "PREROUTING"]).stdout.splitlines()[1]
+            self.assertIn("mailward:jump", first)
+        # A container published after the apply is covered without a re-apply, and the plan
+        # stays in sync though Docker rewrote its own rules.
+        self.docker.docker(["rm", "-f", cid])
+        self.docker.publish([143, 110], greeting="later")
+        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4))
+        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")
+        rc, j = self.mw_json(self.host, "plan", policy=self.policy)
+        self.assertEqual((rc, j["in_sync"]), (0, True), j)
+        # Someone deletes the mangle jump: drift, repaired by the next apply.
+        self.topo.in_host([self.tool("iptables"), "-t", "mangle", "-D"] + JUMP_MANGLE)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+        rc, j = self.mw_json(self.host, "plan", policy=self.policy)
+        self.assertEqual([(c["op"], c["name"]) for c in j["changes"]], [("add", "iptables mangle mailward:jump")])
+        self.assertEqual(self.mw(self.host, "apply", policy=self.policy).returncode, 0)
+        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        # Rollback: first to the drifted state (the mangle chain without its jump), then to
+        # before the first apply: the mangle and nat chains go too, and only they.
+        docker_now = self.docker_tables()
+        self.mw(self.host, "rollback", check=True)
+        mangle = self.topo.in_host([self.tool("iptables-save"), "-t", "mangle"]).stdout
+        self.assertIn(":MAILWARD", mangle)
+        self.assertNotIn("-j MAILWARD", mangle)
+        p = self.mw(self.host, "rollback")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        save = self.topo.in_host([self.tool("iptables-save")]).stdout
+        self.assertNotIn("MAILWARD", save)
+        self.assertEqual(self.docker_tables(), docker_now)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+
+
+class DnatPathLegacy(DnatPath):
     variant = "legacy"
 
 
