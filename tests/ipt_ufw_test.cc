@@ -269,6 +269,74 @@ TEST(Ufw, ReadsAndWritesUserRulesByteForByte) {
   EXPECT_FALSE(ufw::ParseUserRules("### RULES ###\n-A ufw-user-input -j DROP\n### END RULES ###\n", "x").ok());
 }
 
+// Debian's /usr/share/ufw/user.rules and user6.rules: what a never-enabled UFW has.
+const char* kPristine4 = R"(*filter
+:ufw-user-input - [0:0]
+:ufw-user-output - [0:0]
+:ufw-user-forward - [0:0]
+:ufw-user-limit - [0:0]
+:ufw-user-limit-accept - [0:0]
+### RULES ###
+-A ufw-user-limit -m limit --limit 3/minute -j LOG --log-prefix "[UFW LIMIT BLOCK] "
+-A ufw-user-limit -j REJECT
+-A ufw-user-limit-accept -j ACCEPT
+COMMIT
+)";
+const char* kPristine6 = R"(*filter
+:ufw6-user-input - [0:0]
+:ufw6-user-output - [0:0]
+:ufw6-user-forward - [0:0]
+### RULES ###
+COMMIT
+)";
+
+TEST(Ufw, PristinePackageFilesAreCompletedAsUfwWritesThem) {
+  auto v4 = ufw::ParseUserRules(kPristine4, "user.rules");
+  ASSERT_TRUE(v4.ok()) << v4.status().message();
+  EXPECT_TRUE(v4->pristine);
+  EXPECT_TRUE(v4->rules.empty());
+  v4->rules.push_back({"deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264",
+                       {"-A ufw-user-input -p tcp --dport 143 -j DROP"}});
+  std::string text = ufw::RenderUserRules(*v4);
+  EXPECT_EQ(text, R"(*filter
+:ufw-user-input - [0:0]
+:ufw-user-output - [0:0]
+:ufw-user-forward - [0:0]
+:ufw-user-limit - [0:0]
+:ufw-user-limit-accept - [0:0]
+### RULES ###
+
+### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264
+-A ufw-user-input -p tcp --dport 143 -j DROP
+
+### END RULES ###
+
+### LOGGING ###
+### END LOGGING ###
+
+### RATE LIMITING ###
+-A ufw-user-limit -m limit --limit 3/minute -j LOG --log-prefix "[UFW LIMIT BLOCK] "
+-A ufw-user-limit -j REJECT
+-A ufw-user-limit-accept -j ACCEPT
+### END RATE LIMITING ###
+COMMIT
+)");
+  // Written once, the file reads back as an ordinary one, the same rules.
+  auto again = ufw::ParseUserRules(text, "user.rules");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->pristine);
+  EXPECT_EQ(again->rules, v4->rules);
+  EXPECT_EQ(ufw::RenderUserRules(*again), text);
+  // The IPv6 file lacks the rate-limit chains mailward's `limit` rules jump to: declared.
+  auto v6 = ufw::ParseUserRules(kPristine6, "user6.rules");
+  ASSERT_TRUE(v6.ok());
+  std::string t6 = ufw::RenderUserRules(*v6);
+  EXPECT_NE(t6.find(":ufw6-user-limit - [0:0]\n:ufw6-user-limit-accept - [0:0]\n### RULES ###\n"), std::string::npos);
+  EXPECT_NE(t6.find("-A ufw6-user-limit -j REJECT\n-A ufw6-user-limit-accept -j ACCEPT\n"), std::string::npos);
+  // Anything else without an END marker is not a file mailward understands.
+  EXPECT_FALSE(ufw::ParseUserRules("*filter\n### RULES ###\n-A ufw-user-input -j DROP\nCOMMIT\n", "x").ok());
+}
+
 TEST(Ufw, DesiredRulesRecogniseTheAdminsAllowAndApproximateRateLimits) {
   Ruleset rs = FromYaml(kPolicy);
   auto parsed = ufw::ParseUserRules(kUserRules, "user.rules");

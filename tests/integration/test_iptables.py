@@ -9,6 +9,7 @@ import time
 import unittest
 
 from dockerpeer import Dockerd, docker_rules, have_docker
+from pidns import PrivatePids
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, PLAIN_V4, assert_mail_policy_reachability, MailwardCase,
                     run, Sandbox, Topology)
 
@@ -54,9 +55,13 @@ class Variant:
         return name.replace("tables", "tables-" + self.variant, 1)
 
     def env_runner(self, runner):
+        self.pids = PrivatePids()
+        self.addCleanup(self.pids.close)
         def r(argv, **kw):
             if argv and argv[0].endswith("mailward"):
-                argv = ["env", "MAILWARD_IPTABLES=" + self.variant] + argv
+                # A PID namespace of its own: firewalld that other suites run on this machine (in
+                # their own namespaces) is not this host's manager.
+                argv = self.pids.prefix() + ["env", "MAILWARD_IPTABLES=" + self.variant] + argv
             return runner(argv, **kw)
         return r
 

@@ -2,7 +2,9 @@
 mount namespace (TESTING.md) and a network namespace: never the machine's own UFW. Reachability
 from a client namespace, the admin's UFW rules untouched, an admin's allow recognised, UFW's own
 reloads keep mailward's rules, drift (a deleted rule, a flushed chain) repaired, a failed reload
-put back, rollback, and backend: auto / two-manager detection."""
+put back, rollback, and backend: auto / two-manager detection. The DNAT path with a real dockerd
+(mailward's mangle and nat chains beside UFW), UFW disabled (not clean, fix `ufw enable`) and a
+never-enabled UFW (the package's files, planned and applied, effective on enable)."""
 import json
 import os
 import re
@@ -12,6 +14,8 @@ import tempfile
 import time
 import unittest
 
+from dockerpeer import Dockerd, docker_rules, have_docker
+from pidns import PrivatePids
 from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, MAILWARD, PLAIN_V4, assert_mail_policy_reachability,
                     MailwardCase, run, Sandbox, Topology)
 
@@ -51,10 +55,13 @@ class UfwHost:
         self.default = os.path.join(tmpdir, "default-ufw")
         shutil.copytree("/etc/ufw", self.etc, symlinks=True)
         shutil.copy2("/etc/default/ufw", self.default)
+        self.pids = PrivatePids()
 
     def run(self, argv, **kw):
         script = 'mount --bind "$1" /etc/ufw && mount --bind "$2" /etc/default/ufw && shift 2 && exec "$@"'
-        return run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.etc, self.default,
+        # A PID namespace of its own (pidns.py): a firewalld that other suites run on this
+        # machine, in their own namespaces, is not this host's manager.
+        return run(self.pids.prefix() + ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.etc, self.default,
                     "ip", "netns", "exec", self.topo.host] + list(argv), **kw)
 
     def files(self):
@@ -68,6 +75,7 @@ class UfwHost:
         return [l for text in self.files() for l in text.splitlines() if l.startswith("### tuple ###")]
 
     def close(self):
+        self.pids.close()
         self.topo.close()
 
 
@@ -205,6 +213,122 @@ class Safety(UfwCase):
         self.h.run(["ufw", "disable"])
         rc, j = self.mw_json(self.h.run, "plan", policy=auto)
         self.assertEqual(j["backend"], "nftables")
+
+
+@unittest.skipUnless(have_docker(), "docker.io and busybox-static are needed")
+class DnatPath(UfwCase):
+    """Docker publishes 143, 110 and 993 of a container past UFW (DNAT, then FORWARD): with
+    backend ufw the policy holds for it too, and UFW's reloads keep it so."""
+
+    def docker_tables(self):
+        out = {}
+        for t in ("nat", "filter"):
+            text = self.h.run(["iptables-save", "-t", t]).stdout
+            # UFW's user chain holds mailward's UFW rules: not Docker's.
+            out[t] = "\n".join(l for l in docker_rules(text).splitlines() if not l.startswith("-A ufw-user-input "))
+        return out
+
+    def greeting(self, port, source):
+        code = ("import socket;s=socket.socket();s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % (source, HOST_V4, port))
+        return run(["ip", "netns", "exec", self.h.topo.client, "python3", "-c", code], check=False).stdout
+
+    def test_closed_ports_hold_for_published_containers(self):
+        docker = Dockerd(self.h.topo.host, self.dir)
+        self.addCleanup(docker.close)
+        cid, _ = docker.publish([143, 110, 993])
+        self.assertIn("container", self.greeting(143, PLAIN_V4))   # Docker's DNAT bypasses UFW
+        before = self.docker_tables()
+        rc, j = self.mw_json(self.h.run, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        names = [c["name"] for c in j["changes"]]
+        self.assertIn("iptables mangle mailward:143:closed", names)
+        self.assertIn("iptables nat mailward:110:closed", names)
+        self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        self.assertIn("container", self.greeting(143, ALLOWED_V4))
+        self.assertEqual(self.h.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")   # UFW's reject, in INPUT
+        self.assertIn("container", self.greeting(993, PLAIN_V4))
+        self.assertEqual(self.docker_tables(), before)
+        mangle = self.h.run(["iptables-save", "-t", "mangle"]).stdout
+        self.assertIn("-A MAILWARD -s 203.0.113.0/24 -p tcp -m tcp --dport 143", mangle)  # no ipsets with UFW
+        self.assertEqual(self.h.run(["ipset", "list", "-n"], check=False).stdout.strip(), "")
+        # UFW's own reload keeps mailward's chains; a container published later is covered.
+        self.h.run(["ufw", "reload"])
+        docker.docker(["rm", "-f", cid])
+        docker.publish([143], greeting="later")
+        self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4))
+        rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
+        self.assertEqual((rc, j["in_sync"]), (0, True), j)
+        # A failing ip6tables-restore puts UFW's files and the IPv4 chains back.
+        self.mw(self.h.run, "rollback", check=True)
+        self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
+        files = self.h.files()
+        env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
+        p = self.mw(lambda a, **kw: self.h.run(a, env=env, **kw), "apply", policy=self.policy)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("put back", p.stderr)
+        self.assertEqual(self.h.files(), files)
+        self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+
+
+class NotEnabled(MailwardCase):
+    """UFW switched off, or never enabled: the package's pristine rules files."""
+
+    def setUp(self):
+        super().setUp()
+        self.h = UfwHost(self.dir)
+        self.addCleanup(self.h.close)
+        # The package's files, whatever this machine's copy holds.
+        for name in ("user.rules", "user6.rules"):
+            shutil.copy(os.path.join("/usr/share/ufw", name), os.path.join(self.h.etc, name))
+        with open(os.path.join(self.h.etc, "ufw.conf")) as f:
+            conf = f.read()
+        with open(os.path.join(self.h.etc, "ufw.conf"), "w") as f:
+            f.write(re.sub(r"(?m)^ENABLED=.*$", "ENABLED=no", conf))
+        self.policy = self.write("policy.yaml", policy_text())
+
+    def assert_disabled_conflicts(self, j):
+        closed = {(c["port"], c["family"]) for c in j["conflicts"] if "ufw enable" in c["reason"]}
+        self.assertEqual(closed, {(143, "ipv4"), (110, "ipv4"), (143, "ipv6"), (110, "ipv6")}, j["conflicts"])
+        self.assertTrue(all(c["where"] == "ufw" and "not enforced" in c["reason"] for c in j["conflicts"]))
+
+    def test_never_enabled_plans_applies_and_takes_effect_on_enable(self):
+        self.assertNotIn("### END RULES ###", self.h.files()[0])
+        rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assertTrue(any("still the package's" in n for n in j["notes"]), j["notes"])
+        self.assertTrue(any("take effect when UFW is enabled" in n for n in j["notes"]), j["notes"])
+        self.assert_disabled_conflicts(j)
+        rc, j = self.mw_json(self.h.run, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        self.assertTrue(all("### END RULES ###" in t for t in self.h.files()))
+        # check is not clean while UFW is off: the policy is not enforced.
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assertEqual(j["changes"], [])
+        self.assert_disabled_conflicts(j)
+        # Enabled, UFW loads the files as mailward wrote them: the policy holds, check is clean.
+        self.h.topo.serve([110, 143, 993, 995])
+        self.h.run(["ufw", "--force", "enable"])
+        assert_mail_policy_reachability(self, self.h.topo.reach())
+        self.assertRegex(self.h.run(["ufw", "status"]).stdout, r"995/tcp \(v6\) +LIMIT +Anywhere \(v6\) +# mailward")
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual((rc, j["changes"], j["conflicts"]), (0, [], []), j)
+
+    def test_disabled_is_not_clean_until_enabled(self):
+        self.h.run(["ufw", "--force", "enable"])
+        self.mw(self.h.run, "apply", policy=self.policy, check=True)
+        self.assertEqual(self.mw(self.h.run, "check", "--no-probe", policy=self.policy).returncode, 0)
+        self.h.run(["ufw", "disable"])
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assert_disabled_conflicts(j)
+        text = self.mw(self.h.run, "check", "--no-probe", policy=self.policy).stdout
+        self.assertIn("fix: ufw enable", text)
+        self.h.run(["ufw", "--force", "enable"])
+        self.assertEqual(self.mw(self.h.run, "check", "--no-probe", policy=self.policy).returncode, 0)
 
 
 class Firewalld(MailwardCase):
