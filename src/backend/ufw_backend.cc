@@ -286,9 +286,9 @@ class UfwBackend : public Backend {
   }
 
   Status Restore(const std::string& bytes, const std::string&) override {
-    // MWUFW1 (before the mangle and nat chains): mailward had none then.
-    bool v1 = bytes.rfind("MWUFW1\n", 0) == 0;
-    if (!v1 && bytes.rfind("MWUFW2\n", 0) != 0) return Status::Invalid("this snapshot was not made by the UFW backend");
+    // MWUFW1 (before the mangle and nat chains) has no lines after the files: mailward had none.
+    if (bytes.rfind("MWUFW1\n", 0) != 0 && bytes.rfind("MWUFW2\n", 0) != 0)
+      return Status::Invalid("this snapshot was not made by the UFW backend");
     std::string files[2];
     size_t pos = 7;
     for (int f = 0; f < 2; ++f) {
@@ -324,7 +324,6 @@ class UfwBackend : public Backend {
         return Status::Invalid("a UFW snapshot line that is not mailward's: " + line);
       }
     }
-    (void)v1;
     auto now = ReadFiles();
     if (!now.ok()) return now.status();
     ipt::OwnState pre_now[2];
