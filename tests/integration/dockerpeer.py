@@ -21,10 +21,11 @@ class Dockerd:
 
     IMAGE = "mwbusy:1"
 
-    def __init__(self, host_ns, tmpdir, wrap=None, iptables_variant=None):
+    def __init__(self, host_ns, tmpdir, wrap=None, iptables_variant=None, ipv6_cidr=None):
         """`wrap`: optional argv prefix run before dockerd inside the namespace (e.g. to give
         it private /etc/ufw mounts); `iptables_variant`: "legacy" puts iptables-legacy first
-        on dockerd's PATH so Docker writes the legacy tables."""
+        on dockerd's PATH so Docker writes the legacy tables; `ipv6_cidr`: IPv6 on the default
+        bridge from this prefix (a TEST-NET one), so ports are published over IPv6 too."""
         ns_path = f"/run/netns/{host_ns}"
         if not os.path.exists(ns_path):  # never fall through to the machine's own namespace
             raise AssertionError(f"namespace {host_ns} does not exist")
@@ -42,10 +43,11 @@ class Dockerd:
             path = os.path.join(self.dir, "bin") + ":" + path
         self.log = open(os.path.join(self.dir, "dockerd.log"), "w")
         script = ('mkdir -p /run/docker && mount -t tmpfs tmpfs /run/docker && '
-                  'exec dockerd --data-root "$1" --exec-root "$2" -p "$3" -H "unix://$4" --storage-driver vfs')
+                  'exec dockerd --data-root "$1" --exec-root "$2" -p "$3" -H "unix://$4" --storage-driver vfs '
+                  + ('--experimental --ipv6 --ip6tables --fixed-cidr-v6 "$5"' if ipv6_cidr else ''))
         argv = ["nsenter", f"--net={ns_path}", "unshare", "-m", "--propagation", "private",
                 "sh", "-c", script, "sh", os.path.join(self.dir, "root"), os.path.join(self.dir, "exec"),
-                os.path.join(self.dir, "run", "dockerd.pid"), self.sock]
+                os.path.join(self.dir, "run", "dockerd.pid"), self.sock] + ([ipv6_cidr] if ipv6_cidr else [])
         self.proc = subprocess.Popen((wrap or []) + argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PATH=path), start_new_session=True)
         deadline = time.time() + 120

@@ -10,8 +10,8 @@ import unittest
 
 from dockerpeer import Dockerd, docker_rules, have_docker
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, PLAIN_V4, assert_mail_policy_reachability, MailwardCase,
-                    run, Sandbox, Topology)
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, assert_mail_policy_reachability,
+                    MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -148,53 +148,70 @@ JUMP_MANGLE = ["PREROUTING", "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL
 
 @unittest.skipUnless(have_docker(), "docker.io and busybox-static are needed")
 class DnatPath(Variant, MailwardCase):
-    """A container publishing 143, 110 and 993 on the host's address (DNAT in nat PREROUTING,
-    then FORWARD): the policy holds for it as for a local service."""
+    """A container publishing 143, 110 and 993 on the host's addresses, IPv4 and IPv6 (DNAT in
+    nat PREROUTING, then FORWARD): the policy holds for it as for a local service."""
 
     def setUp(self):
         super().setUp()
         self.topo = Topology()
         self.addCleanup(self.topo.close)
-        self.docker = Dockerd(self.topo.host, self.dir, iptables_variant=self.variant)
+        self.docker = Dockerd(self.topo.host, self.dir, iptables_variant=self.variant, ipv6_cidr="2001:db8:1::/64")
         self.addCleanup(self.docker.close)
         self.host = self.env_runner(self.topo.in_host)
-        self.policy = self.write("policy.yaml", POLICY)
+        # 110 (reject) has an allowlist too: its allowlisted sources must still be DNATed.
+        self.policy = self.write("policy.yaml", POLICY.replace("    action: reject\n",
+                                                               "    action: reject\n    allow: [office]\n"))
 
     def docker_tables(self):
-        return {t: docker_rules(self.topo.in_host([self.tool("iptables-save"), "-t", t]).stdout) for t in ("nat", "filter")}
+        return {(tool, t): docker_rules(self.topo.in_host([self.tool(tool), "-t", t]).stdout)
+                for tool in ("iptables-save", "ip6tables-save") for t in ("nat", "filter")}
 
-    def greeting(self, port, source):
-        code = ("import socket;s=socket.socket();s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
-                % (source, HOST_V4, port))
-        return run(["ip", "netns", "exec", self.topo.client, "python3", "-c", code], check=False).stdout
+    def greeting(self, port, source, wait=0):
+        """The container's greeting as seen from `source` (to the host address of its family);
+        with `wait`, retried until it comes (IPv6 addresses need their duplicate detection)."""
+        dest = HOST_V6 if ":" in source else HOST_V4
+        code = ("import socket;s=socket.socket(%s);s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % ("socket.AF_INET6" if ":" in source else "socket.AF_INET", source, dest, port))
+        deadline = time.time() + wait
+        while True:
+            out = run(["ip", "netns", "exec", self.topo.client, "python3", "-c", code], check=False).stdout
+            if "OK" in out or time.time() >= deadline:
+                return out
+            time.sleep(0.2)
 
     def test_closed_ports_hold_for_published_containers(self):
         cid, _ = self.docker.publish([143, 110, 993])
         # Docker's DNAT bypasses INPUT: before mailward, everyone reaches the container.
-        self.assertIn("container", self.greeting(143, PLAIN_V4))
-        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "open")
+        for src in (PLAIN_V4, PLAIN_V6):
+            self.assertIn("container", self.greeting(143, src, wait=30))
+            self.assertIn("container", self.greeting(110, src, wait=30))
         docker_before = self.docker_tables()
         rc, j = self.mw_json(self.host, "apply", policy=self.policy)
         self.assertEqual(rc, 0, j)
         names = [c["name"] for c in j["changes"]]
-        self.assertIn("iptables mangle mailward:143:closed", names)
-        self.assertIn("iptables nat mailward:110:closed", names)
-        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")    # dropped in mangle
-        self.assertIn("container", self.greeting(143, ALLOWED_V4))               # the allowlist gets through
-        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")      # kept out of DNAT, reset in INPUT
-        self.assertEqual(self.topo.connect(HOST_V4, 110, ALLOWED_V4), "closed")
-        self.assertIn("container", self.greeting(993, PLAIN_V4))                 # open stays open
+        for n in ("iptables mangle mailward:143:closed", "iptables nat mailward:110:closed",
+                  "ip6tables mangle mailward:143:closed", "ip6tables nat mailward:110:closed"):
+            self.assertIn(n, names)
+        for plain, allowed, host in ((PLAIN_V4, ALLOWED_V4, HOST_V4), (PLAIN_V6, ALLOWED_V6, HOST_V6)):
+            self.assertEqual(self.topo.connect(host, 143, plain), "filtered")   # dropped in mangle
+            self.assertIn("container", self.greeting(143, allowed))             # the allowlist gets through
+            self.assertEqual(self.topo.connect(host, 110, plain), "closed")     # kept out of DNAT, reset in INPUT
+            self.assertIn("container", self.greeting(110, allowed))             # DNATed as before
+            self.assertIn("container", self.greeting(993, plain))               # open stays open
         # Docker's own rules are byte-identical; mailward's jumps are first in PREROUTING.
         self.assertEqual(self.docker_tables(), docker_before)
-        for table in ("mangle", "nat"):
-            first = self.topo.in_host([self.tool("iptables"), "-t", table, "-S", "PREROUTING"]).stdout.splitlines()[1]
-            self.assertIn("mailward:jump", first)
+        for tool in ("iptables", "ip6tables"):
+            for table in ("mangle", "nat"):
+                first = self.topo.in_host([self.tool(tool), "-t", table, "-S", "PREROUTING"]).stdout.splitlines()[1]
+                self.assertIn("mailward:jump", first)
         # A container published after the apply is covered without a re-apply, and the plan
         # stays in sync though Docker rewrote its own rules.
         self.docker.docker(["rm", "-f", cid])
         self.docker.publish([143, 110], greeting="later")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
+        self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
         self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
-        self.assertIn("later", self.greeting(143, ALLOWED_V4))
+        self.assertEqual(self.topo.connect(HOST_V6, 143, PLAIN_V6), "filtered")
         self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")
         rc, j = self.mw_json(self.host, "plan", policy=self.policy)
         self.assertEqual((rc, j["in_sync"]), (0, True), j)
@@ -214,10 +231,11 @@ class DnatPath(Variant, MailwardCase):
         self.assertNotIn("-j MAILWARD", mangle)
         p = self.mw(self.host, "rollback")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        save = self.topo.in_host([self.tool("iptables-save")]).stdout
-        self.assertNotIn("MAILWARD", save)
+        for tool in ("iptables-save", "ip6tables-save"):
+            self.assertNotIn("MAILWARD", self.topo.in_host([self.tool(tool)]).stdout)
         self.assertEqual(self.docker_tables(), docker_now)
         self.assertIn("later", self.greeting(143, PLAIN_V4))
+        self.assertIn("later", self.greeting(143, PLAIN_V6))
 
 
 class DnatPathLegacy(DnatPath):
