@@ -16,8 +16,8 @@ import unittest
 
 from dockerpeer import Dockerd, docker_rules, have_docker
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, MAILWARD, PLAIN_V4, assert_mail_policy_reachability,
-                    MailwardCase, run, Sandbox, Topology)
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6,
+                    assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -222,32 +222,42 @@ class DnatPath(UfwCase):
 
     def docker_tables(self):
         out = {}
-        for t in ("nat", "filter"):
-            text = self.h.run(["iptables-save", "-t", t]).stdout
-            # UFW's user chain holds mailward's UFW rules: not Docker's.
-            out[t] = "\n".join(l for l in docker_rules(text).splitlines() if not l.startswith("-A ufw-user-input "))
+        for tool in ("iptables-save", "ip6tables-save"):
+            for t in ("nat", "filter"):
+                text = self.h.run([tool, "-t", t]).stdout
+                # UFW's chains (mailward's UFW rules among them) are UFW's business, not Docker's.
+                out[(tool, t)] = "\n".join(l for l in docker_rules(text).splitlines() if "ufw" not in l)
         return out
 
-    def greeting(self, port, source):
-        code = ("import socket;s=socket.socket();s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
-                % (source, HOST_V4, port))
-        return run(["ip", "netns", "exec", self.h.topo.client, "python3", "-c", code], check=False).stdout
+    def greeting(self, port, source, wait=0):
+        dest = HOST_V6 if ":" in source else HOST_V4
+        code = ("import socket;s=socket.socket(%s);s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % ("socket.AF_INET6" if ":" in source else "socket.AF_INET", source, dest, port))
+        deadline = time.time() + wait
+        while True:
+            out = run(["ip", "netns", "exec", self.h.topo.client, "python3", "-c", code], check=False).stdout
+            if "OK" in out or time.time() >= deadline:
+                return out
+            time.sleep(0.2)
 
     def test_closed_ports_hold_for_published_containers(self):
-        docker = Dockerd(self.h.topo.host, self.dir)
+        docker = Dockerd(self.h.topo.host, self.dir, ipv6_cidr="2001:db8:1::/64")
         self.addCleanup(docker.close)
         cid, _ = docker.publish([143, 110, 993])
-        self.assertIn("container", self.greeting(143, PLAIN_V4))   # Docker's DNAT bypasses UFW
+        for src in (PLAIN_V4, PLAIN_V6):                                  # Docker's DNAT bypasses UFW
+            self.assertIn("container", self.greeting(143, src, wait=30))
         before = self.docker_tables()
         rc, j = self.mw_json(self.h.run, "apply", policy=self.policy)
         self.assertEqual(rc, 0, j)
         names = [c["name"] for c in j["changes"]]
-        self.assertIn("iptables mangle mailward:143:closed", names)
-        self.assertIn("iptables nat mailward:110:closed", names)
-        self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
-        self.assertIn("container", self.greeting(143, ALLOWED_V4))
-        self.assertEqual(self.h.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")   # UFW's reject, in INPUT
-        self.assertIn("container", self.greeting(993, PLAIN_V4))
+        for n in ("iptables mangle mailward:143:closed", "iptables nat mailward:110:closed",
+                  "ip6tables mangle mailward:143:closed", "ip6tables nat mailward:110:closed"):
+            self.assertIn(n, names)
+        for plain, allowed, host in ((PLAIN_V4, ALLOWED_V4, HOST_V4), (PLAIN_V6, ALLOWED_V6, HOST_V6)):
+            self.assertEqual(self.h.topo.connect(host, 143, plain), "filtered")
+            self.assertIn("container", self.greeting(143, allowed))
+            self.assertEqual(self.h.topo.connect(host, 110, plain), "closed")   # UFW's reject, in INPUT
+            self.assertIn("container", self.greeting(993, plain))
         self.assertEqual(self.docker_tables(), before)
         mangle = self.h.run(["iptables-save", "-t", "mangle"]).stdout
         self.assertIn("-A MAILWARD -s 203.0.113.0/24 -p tcp -m tcp --dport 143", mangle)  # no ipsets with UFW
@@ -256,13 +266,16 @@ class DnatPath(UfwCase):
         self.h.run(["ufw", "reload"])
         docker.docker(["rm", "-f", cid])
         docker.publish([143], greeting="later")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
+        self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
         self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
-        self.assertIn("later", self.greeting(143, ALLOWED_V4))
+        self.assertEqual(self.h.topo.connect(HOST_V6, 143, PLAIN_V6), "filtered")
         rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
         self.assertEqual((rc, j["in_sync"]), (0, True), j)
         # A failing ip6tables-restore puts UFW's files and the IPv4 chains back.
         self.mw(self.h.run, "rollback", check=True)
         self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
+        self.assertNotIn("MAILWARD", self.h.run(["ip6tables-save"]).stdout)
         files = self.h.files()
         env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
         p = self.mw(lambda a, **kw: self.h.run(a, env=env, **kw), "apply", policy=self.policy)
