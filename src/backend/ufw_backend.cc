@@ -148,14 +148,16 @@ class UfwBackend : public Backend {
       if (const auto* c = kernel[f].Find(kInputChain[f])) loaded[f] = c->rules;
     plan->generation = Fnv32(PreText(plan->pre_live[0]) + PreText(plan->pre_live[1]), files->Generation());
 
-    // The DNAT path: mailward's mangle and nat chains (IPv6 only when UFW handles IPv6).
+    // The DNAT path: mailward's mangle and nat chains (IPv6 only when UFW handles IPv6; with
+    // IPV6=no, IPv6 ones left from before are removed).
     for (int f = 0; f < 2; ++f) {
-      if (!plan->have_family[f] || (f == 1 && !ipv6)) continue;
+      if (!plan->have_family[f]) continue;
       Family fam = f == 0 ? Family::kV4 : Family::kV6;
       ipt::OwnState want = plan->pre_live[f];
       for (int t = 1; t < ipt::kTableCount; ++t) {
         ipt::OwnTable& o = want.t[t];
-        o.rules = ipt::PreroutingChainRules(desired, fam, t, ipt::SourceMatch::kInline);
+        o.rules = f == 1 && !ipv6 ? std::vector<std::string>{}
+                                  : ipt::PreroutingChainRules(desired, fam, t, ipt::SourceMatch::kInline);
         o.chain = !o.rules.empty();
         o.jumps.clear();
         if (o.chain) o.jumps = {ipt::JumpRule(t)};
