@@ -10,6 +10,7 @@ pkgs=(
   dovecot-imapd dovecot-pop3d openssl nmap python3 ansible-core
   clang libclang-rt-14-dev systemd
   docker.io busybox-static fail2ban firewalld dbus python3-nftables
+  openssh-server
 )
 missing=()
 for p in "${pkgs[@]}"; do

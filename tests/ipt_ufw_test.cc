@@ -209,36 +209,6 @@ COMMIT
   EXPECT_FALSE(ipt::IsOwnRuleLine("-A DOCKER -j DROP", 1));
 }
 
-std::vector<std::string> Certainties(const std::string& save, uint16_t port) {
-  std::vector<std::string> out;
-  for (const auto& c : ipt::FindConflicts(ipt::ParseSave(save), port, Family::kV4, "iptables"))
-    out.push_back(c.certainty + " " + c.where);
-  return out;
-}
-
-TEST(Iptables, ConflictEvaluatorIsThreeValued) {
-  // The policy DROP blocks; an ACCEPT of the port before it does not.
-  EXPECT_EQ(Certainties("*filter\n:INPUT DROP [0:0]\nCOMMIT\n", 993),
-            std::vector<std::string>{"blocks iptables filter chain INPUT"});
-  EXPECT_TRUE(Certainties("*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -m multiport --dports 25,990:995 -j ACCEPT\n"
-                          "COMMIT\n", 993).empty());
-  // A source-restricted drop (fail2ban) may block; a state-restricted one does not touch NEW.
-  EXPECT_EQ(Certainties("*filter\n:INPUT ACCEPT [0:0]\n:f2b - [0:0]\n-A INPUT -p tcp -j f2b\n"
-                        "-A f2b -s 192.0.2.1/32 -j REJECT\n-A f2b -j RETURN\nCOMMIT\n", 993),
-            std::vector<std::string>{"may block iptables filter chain f2b"});
-  EXPECT_TRUE(Certainties("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m conntrack --ctstate INVALID -j DROP\n"
-                          "-A INPUT -i lo -j DROP\n-A INPUT -p udp --dport 993 -j DROP\nCOMMIT\n", 993).empty());
-  // An unknown match is never a silent pass.
-  EXPECT_EQ(Certainties("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m recent --rcheck -j DROP\nCOMMIT\n", 993),
-            std::vector<std::string>{"may block iptables filter chain INPUT"});
-  // A maybe-accept before the policy drop makes the drop only possible.
-  EXPECT_EQ(Certainties("*filter\n:INPUT DROP [0:0]\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\nCOMMIT\n", 993),
-            std::vector<std::string>{"may block iptables filter chain INPUT"});
-  // mailward's own jump is not followed.
-  EXPECT_TRUE(Certainties("*filter\n:INPUT ACCEPT [0:0]\n:MAILWARD - [0:0]\n-A INPUT -j MAILWARD\n"
-                          "-A MAILWARD -p tcp --dport 993 -j DROP\nCOMMIT\n", 993).empty());
-}
-
 const char* kUserRules = R"(*filter
 :ufw-user-input - [0:0]
 ### RULES ###
@@ -335,6 +305,23 @@ COMMIT
   EXPECT_NE(t6.find("-A ufw6-user-limit -j REJECT\n-A ufw6-user-limit-accept -j ACCEPT\n"), std::string::npos);
   // Anything else without an END marker is not a file mailward understands.
   EXPECT_FALSE(ufw::ParseUserRules("*filter\n### RULES ###\n-A ufw-user-input -j DROP\nCOMMIT\n", "x").ok());
+}
+
+TEST(Ufw, AHandEditedCommentIsTheAdminsRuleAndNeverCrashes) {
+  std::string text = kUserRules;
+  std::string ours = "### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264";
+  text.replace(text.find(ours), ours.size(),
+               "### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=zz comment=6d61696c77617264");
+  auto r = ufw::ParseUserRules(text, "user.rules");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->rules.size(), 3u);
+  EXPECT_FALSE(r->rules[2].ours());  // two comments: not a tuple mailward wrote
+  std::string d = ufw::DescribeTuple(r->rules[2].tuple);
+  EXPECT_EQ(d, "deny 143/tcp  # comment=zz  # mailward");
+  for (const char* t : {"allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=6", "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=-1",
+                        "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=1b5b33316d", "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=0x"})
+    EXPECT_EQ(ufw::DescribeTuple(t).find('\x1b'), std::string::npos) << t;
+  EXPECT_EQ(ufw::DescribeTuple("allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=1b5b33316d"), "allow 1/tcp  # \\x1b[31m");
 }
 
 TEST(Ufw, DesiredRulesRecogniseTheAdminsAllowAndApproximateRateLimits) {

@@ -5,7 +5,10 @@
 #include <libnftnl/common.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "fakes/cidr.h"
@@ -112,6 +115,75 @@ TEST(NftCodec, WrongKeyLengthIsMalformed) {
   PutElements(nlh, "s", Family::kV4, raw, 0, 1);
   std::vector<RawElement> parsed;
   EXPECT_FALSE(ParseElements(nlh, Family::kV6, &parsed));
+}
+
+/// Splits `raw` into element messages as the backend does and checks every one: the element
+/// list fits its 16-bit length (no wrap), each message is as full as it can be, and the
+/// messages together carry every element in order.
+void CheckSplit(Family fam, const std::vector<RawElement>& raw, size_t* messages) {
+  const std::string set = "allow_some_long_allowlist_name_nets_v6";
+  const size_t list_at = NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg)) + MNL_ALIGN(MNL_ATTR_HDRLEN + std::strlen(kTable) + 1) +
+                         MNL_ALIGN(MNL_ATTR_HDRLEN + set.size() + 1);
+  std::vector<RawElement> back;
+  *messages = 0;
+  for (size_t i = 0; i < raw.size();) {
+    std::vector<char> buf(NLMSG_HDRLEN + sizeof(nfgenmsg) + MaxElementMessageBytes(set) + 64);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWSETELEM, NFPROTO_INET, 0, 1);
+    size_t next = PutElements(nlh, set, fam, raw, i, raw.size());
+    ASSERT_GT(next, i);
+    ++*messages;
+    ASSERT_LE(nlh->nlmsg_len, buf.size());
+    size_t list_bytes = nlh->nlmsg_len - list_at;  // the element list is the last attribute
+    auto* list = reinterpret_cast<const nlattr*>(buf.data() + list_at);
+    ASSERT_EQ(mnl_attr_get_type(list), NFTA_SET_ELEM_LIST_ELEMENTS);
+    ASSERT_LE(list_bytes, kMaxAttrLen) << "message " << *messages;
+    ASSERT_EQ(list->nla_len, list_bytes) << "the list's length wrapped";
+    if (next < raw.size()) {  // full: the next element would not have fit
+      ASSERT_GT(list_bytes + ElementBytes(fam, raw[next].end), kMaxAttrLen);
+    }
+    size_t before = back.size();
+    ASSERT_TRUE(ParseElements(nlh, fam, &back));
+    ASSERT_EQ(back.size() - before, next - i);
+    i = next;
+  }
+  ASSERT_EQ(back.size(), raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    ASSERT_TRUE(back[i].key == raw[i].key) << i;
+    ASSERT_EQ(back[i].end, raw[i].end) << i;
+  }
+}
+
+std::vector<RawElement> Elements(Family fam, size_t n, bool intervals) {
+  std::vector<RawElement> raw;
+  for (size_t i = 0; i < n; ++i) {
+    Addr a{};
+    size_t len = AddrLen(fam);
+    for (size_t b = 0; b < 4; ++b) a.b[len - 1 - b] = static_cast<uint8_t>(i >> (8 * b));
+    raw.push_back({a, intervals && i % 2 == 1});
+  }
+  return raw;
+}
+
+TEST(NftCodec, ElementMessagesAreSplitByBytesNotByCount) {
+  // IPv6 interval elements average 32 bytes: 2,048 of them (1,024 prefixes) overflowed a
+  // 16-bit list length when messages were cut every 2,048 elements.
+  struct Shape {
+    Family fam;
+    bool intervals;
+    size_t per_message;  // elements that fill one list of at most 65,535 bytes
+  };
+  // IPv4 host 16 bytes, interval end 24; IPv6 host 28, end 36; plus the list's 4-byte header.
+  for (const Shape& sh : {Shape{Family::kV4, false, (kMaxAttrLen - 4) / 16}, Shape{Family::kV6, false, (kMaxAttrLen - 4) / 28},
+                          Shape{Family::kV4, true, 3276}, Shape{Family::kV6, true, 2047}}) {
+    for (size_t n : {size_t{1}, sh.per_message - 1, sh.per_message, sh.per_message + 1, size_t{2048}, size_t{2049},
+                     2 * sh.per_message, 2 * sh.per_message + 1, size_t{100000}}) {
+      SCOPED_TRACE(std::string(sh.fam == Family::kV4 ? "v4 " : "v6 ") + (sh.intervals ? "intervals " : "hosts ") +
+                   std::to_string(n));
+      size_t messages = 0;
+      CheckSplit(sh.fam, Elements(sh.fam, n, sh.intervals), &messages);
+      EXPECT_EQ(messages, (n + sh.per_message - 1) / sh.per_message);
+    }
+  }
 }
 
 }  // namespace

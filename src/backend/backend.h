@@ -23,13 +23,27 @@ struct Change {
   std::vector<std::string> items;  ///< elements: the addresses (may be truncated to a sample)
 };
 
-/// Something outside mailward that would still block a port the policy keeps open.
+/// Where the live firewall does not do what the policy says, judged by the reachability engine
+/// (analysis/judge.h) over every path: an open port blocked, a closed port reachable (a DNAT to a
+/// container, mailward's rules missing), an allowlisted source blocked.
 struct Conflict {
   uint16_t port = 0;
   std::string family;    ///< "ipv4" | "ipv6"
   std::string where;     ///< e.g. "table inet filter chain input"
-  std::string certainty; ///< "blocks" | "may block"
+  std::string certainty; ///< "blocks" | "may block" (closed-port-reachable: "reaches" | "may reach")
   std::string reason;    ///< the rule or policy that does it
+  std::string kind;      ///< "open-port-blocked" | "closed-port-reachable" | "allowlist-blocked"
+  std::string owner;     ///< "firewalld zone public", "UFW", "Docker", "fail2ban jail X", "table inet filter"
+  std::string fix;       ///< the command that resolves it
+  std::string source;    ///< allowlist-blocked: the allowlist and the address tried
+  std::string destination;  ///< closed-port-reachable: "this host" or the DNAT target
+};
+
+/// A rule that blocks only some sources (a ban list, an anti-spoofing filter, a per-source rate
+/// limit): reported for information, never a conflict.
+struct SourceRestriction {
+  uint16_t port = 0;
+  std::string family, owner, where, rule;
 };
 
 /// A backend's plan: what it would change, against which live state.
@@ -38,6 +52,7 @@ class BackendPlan {
   virtual ~BackendPlan() = default;
   std::vector<Change> changes;
   std::vector<Conflict> conflicts;
+  std::vector<SourceRestriction> restrictions;
   std::vector<std::string> notes;
   uint32_t generation = 0;  ///< the live state's version the plan was made against
   bool in_sync() const { return changes.empty(); }
@@ -72,6 +87,17 @@ class Backend {
   /// Restores a snapshot exactly, atomically. `attachment` is the content of the snapshot's
   /// attachment file, if it had one.
   virtual Status Restore(const std::string& bytes, const std::string& attachment) = 0;
+
+  /// Undoes this process's own Apply(applied) after its verification failed, by restoring the
+  /// snapshot taken for it, but only while nobody else has committed since: with several state
+  /// directories (several mailwards) on one host, a read-back that differs may show another
+  /// process's later commit, which a restore would silently undo. Fails with
+  /// Code::kGenerationMoved, restoring nothing, when that is so. Backends without a ruleset
+  /// generation counter restore as Restore does.
+  virtual Status RestoreOwnCommit(const BackendPlan& applied, const std::string& bytes, const std::string& attachment) {
+    (void)applied;
+    return Restore(bytes, attachment);
+  }
 };
 
 struct BackendConfig {
@@ -84,10 +110,6 @@ std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg);
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendConfig& cfg);
 /// The UFW backend (UFW's rules files, one `ufw reload`).
 std::unique_ptr<Backend> MakeUfwBackend(const BackendConfig& cfg);
-/// For the iptables and UFW backends: adds to `plan` what nftables tables of other tools
-/// (firewalld's, an admin's `inet filter`), other than mailward's and the ones iptables-nft
-/// manages, would still block these TCP ports; a note instead when nftables cannot be read.
-void AddNativeNftablesConflicts(const std::vector<uint16_t>& ports, BackendPlan* plan);
 /// The backend that made a snapshot (each marks its own), for rollback; nftables when unknown.
 std::unique_ptr<Backend> BackendForSnapshot(const std::string& bytes, const BackendConfig& cfg);
 

@@ -4,9 +4,27 @@
 // Reads with iptables-save and `ipset save`, writes with one `ipset restore` and one
 // `iptables-restore --noflush` per family covering every table (one transaction with
 // iptables-nft; table by table with legacy); a failure part-way is undone.
+// A kill part-way cannot undo itself: before its first change an apply writes a journal (the
+// state it started from, every table) and the next run that reads or writes the firewall puts it
+// back.
 // Every command runs from argv, never through a shell.
+#include <errno.h>
+#include <fcntl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <thread>
 #include <iterator>
 #include <map>
 #include <set>
@@ -14,6 +32,8 @@
 
 #include "backend/backend.h"
 #include "backend/ipt_rules.h"
+#include "backend/nft_netlink.h"
+#include "util/fs.h"
 #include "util/hash.h"
 #include "util/process.h"
 #include "util/timing.h"
@@ -62,6 +82,9 @@ struct LiveFamily {
   std::string stable;  ///< the save output without comments and counters
   SavedTable table;    ///< filter
   SavedTable pre[kTableCount];  ///< mangle (1) and nat (2); [0] unused
+  /// iptables-nft: whether nftables holds this family's table of that name (index into kTables;
+  /// iptables-save prints the built-in chains of filter either way); unknown for legacy iptables.
+  std::optional<bool> nft_table[kTableCount];
   OwnState Own() const {
     OwnState s;
     s.t[0] = OwnOf(table, 0);
@@ -84,6 +107,140 @@ struct Target {
   std::map<std::string, IpsetSpec> ipsets;
 };
 
+/// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
+/// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it.
+void PauseAfterCommitForTests(const std::string& state_dir) {
+  const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+  if (!fault || std::string(fault) != "pause-after-commit" || state_dir.empty()) return;
+  std::string flag = state_dir + "/paused-after-commit";
+  if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
+  for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
+}
+
+uint8_t NfProto(int f) { return f == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
+
+/// The built-in chains iptables-nft creates in table `t` (index into kTables).
+bool IsBuiltinChain(int t, const std::string& name) {
+  static const std::set<std::string> builtin[kTableCount] = {
+      {"INPUT", "FORWARD", "OUTPUT"},
+      {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+      {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}};
+  return builtin[t].count(name) > 0;
+}
+
+/// The names of family f's nftables tables (iptables-nft keeps each iptables table in the
+/// nftables table of the same name); nullopt when nftables cannot be read.
+std::optional<std::set<std::string>> NftTableNames(nft::Socket& sock, int f) {
+  std::set<std::string> names;
+  Status s = sock.Request(
+      [&](char* buf, uint32_t seq) { return nftnl_table_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NfProto(f), NLM_F_DUMP, seq); },
+      [&](const nlmsghdr* nlh) {
+        nftnl_table* tb = nftnl_table_alloc();
+        if (nftnl_table_nlmsg_parse(nlh, tb) == 0 && nftnl_table_get_u32(tb, NFTNL_TABLE_FAMILY) == NfProto(f))
+          names.insert(nftnl_table_get_str(tb, NFTNL_TABLE_NAME));
+        nftnl_table_free(tb);
+        return MNL_CB_OK;
+      });
+  if (!s.ok()) return std::nullopt;
+  return names;
+}
+
+/// Deletes family f's nftables table kTables[t] when it holds nothing but iptables-nft's empty
+/// built-in chains (policy accept; no rules, no sets, no other chain): the table an apply
+/// created on a host that had none. Anything else in it, or anything changing meanwhile (the
+/// delete carries the generation it was checked at), leaves it. Returns whether it was deleted.
+Result<bool> DeleteEmptyNftTable(int f, int t) {
+  auto sock = nft::Socket::Open();
+  if (!sock.ok()) return sock.status();
+  auto gen = (*sock)->GetGeneration();
+  if (!gen.ok()) return gen.status();
+  auto names = NftTableNames(**sock, f);
+  if (!names) return Status::Netlink("cannot list the nftables tables");
+  if (!names->count(kTables[t])) return false;
+  bool empty = true;
+  auto in_table = [&](const char* table) { return table && std::strcmp(table, kTables[t]) == 0; };
+  MW_RETURN_IF_ERROR((*sock)->Request(
+      [&](char* buf, uint32_t seq) { return nftnl_chain_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NfProto(f), NLM_F_DUMP, seq); },
+      [&](const nlmsghdr* nlh) {
+        nftnl_chain* c = nftnl_chain_alloc();
+        if (nftnl_chain_nlmsg_parse(nlh, c) == 0 && in_table(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE))) {
+          std::string name = nftnl_chain_get_str(c, NFTNL_CHAIN_NAME);
+          bool builtin = IsBuiltinChain(t, name) && nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM) &&
+                         nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_ACCEPT;
+          empty &= builtin;
+        } else if (!nftnl_chain_is_set(c, NFTNL_CHAIN_TABLE)) {
+          empty = false;  // unreadable: keep the table
+        }
+        nftnl_chain_free(c);
+        return MNL_CB_OK;
+      }));
+  MW_RETURN_IF_ERROR((*sock)->Request(
+      [&](char* buf, uint32_t seq) { return nftnl_rule_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NfProto(f), NLM_F_DUMP, seq); },
+      [&](const nlmsghdr* nlh) {
+        nftnl_rule* r = nftnl_rule_alloc();
+        nftnl_rule_nlmsg_parse(nlh, r);
+        if (!nftnl_rule_is_set(r, NFTNL_RULE_TABLE) || in_table(nftnl_rule_get_str(r, NFTNL_RULE_TABLE))) empty = false;
+        nftnl_rule_free(r);
+        return MNL_CB_OK;
+      }));
+  MW_RETURN_IF_ERROR((*sock)->Request(
+      [&](char* buf, uint32_t seq) { return nftnl_set_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NfProto(f), NLM_F_DUMP, seq); },
+      [&](const nlmsghdr* nlh) {
+        nftnl_set* st = nftnl_set_alloc();
+        if (nftnl_set_nlmsg_parse(nlh, st) != 0 || in_table(nftnl_set_get_str(st, NFTNL_SET_TABLE))) empty = false;
+        nftnl_set_free(st);
+        return MNL_CB_OK;
+      }));
+  if (!empty) return false;
+  nft::Batch batch(*gen);
+  nlmsghdr* nlh = batch.Add(NFT_MSG_DELTABLE, NfProto(f), 0, 512, std::string("delete the empty table ") + kTables[t]);
+  nftnl_table* tb = nftnl_table_alloc();
+  nftnl_table_set_str(tb, NFTNL_TABLE_NAME, kTables[t]);
+  nftnl_table_nlmsg_build_payload(nlh, tb);
+  nftnl_table_free(tb);
+  batch.Commit(nlh);
+  batch.End();
+  Status sent = (*sock)->Send(batch);
+  if (sent.code() == Code::kGenerationMoved) return false;  // someone else is at work: leave it
+  if (!sent.ok()) return sent;
+  return true;
+}
+
+/// An exclusive lock on the journal of the iptables backend. Its descriptor is inherited by
+/// the programs run while it is held, so the restore programs of an apply that was killed keep
+/// it held until they exit: the journal is only ever replayed once nothing of that apply runs.
+class JournalLock {
+ public:
+  ~JournalLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Acquire(const std::string& path, double timeout_s) {
+    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW, 0600);  // no O_CLOEXEC: see above
+    if (fd_ < 0) return Status::Io(path + ": cannot open the journal lock: " + std::strerror(errno));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        return Status::Error(Code::kBusy, "an iptables apply is still in progress (" + path + " held for more than " +
+                                              std::to_string(static_cast<int>(timeout_s)) +
+                                              " s, by mailward or by the iptables-restore or ipset programs of "
+                                              "an apply that was killed); try again when they are done");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+/// A snapshot parsed: mailward's objects per family and table, its ipsets, and which of
+/// iptables-nft's nftables tables existed.
+struct ParsedSnapshot {
+  Target target;
+  bool seen[2] = {false, false};
+  std::optional<bool> nft_table[2][kTableCount];
+};
+
 class IptPlan : public BackendPlan {
  public:
   Live live;
@@ -99,6 +256,7 @@ class IptablesBackend : public Backend {
   std::string name() const override { return "iptables"; }
 
   Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) override {
+    MW_RETURN_IF_ERROR(Recover());
     auto live = ReadLive(true);
     if (!live.ok()) return live.status();
     Target t;
@@ -122,21 +280,204 @@ class IptablesBackend : public Backend {
     if (live->ipset_missing && !t.ipsets.empty())
       return Status::Error(Code::kFirewall, "the policy's allowlists need ipset, which is not installed (apt install ipset)");
     auto plan = MakePlan(std::move(*live), std::move(t), opts);
-    if (opts.analyze_conflicts) {
-      for (uint16_t port : desired.open_ports)
-        for (int f = 0; f < 2; ++f) {
-          if (!plan->live.fam[f].available) continue;
-          auto c = FindConflicts(plan->live.fam[f].table, port, f == 0 ? Family::kV4 : Family::kV6,
-                                 f == 0 ? "iptables" : "ip6tables");
-          plan->conflicts.insert(plan->conflicts.end(), c.begin(), c.end());
-        }
-      AddNativeNftablesConflicts(desired.open_ports, plan.get());
-    }
+    if (recovered_)
+      plan->notes.push_back("an earlier apply was interrupted part-way (killed): iptables, ip6tables and mailward's "
+                            "ipsets were put back to the state before it, as its journal recorded");
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }
 
   Status Apply(const BackendPlan& base) override {
     const auto& plan = static_cast<const IptPlan&>(base);
+    if (plan.changes.empty()) return Status::Ok();
+    if (cfg_.state_dir.empty()) return ApplyLocked(plan, nullptr);
+    JournalLock lock;
+    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    // An interrupted apply found now moves the generation, so the caller plans again.
+    MW_RETURN_IF_ERROR(RecoverLocked());
+    auto journal = TakeSnapshot(plan);
+    if (!journal.ok()) return journal.status();
+    MW_RETURN_IF_ERROR(ApplyLocked(plan, &journal->bytes));
+    // What this commit made, so a failed read-back can tell it from someone else's later one.
+    auto after = ReadLive(false);
+    committed_generation_ = after.ok() ? std::optional<uint32_t>(after->generation) : std::nullopt;
+    PauseAfterCommitForTests(cfg_.state_dir);
+    return Status::Ok();
+  }
+
+  Status RestoreOwnCommit(const BackendPlan& applied, const std::string& bytes, const std::string& attachment) override {
+    (void)applied;
+    // No generation counter in iptables: the state this apply's commit left, hashed, stands in.
+    auto now = ReadLive(false);
+    if (!now.ok()) return now.status();
+    if (!committed_generation_ || now->generation != *committed_generation_)
+      return Status::Error(Code::kGenerationMoved,
+                           "another process changed iptables or mailward's ipsets after this apply, so the read-back "
+                           "may show its change; not rolled back, to leave that change alone: run 'mailward check' "
+                           "(and 'mailward rollback' if this apply must go)");
+    return Restore(bytes, attachment);
+  }
+
+  Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
+    const auto& plan = static_cast<const IptPlan&>(base);
+    std::string out = "MWIPT2\n";
+    for (int f = 0; f < 2; ++f) {
+      const auto& fam = plan.live.fam[f];
+      if (!fam.available) continue;
+      OwnState s = fam.Own();
+      for (int tb = 0; tb < kTableCount; ++tb) {
+        std::string tag = std::string(f == 0 ? "v4 " : "v6 ") + kTables[tb];
+        out += tag + " chain " + (s.t[tb].chain ? "1" : "0") + "\n";
+        for (const auto& r : s.t[tb].rules) out += tag + " rule " + r + "\n";
+        for (const auto& j : s.t[tb].jumps) out += tag + " jump " + j + "\n";
+        if (fam.nft_table[tb]) out += tag + " table " + (*fam.nft_table[tb] ? "1" : "0") + "\n";
+      }
+    }
+    for (const auto& [name, set] : plan.live.ipsets) {
+      out += "set " + set.name + " " + set.type + " " + (set.family == Family::kV4 ? "inet" : "inet6") + " " +
+             std::to_string(set.maxelem) + "\n";
+      for (const auto& e : set.entries) out += "entry " + e + "\n";
+    }
+    return Snapshot{out, ""};
+  }
+
+  Status Restore(const std::string& bytes, const std::string&) override {
+    if (!IsSnapshot(bytes)) return Status::Invalid("this snapshot was not made by the iptables backend");
+    if (cfg_.state_dir.empty()) return RestoreLocked(bytes, true);
+    JournalLock lock;
+    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    MW_RETURN_IF_ERROR(RecoverLocked());
+    return RestoreLocked(bytes, true);
+  }
+
+ private:
+  static constexpr double kJournalWait = 60;  ///< seconds to wait for another apply's journal lock
+
+  /// MWIPT2 records every table; MWIPT1 (before the mangle and nat chains) the filter table
+  /// only: mailward had no chain elsewhere then. Both are read.
+  static bool IsSnapshot(const std::string& bytes) {
+    return bytes.rfind("MWIPT1\n", 0) == 0 || bytes.rfind("MWIPT2\n", 0) == 0;
+  }
+
+  std::string JournalPath() const { return cfg_.state_dir + "/iptables.journal"; }
+  std::string JournalLockPath() const { return cfg_.state_dir + "/iptables.journal.lock"; }
+
+  /// Before a read: an apply killed part-way (its journal still there, and nothing of it
+  /// running any more) is put back to the state it started from, so the firewall is never left
+  /// with IPv4 on one policy and IPv6 on another, nor with half-filled ipsets.
+  Status Recover() {
+    if (cfg_.state_dir.empty() || !Exists(JournalPath())) return Status::Ok();
+    JournalLock lock;
+    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    return RecoverLocked();
+  }
+
+  Status RecoverLocked() {
+    std::string path = JournalPath();
+    if (!Exists(path)) return Status::Ok();
+    auto j = ReadFile(path);
+    if (!j.ok()) return j.status().WithContext("the journal of an interrupted iptables apply");
+    if (!IsSnapshot(*j))
+      return Status::Error(Code::kFirewall, path + " is not a journal of mailward's iptables backend; move it away to go on");
+    // The journal stays until the state it records is back, so a kill now is recovered too.
+    Status s = RestoreLocked(*j, false);
+    if (!s.ok())
+      return Status::Error(s.code(), "an apply was interrupted part-way and putting back the state before it failed: " +
+                                         s.message() + " (journal " + path + "; the next run tries again)");
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      return Status::Io(path + ": cannot remove the journal: " + std::strerror(errno));
+    recovered_ = true;
+    return Status::Ok();
+  }
+
+  /// Parses a snapshot or journal; only mailward's own objects are ever written back, so a
+  /// rule or jump line that is not one of them makes it damaged.
+  static Result<ParsedSnapshot> ParseSnapshot(const std::string& bytes) {
+    bool v1 = bytes.rfind("MWIPT1\n", 0) == 0;
+    ParsedSnapshot ps;
+    std::istringstream in(bytes.substr(7));
+    std::string line;
+    IpsetSpec* cur = nullptr;
+    while (std::getline(in, line)) {
+      if (line.rfind("entry ", 0) == 0 && cur) {
+        cur->entries.push_back(line.substr(6));
+        continue;
+      }
+      if (line.rfind("set ", 0) == 0) {
+        std::istringstream ws(line.substr(4));
+        IpsetSpec s;
+        std::string fam;
+        ws >> s.name >> s.type >> fam >> s.maxelem;
+        s.family = fam == "inet6" ? Family::kV6 : Family::kV4;
+        cur = &(ps.target.ipsets[s.name] = s);
+        continue;
+      }
+      if (line.size() < 3) continue;
+      int f = line.rfind("v6 ", 0) == 0 ? 1 : 0;
+      ps.seen[f] = true;
+      std::string rest = line.substr(3);
+      int tb = 0;
+      if (!v1) {
+        size_t sp = rest.find(' ');
+        std::string table = rest.substr(0, sp);
+        tb = -1;
+        for (int i = 0; i < kTableCount; ++i)
+          if (table == kTables[i]) tb = i;
+        if (tb < 0 || sp == std::string::npos) return Status::Invalid("a damaged iptables snapshot: " + line);
+        rest = rest.substr(sp + 1);
+      }
+      OwnTable& o = ps.target.own[f].t[tb];
+      if (rest.rfind("chain ", 0) == 0) {
+        o.chain = rest.substr(6) == "1";
+      } else if (rest.rfind("rule ", 0) == 0) {
+        if (!IsOwnRuleLine(rest.substr(5), tb)) return Status::Invalid("a snapshot rule that is not mailward's: " + rest);
+        o.rules.push_back(rest.substr(5));
+      } else if (rest.rfind("jump ", 0) == 0) {
+        if (!IsOwnJumpLine(rest.substr(5), tb)) return Status::Invalid("a snapshot jump that is not mailward's: " + rest);
+        o.jumps.push_back(rest.substr(5));
+      } else if (rest.rfind("table ", 0) == 0) {
+        ps.nft_table[f][tb] = rest.substr(6) == "1";
+      }
+    }
+    return ps;
+  }
+
+  /// Puts the state of a snapshot back (the journal lock held). With `journal`, what is there
+  /// now is journaled first; without, the caller's journal stays in place.
+  Status RestoreLocked(const std::string& bytes, bool journal) {
+    auto ps = ParseSnapshot(bytes);
+    if (!ps.ok()) return ps.status();
+    auto live = ReadLive(true);
+    if (!live.ok()) return live.status();
+    Target t = std::move(ps->target);
+    for (int f = 0; f < 2; ++f)
+      if (!ps->seen[f]) t.own[f] = live->fam[f].Own();  // not recorded: leave as it is
+    PlanOptions opts;
+    opts.analyze_conflicts = false;
+    auto plan = MakePlan(std::move(*live), std::move(t), opts);
+    std::string before;
+    if (journal && !plan->changes.empty()) {
+      auto snap = TakeSnapshot(*plan);
+      if (!snap.ok()) return snap.status();
+      before = std::move(snap->bytes);
+    }
+    MW_RETURN_IF_ERROR(ApplyLocked(*plan, journal && !cfg_.state_dir.empty() ? &before : nullptr));
+    RemoveCreatedTables(ps->nft_table);
+    return Status::Ok();
+  }
+
+  /// iptables-nft creates its `filter`, `mangle` and `nat` tables on first use; where the
+  /// snapshot had none, the (now empty) table goes too, so the host is exactly as it was.
+  void RemoveCreatedTables(const std::optional<bool> (&had)[2][kTableCount]) {
+    if (tools_.variant == "legacy") return;
+    for (int f = 0; f < 2; ++f)
+      for (int tb = 0; tb < kTableCount; ++tb)
+        if (had[f][tb] && !*had[f][tb]) (void)DeleteEmptyNftTable(f, tb);
+  }
+
+  /// Applies a plan (the journal lock held, when there is a state directory). With `journal`,
+  /// writes it durably before the first change and removes it once all went in, or once a
+  /// failure was fully undone.
+  Status ApplyLocked(const IptPlan& plan, const std::string* journal) {
     if (plan.changes.empty()) return Status::Ok();
     {
       Phase p("recheck live state");
@@ -146,12 +487,22 @@ class IptablesBackend : public Backend {
         return Status::Error(Code::kGenerationMoved,
                              "the iptables rules or mailward's ipsets changed since the plan was made; nothing was applied");
     }
+    if (journal) {
+      Phase p("write journal");
+      MW_RETURN_IF_ERROR(WriteFileAtomic(JournalPath(), *journal, Durability::kFsync)
+                             .WithContext("cannot write the apply journal, nothing was applied"));
+    }
+    auto done = [&] {
+      if (journal) unlink(JournalPath().c_str());
+    };
     if (!plan.ipset_script.empty()) {
       Phase p("ipset restore");
       auto r = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_script);
       if (!r.ok()) {
-        RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
-        return Status::Error(Code::kFirewall, "ipset restore failed: " + r.Message() + "; nothing was applied");
+        auto u = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
+        if (u.ok()) done();
+        return Status::Error(Code::kFirewall, "ipset restore failed: " + r.Message() +
+                                                  (u.ok() ? "; nothing was applied" : "; undoing it failed too: " + u.Message()));
       }
     }
     const char* fault = std::getenv("MAILWARD_TEST_FAULT");
@@ -185,102 +536,29 @@ class IptablesBackend : public Backend {
           auto u = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
           if (!u.ok()) undo_errors += "; undoing the ipset changes failed too: " + u.Message();
         }
+        if (undo_errors.empty()) {
+          std::optional<bool> had[2][kTableCount];
+          for (int g = 0; g < 2; ++g)
+            for (int tb = 0; tb < kTableCount; ++tb) had[g][tb] = plan.live.fam[g].nft_table[tb];
+          RemoveCreatedTables(had);
+          done();
+        }
         return Status::Error(Code::kFirewall, tools_.restore[f] + " failed: " + r.Message() +
                                                   (undo_errors.empty() ? "; everything was put back as it was" : undo_errors));
       }
     }
     for (const auto& name : plan.destroy) {
       auto r = RunProcess({tools_.ipset, "destroy", name});
-      if (!r.ok()) return Status::Error(Code::kFirewall, "the rules were applied, but the unused ipset " + name +
-                                                             " could not be removed: " + r.Message());
+      if (!r.ok()) {
+        done();  // the rules are all in: a set left over is drift the next apply removes
+        return Status::Error(Code::kFirewall, "the rules were applied, but the unused ipset " + name +
+                                                  " could not be removed: " + r.Message());
+      }
     }
+    done();
     return Status::Ok();
   }
 
-  Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
-    const auto& plan = static_cast<const IptPlan&>(base);
-    std::string out = "MWIPT2\n";
-    for (int f = 0; f < 2; ++f) {
-      const auto& fam = plan.live.fam[f];
-      if (!fam.available) continue;
-      OwnState s = fam.Own();
-      for (int tb = 0; tb < kTableCount; ++tb) {
-        std::string tag = std::string(f == 0 ? "v4 " : "v6 ") + kTables[tb];
-        out += tag + " chain " + (s.t[tb].chain ? "1" : "0") + "\n";
-        for (const auto& r : s.t[tb].rules) out += tag + " rule " + r + "\n";
-        for (const auto& j : s.t[tb].jumps) out += tag + " jump " + j + "\n";
-      }
-    }
-    for (const auto& [name, set] : plan.live.ipsets) {
-      out += "set " + set.name + " " + set.type + " " + (set.family == Family::kV4 ? "inet" : "inet6") + " " +
-             std::to_string(set.maxelem) + "\n";
-      for (const auto& e : set.entries) out += "entry " + e + "\n";
-    }
-    return Snapshot{out, ""};
-  }
-
-  Status Restore(const std::string& bytes, const std::string&) override {
-    // MWIPT1 (before the mangle and nat chains) records the filter table only: mailward had
-    // no chain elsewhere then.
-    bool v1 = bytes.rfind("MWIPT1\n", 0) == 0;
-    if (!v1 && bytes.rfind("MWIPT2\n", 0) != 0)
-      return Status::Invalid("this snapshot was not made by the iptables backend");
-    Target t;
-    bool seen[2] = {false, false};
-    std::istringstream in(bytes.substr(7));
-    std::string line;
-    IpsetSpec* cur = nullptr;
-    while (std::getline(in, line)) {
-      if (line.rfind("entry ", 0) == 0 && cur) {
-        cur->entries.push_back(line.substr(6));
-        continue;
-      }
-      if (line.rfind("set ", 0) == 0) {
-        std::istringstream ws(line.substr(4));
-        IpsetSpec s;
-        std::string fam;
-        ws >> s.name >> s.type >> fam >> s.maxelem;
-        s.family = fam == "inet6" ? Family::kV6 : Family::kV4;
-        cur = &(t.ipsets[s.name] = s);
-        continue;
-      }
-      if (line.size() < 3) continue;
-      int f = line.rfind("v6 ", 0) == 0 ? 1 : 0;
-      seen[f] = true;
-      std::string rest = line.substr(3);
-      int tb = 0;
-      if (!v1) {
-        size_t sp = rest.find(' ');
-        std::string table = rest.substr(0, sp);
-        tb = -1;
-        for (int i = 0; i < kTableCount; ++i)
-          if (table == kTables[i]) tb = i;
-        if (tb < 0 || sp == std::string::npos) return Status::Invalid("a damaged iptables snapshot: " + line);
-        rest = rest.substr(sp + 1);
-      }
-      OwnTable& o = t.own[f].t[tb];
-      // Only mailward's own objects are ever written back.
-      if (rest.rfind("chain ", 0) == 0) {
-        o.chain = rest.substr(6) == "1";
-      } else if (rest.rfind("rule ", 0) == 0) {
-        if (!IsOwnRuleLine(rest.substr(5), tb)) return Status::Invalid("a snapshot rule that is not mailward's: " + rest);
-        o.rules.push_back(rest.substr(5));
-      } else if (rest.rfind("jump ", 0) == 0) {
-        if (!IsOwnJumpLine(rest.substr(5), tb)) return Status::Invalid("a snapshot jump that is not mailward's: " + rest);
-        o.jumps.push_back(rest.substr(5));
-      }
-    }
-    auto live = ReadLive(true);
-    if (!live.ok()) return live.status();
-    for (int f = 0; f < 2; ++f)
-      if (!seen[f]) t.own[f] = live->fam[f].Own();  // not recorded: leave as it is
-    PlanOptions opts;
-    opts.analyze_conflicts = false;
-    auto plan = MakePlan(std::move(*live), std::move(t), opts);
-    return Apply(*plan);
-  }
-
- private:
   Result<Live> ReadLive(bool with_entries) {
     Phase p("read iptables state");
     Live live;
@@ -305,6 +583,14 @@ class IptablesBackend : public Backend {
         // An empty filter table prints nothing: it has the built-in chains, accepting.
         for (const char* c : {"INPUT", "FORWARD", "OUTPUT"}) fam.table.chains.push_back(SavedChain{c, "ACCEPT", {}});
       }
+    }
+    if (with_entries && tools_.variant != "legacy") {
+      auto sock = nft::Socket::Open();
+      if (sock.ok())
+        for (int f = 0; f < 2; ++f)
+          if (live.fam[f].available)
+            if (auto names = NftTableNames(**sock, f))
+              for (int tb = 0; tb < kTableCount; ++tb) live.fam[f].nft_table[tb] = names->count(kTables[tb]) > 0;
     }
     auto names = RunProcess({tools_.ipset, "list", "-t"});
     if (names.status == 127) {  // no ipset: fine as long as no allowlist needs one
@@ -439,6 +725,8 @@ class IptablesBackend : public Backend {
 
   BackendConfig cfg_;
   Tools tools_;
+  bool recovered_ = false;  ///< this run put back an interrupted apply
+  std::optional<uint32_t> committed_generation_;  ///< the state hash right after this run's Apply
 };
 
 }  // namespace

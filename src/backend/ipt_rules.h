@@ -112,9 +112,5 @@ std::optional<IpsetSpec> ParseIpsetSave(const std::string& text);
 /// Canonical text of an ipset entry ("10.0.0.0/8", "2001:db8::1"); empty when unparsable.
 std::string CanonicalEntry(const std::string& entry);
 
-/// What in `table` (walking INPUT, following jumps, skipping mailward's own jump) would still
-/// block a new TCP connection to `port` from an ordinary source. `label` names the tool in
-/// messages ("iptables", "ip6tables").
-std::vector<Conflict> FindConflicts(const SavedTable& table, uint16_t port, Family family, const std::string& label);
 
 }  // namespace mw::ipt

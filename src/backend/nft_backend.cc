@@ -17,9 +17,10 @@
 #include <set>
 
 #include "backend/backend.h"
-#include "backend/conflict.h"
+#include "backend/host_view.h"
 #include "backend/nft_codec.h"
 #include "backend/nft_netlink.h"
+#include "analysis/nft_eval.h"
 #include "plan/diff.h"
 #include "util/fs.h"
 #include "util/timing.h"
@@ -30,7 +31,6 @@ namespace {
 
 constexpr int kMaxReadAttempts = 20;
 constexpr int kMaxApplyAttempts = 5;
-constexpr size_t kElementsPerMessage = 2048;
 constexpr uint16_t kSnapIntervals = 0xfff0;     // snapshot record: a set's intervals, raw
 constexpr uint16_t kSnapIntervalsRef = 0xfff1;  // ... held by the attachment (a cache file)
 
@@ -154,11 +154,15 @@ struct LiveState {
   std::vector<const nftnl_rule*> our_rules;      // mailward's chain, in order
   ChainPtr our_chain;
   std::vector<SetPtr> our_sets;
-  std::vector<ChainInfo> other_chains;
+  /// Every chain of every active table, mailward's own included, for the reachability engine.
+  std::vector<analysis::NftChainIn> all_chains;
+  std::set<std::pair<uint32_t, std::string>> dormant_tables;
   bool elements_from_cache_file = false;  ///< allow-set contents equal the cache file's
+  bool elements_from_cache = false;       ///< some allow-set contents came from a cache, not the kernel
   struct OtherSet {
     uint32_t key_len = 0;
     uint32_t flags = 0;
+    uint32_t data_len = 0;
   };
   std::map<std::tuple<uint32_t, std::string, std::string>, OtherSet> other_sets;
 };
@@ -194,13 +198,32 @@ class NftBackend : public Backend {
     Batch batch(p.generation);
     BuildBatch(p.plan, &batch);
     batch.End();
-    MW_RETURN_IF_ERROR(sock_->Send(batch));
+    Status sent = sock_->Send(batch);
+    if (!sent.ok()) {
+      if (sent.code() != Code::kGenerationMoved && p.live && p.live->elements_from_cache) {
+        // The plan trusted mailward's record of its sets and the kernel refused it: the record
+        // may be stale. Drop it, so the next run reads the elements from the kernel.
+        if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+        last_written_.reset();
+        return Status::Error(sent.code(), sent.message() +
+                                              " (mailward's record of its sets' contents was used and is now dropped: "
+                                              "run apply again to plan from the kernel's own state)");
+      }
+      return sent;
+    }
     RememberElements(*p.desired, p.generation);
+    PauseAfterCommitForTests();
     return Status::Ok();
   }
 
   Result<mw::Snapshot> TakeSnapshot(const BackendPlan& plan) override;
-  Status Restore(const std::string& snapshot, const std::string& attachment) override;
+  Status Restore(const std::string& snapshot, const std::string& attachment) override {
+    return RestoreAt(snapshot, attachment, 0);
+  }
+  Status RestoreOwnCommit(const BackendPlan& applied, const std::string& snapshot,
+                          const std::string& attachment) override;
+  /// Restores a snapshot in one batch; with a generation, only if the ruleset is still at it.
+  Status RestoreAt(const std::string& snapshot, const std::string& attachment, uint32_t generation);
 
   /// After a successful Apply of `plan` made against generation g: if the kernel is now at
   /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
@@ -215,6 +238,16 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
+  /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
+  /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it, so a test
+  /// can commit from another process before this one reads back.
+  void PauseAfterCommitForTests() const {
+    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+    if (!fault || std::string(fault) != "pause-after-commit" || cfg_.state_dir.empty()) return;
+    std::string flag = cfg_.state_dir + "/paused-after-commit";
+    if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
+    for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
+  }
   Result<LiveState> ReadLive();
   /// Takes (moves out) the cached sets it uses from *cache.
   Status ReadOnce(LiveState* st, ElementCache* cache);
@@ -223,11 +256,14 @@ class NftBackend : public Backend {
   Result<std::unique_ptr<BackendPlan>> MakePlan(const Ruleset& desired, std::unique_ptr<LiveState> live,
                                                 const PlanOptions& opts);
   void BuildBatch(const mw::Plan& plan, Batch* batch);
-  std::optional<bool> LookupOther(LiveState& live, uint32_t family, const std::string& table,
-                                  const std::string& set, const std::vector<uint8_t>& key);
 
   BackendConfig cfg_;
   std::unique_ptr<Socket> sock_;
+
+ public:
+  /// For a read by the reachability engine on another backend's host: mailward's own allow
+  /// sets are not read (they are empty there; at a million entries the dump costs seconds).
+  bool skip_own_elements_ = false;
 };
 
 Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
@@ -240,8 +276,10 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
       },
       [&](const nlmsghdr* nlh) {
         nftnl_table* t = nftnl_table_alloc();
-        if (nftnl_table_nlmsg_parse(nlh, t) == 0 &&
-            nftnl_table_get_u32(t, NFTNL_TABLE_FAMILY) == NFPROTO_INET &&
+        if (nftnl_table_nlmsg_parse(nlh, t) == 0 && nftnl_table_is_set(t, NFTNL_TABLE_FLAGS) &&
+            (nftnl_table_get_u32(t, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT))
+          st->dormant_tables.insert({nftnl_table_get_u32(t, NFTNL_TABLE_FAMILY), nftnl_table_get_str(t, NFTNL_TABLE_NAME)});
+        if (nftnl_table_get_u32(t, NFTNL_TABLE_FAMILY) == NFPROTO_INET &&
             std::strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), kTable) == 0) {
           have_table = true;
           table_handle = nftnl_table_get_u64(t, NFTNL_TABLE_HANDLE);
@@ -253,7 +291,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
   st->table.handle = table_handle;
 
   // Chains.
-  std::map<std::tuple<uint32_t, std::string, std::string>, size_t> chain_index;
+  std::map<std::tuple<uint32_t, std::string, std::string>, size_t> analysis_index;
   MW_RETURN_IF_ERROR(sock_->Request(
       [](char* buf, uint32_t seq) {
         return nftnl_chain_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
@@ -265,6 +303,28 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
         std::string table = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE);
         std::string name = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME);
         bool base = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM);
+        {
+          analysis::NftChainIn in;
+          in.family = fam;
+          in.table = table;
+          in.name = name;
+          in.base = base;
+          if (base) {
+            in.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
+            in.priority = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
+            const char* type = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_TYPE) ? nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE) : "filter";
+            in.type = type ? type : "filter";
+            in.policy_drop = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY) &&
+                             nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY) == NF_DROP;
+            if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_DEV)) in.devices.push_back(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_DEV));
+            if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_DEVICES)) {
+              const char** devs = static_cast<const char**>(const_cast<void*>(nftnl_chain_get(c.get(), NFTNL_CHAIN_DEVICES)));
+              for (int i = 0; devs && devs[i]; ++i) in.devices.push_back(devs[i]);
+            }
+          }
+          analysis_index[{fam, table, name}] = st->all_chains.size();
+          st->all_chains.push_back(std::move(in));
+        }
         if (fam == NFPROTO_INET && table == kTable) {
           if (name != kChain) {
             st->table.foreign.push_back("chain " + name);
@@ -272,25 +332,13 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
           }
           st->table.chain_exists = true;
           const char* type = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE);
-          st->table.chain_ok = base && nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM) == NF_INET_LOCAL_IN &&
+          st->table.chain_ok = base && nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM) == NF_INET_PRE_ROUTING &&
                                static_cast<int32_t>(nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO)) == kChainPriority &&
                                type && std::strcmp(type, "filter") == 0 &&
                                nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY) == NF_ACCEPT;
           st->our_chain = std::move(c);
           return MNL_CB_OK;
         }
-        ChainInfo ci;
-        ci.family = fam;
-        ci.table = table;
-        ci.name = name;
-        ci.base = base;
-        if (base) {
-          ci.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
-          ci.priority = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
-          ci.policy = nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY) ? nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY) : NF_ACCEPT;
-        }
-        chain_index[{fam, table, name}] = st->other_chains.size();
-        st->other_chains.push_back(std::move(ci));
         return MNL_CB_OK;
       }));
 
@@ -312,7 +360,8 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
           st->our_sets.push_back(std::move(s));
         } else {
           st->other_sets[{fam, table, nftnl_set_get_str(s.get(), NFTNL_SET_NAME)}] = {
-              nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN), nftnl_set_get_u32(s.get(), NFTNL_SET_FLAGS)};
+              nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN), nftnl_set_get_u32(s.get(), NFTNL_SET_FLAGS),
+              nftnl_set_is_set(s.get(), NFTNL_SET_DATA_LEN) ? nftnl_set_get_u32(s.get(), NFTNL_SET_DATA_LEN) : 0};
         }
         return MNL_CB_OK;
       }));
@@ -330,8 +379,13 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
         uint32_t fam = nfg->nfgen_family;
         const char* t = nftnl_rule_is_set(r.get(), NFTNL_RULE_TABLE) ? nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE) : "";
         const char* c = nftnl_rule_is_set(r.get(), NFTNL_RULE_CHAIN) ? nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN) : "";
+        if (auto ai = analysis_index.find({fam, t, c}); ai != analysis_index.end())
+          st->all_chains[ai->second].rules.push_back(parsed ? r.get() : nullptr);
         if (fam == NFPROTO_INET && std::strcmp(t, kTable) == 0) {
-          if (std::strcmp(c, kChain) != 0) return MNL_CB_OK;  // in a foreign chain, gone with it
+          if (std::strcmp(c, kChain) != 0) {  // in a foreign chain, gone with it
+            if (parsed) st->rules.push_back(std::move(r));
+            return MNL_CB_OK;
+          }
           LiveRule lr;
           lr.handle = nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE);
           if (parsed) {
@@ -345,11 +399,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
           st->rules.push_back(std::move(r));
           return MNL_CB_OK;
         }
-        auto it = chain_index.find({fam, t, c});
-        if (it != chain_index.end()) {
-          st->other_chains[it->second].rules.push_back(parsed ? r.get() : nullptr);
-          if (parsed) st->rules.push_back(std::move(r));
-        }
+        if (parsed) st->rules.push_back(std::move(r));
         return MNL_CB_OK;
       }));
 
@@ -358,11 +408,12 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
   bool trust_cache = cache && have_table && cache->table_handle == table_handle &&
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
-    if (!ls.spec_known || !ls.spec.is_allow()) continue;
+    if (!ls.spec_known || !ls.spec.is_allow() || skip_own_elements_) continue;
     if (trust_cache) {
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
         ls.intervals = std::move(node.mapped().intervals);
+        st->elements_from_cache = true;
         continue;
       }
     }
@@ -397,9 +448,11 @@ Result<LiveState> NftBackend::ReadLive() {
     cache = std::move(*last_written_);
     last_written_.reset();
     have_cache = true;
-  } else if (!cfg_.state_dir.empty()) {
+  } else if (!cfg_.state_dir.empty() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok()) {
+    // The cache stands in for a read of the kernel's elements: only from a directory no one
+    // but root can write.
     from_file = true;
-    auto text = ReadFile(CachePath());
+    auto text = ReadFile(CachePath(), Follow::kNoSymlinks);
     have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
   }
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
@@ -421,54 +474,6 @@ Result<LiveState> NftBackend::ReadLive() {
                          std::to_string(kMaxReadAttempts) + " attempts)");
 }
 
-std::optional<bool> NftBackend::LookupOther(LiveState& live, uint32_t family, const std::string& table,
-                                            const std::string& set, const std::vector<uint8_t>& key) {
-  auto it = live.other_sets.find({family, table, set});
-  if (it == live.other_sets.end() || it->second.key_len != key.size()) return std::nullopt;
-  if (it->second.flags & (NFT_SET_MAP | NFT_SET_OBJECT | NFT_SET_CONCAT)) return std::nullopt;
-  // Port-sized keys only: small sets, cheap to read.
-  if (key.size() > 4) return std::nullopt;
-  std::vector<std::pair<std::vector<uint8_t>, bool>> elems;
-  Status s = sock_->Request(
-      [&](char* buf, uint32_t seq) {
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, family, NLM_F_DUMP, seq);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set.c_str());
-        return nlh;
-      },
-      [&](const nlmsghdr* nlh) {
-        nftnl_set* s = nftnl_set_alloc();
-        if (nftnl_set_elems_nlmsg_parse(nlh, s) == 0) {
-          nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(s);
-          while (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter)) {
-            uint32_t len = 0;
-            const void* k = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
-            uint32_t flags = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) ? nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) : 0;
-            if (k) elems.push_back({std::vector<uint8_t>(static_cast<const uint8_t*>(k), static_cast<const uint8_t*>(k) + len),
-                                    (flags & NFT_SET_ELEM_INTERVAL_END) != 0});
-          }
-          nftnl_set_elems_iter_destroy(iter);
-        }
-        nftnl_set_free(s);
-        return MNL_CB_OK;
-      });
-  if (!s.ok()) return std::nullopt;
-  if (!(it->second.flags & NFT_SET_INTERVAL)) {
-    for (const auto& [k, end] : elems)
-      if (k == key) return true;
-    return false;
-  }
-  // Interval set: the key is inside when the closest element at or below it is a start.
-  const std::vector<uint8_t>* best = nullptr;
-  bool best_end = true;
-  for (const auto& [k, end] : elems) {
-    if (k <= key && (!best || k > *best || (k == *best && !end))) {
-      best = &k;
-      best_end = end;
-    }
-  }
-  return best && !best_end;
-}
 
 std::string SetDetail(const SetSpec& s) {
   std::string t = s.family == Family::kV4 ? "type ipv4_addr" : "type ipv6_addr";
@@ -502,7 +507,7 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
   else if (p.create_table)
     out->changes.push_back({"add", "table", "inet mailward", "", 1, {}});
   if (p.create_chain)
-    out->changes.push_back({"add", "chain", kChain, "type filter hook input priority filter; policy accept", 1, {}});
+    out->changes.push_back({"add", "chain", kChain, "type filter hook prerouting priority mangle; policy accept", 1, {}});
   for (const auto& r : p.delete_rules)
     out->changes.push_back({"delete", "rule", r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
                             r.body, 1, {}});
@@ -514,25 +519,18 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
   }
   for (const auto& r : p.add_rules) out->changes.push_back({"add", "rule", r.spec.key, r.spec.Describe(), 1, {}});
 
-  if (opts.analyze_conflicts) {
-    SetLookup lookup = [&](uint32_t fam, const std::string& table, const std::string& set,
-                           const std::vector<uint8_t>& key) { return LookupOther(live, fam, table, set, key); };
-    for (uint16_t port : desired.open_ports)
-      for (Family f : {Family::kV4, Family::kV6})
-        for (auto& c : FindConflicts(live.other_chains, port, f, lookup)) out->conflicts.push_back(std::move(c));
-  }
   out->live = std::move(live_ptr);
   return std::unique_ptr<BackendPlan>(std::move(out));
 }
 
 void AddElementMessages(Batch* batch, uint16_t type, const std::string& set, Family fam,
                         const std::vector<RawElement>& raw, const char* verb) {
-  for (size_t i = 0; i < raw.size(); i += kElementsPerMessage) {
-    size_t end = std::min(raw.size(), i + kElementsPerMessage);
-    size_t max = 256 + set.size() + (end - i) * ElementBytes(fam);
-    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, max,
-                               std::string(verb) + " elements of set " + set);
-    PutElements(nlh, set, fam, raw, i, end);
+  // As many elements a message as fit in one element list (its length has 16 bits): split by
+  // bytes, since an IPv6 interval end takes 36 bytes and an IPv4 host 16.
+  for (size_t i = 0; i < raw.size();) {
+    nlmsghdr* nlh = batch->Add(type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                               MaxElementMessageBytes(set) + 64, std::string(verb) + " elements of set " + set);
+    i = PutElements(nlh, set, fam, raw, i, raw.size());
     batch->Commit(nlh);
   }
 }
@@ -556,11 +554,11 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
     nftnl_chain* c = nftnl_chain_alloc();
     nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, kTable);
     nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, kChain);
-    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
     nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, kChainPriority);
     nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
     nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
-    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, 1024, "add chain input");
+    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, 1024, "add chain prerouting");
     nftnl_chain_nlmsg_build_payload(nlh, c);
     batch->Commit(nlh);
     nftnl_chain_free(c);
@@ -662,7 +660,8 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   for (const auto& s : desired.sets)
     if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
   // A cache, not a record: losing it costs one full read, so no fsync.
-  if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+  if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
+    (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
   last_written_ = std::move(c);
 }
 
@@ -734,13 +733,35 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
   return snap;
 }
 
-Status NftBackend::Restore(const std::string& snap, const std::string& attachment) {
+Status NftBackend::RestoreOwnCommit(const BackendPlan& applied, const std::string& snap, const std::string& attachment) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  // Our batch carried the generation it was planned at, so it made exactly that + 1. Anything
+  // else now: someone committed after us, and restoring would undo their change too.
+  auto gen = sock_->GetGeneration();
+  if (!gen.ok()) return gen.status();
+  uint32_t ours = applied.generation + 1;
+  if (*gen != ours)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset after this apply (generation " + std::to_string(*gen) +
+                             ", this apply made " + std::to_string(ours) +
+                             "), so the read-back may show its change; not rolled back, to leave that change alone: "
+                             "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  // And the restore itself is refused if anyone commits between this check and it.
+  Status s = RestoreAt(snap, attachment, ours);
+  if (s.code() == Code::kGenerationMoved)
+    return Status::Error(Code::kGenerationMoved,
+                         "another process committed to the ruleset just now; not rolled back, to leave its change alone: "
+                         "run 'mailward check' (and 'mailward rollback' if this apply must go)");
+  return s;
+}
+
+Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachment, uint32_t generation) {
   MW_RETURN_IF_ERROR(EnsureSocket());
   if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
   bool table = snap[6] != 0;
   ElementCache attached;
   bool attached_ok = !attachment.empty() && attached.Parse(attachment);
-  Batch batch(0);
+  Batch batch(generation);
   AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
   AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
   if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
@@ -799,26 +820,200 @@ std::unique_ptr<Backend> MakeNftablesBackend(const BackendConfig& cfg) {
   return std::make_unique<nft::NftBackend>(cfg);
 }
 
-void AddNativeNftablesConflicts(const std::vector<uint16_t>& ports, BackendPlan* out) {
-  if (ports.empty()) return;
-  nft::NftBackend be(BackendConfig{});
-  Ruleset probe_only;
-  probe_only.open_ports = ports;
-  PlanOptions opts;
-  auto plan = be.Plan(probe_only, opts);
-  if (!plan.ok()) {
-    out->notes.push_back("nftables tables were not checked for conflicts: " + plan.status().message());
-    return;
+
+}  // namespace mw
+
+namespace mw {
+namespace nft {
+namespace {
+
+/// Named sets of the live ruleset for the engine: mailward's own from what was read (or the
+/// desired content), the others' elements dumped on first use.
+class LiveNftSets : public analysis::NftSets {
+ public:
+  struct Own {
+    Family family;
+    SetSpec::Kind kind;
+    std::vector<Interval> intervals;
+  };
+  std::map<std::string, Own> own;
+  std::map<std::tuple<uint32_t, std::string, std::string>, LiveState::OtherSet> other;
+
+  uint32_t KeyLen(uint32_t family, const std::string& table, const std::string& set) override {
+    if (family == NFPROTO_INET && table == kTable) {
+      auto it = own.find(set);
+      return it == own.end() ? 0 : static_cast<uint32_t>(AddrLen(it->second.family));
+    }
+    auto it = other.find({family, table, set});
+    return it == other.end() ? 0 : it->second.key_len;
   }
-  // The tables iptables-nft keeps its rules in are judged in iptables' own terms instead.
-  static const char* kIptablesTables[] = {"filter", "nat", "mangle", "raw", "security"};
-  for (auto& c : (*plan)->conflicts) {
-    bool iptables_own = false;
-    for (const char* fam : {"ip ", "ip6 "})
-      for (const char* t : kIptablesTables)
-        iptables_own |= c.where.rfind(std::string("table ") + fam + t + " chain ", 0) == 0;
-    if (!iptables_own) out->conflicts.push_back(std::move(c));
+
+  std::optional<analysis::SetHit> Lookup(uint32_t family, const std::string& table, const std::string& set,
+                                         const std::vector<uint8_t>& key) override {
+    analysis::SetHit hit;
+    if (family == NFPROTO_INET && table == kTable) {
+      auto it = own.find(set);
+      if (it == own.end() || it->second.kind == SetSpec::Kind::kMeter) return hit;  // a meter: no entry yet
+      Addr a{};
+      std::memcpy(a.b.data(), key.data(), std::min<size_t>(key.size(), 16));
+      for (const auto& iv : it->second.intervals)
+        if (!(a < iv.start) && (iv.to_max || a < iv.end)) hit.found = true;
+      return hit;
+    }
+    auto info = other.find({family, table, set});
+    if (info == other.end()) return std::nullopt;
+    const auto* elems = Elements(family, table, set);
+    if (!elems) return std::nullopt;
+    uint32_t flags = info->second.flags;
+    if (!(flags & NFT_SET_INTERVAL)) {
+      for (const auto& e : *elems)
+        if (e.key == key) return Hit(e);
+      return hit;
+    }
+    if (flags & NFT_SET_CONCAT) {
+      // Concatenated ranges (pipapo): each element holds its start and end.
+      for (const auto& e : *elems)
+        if (!e.key_end.empty() && e.key <= key && key <= e.key_end) return Hit(e);
+      return hit;
+    }
+    // Interval set: inside when the closest element at or below the key is a start.
+    const Elem* best = nullptr;
+    for (const auto& e : *elems)
+      if (e.key <= key && (!best || e.key > best->key || (e.key == best->key && !e.end))) best = &e;
+    if (best && !best->end) return Hit(*best);
+    return hit;
   }
+
+ private:
+  struct Elem {
+    std::vector<uint8_t> key, key_end, data;
+    bool end = false;
+    std::optional<int32_t> verdict;
+    std::string chain;
+  };
+  static analysis::SetHit Hit(const Elem& e) {
+    analysis::SetHit h;
+    h.found = true;
+    h.data = e.data;
+    h.verdict = e.verdict;
+    h.chain = e.chain;
+    return h;
+  }
+  const std::vector<Elem>* Elements(uint32_t family, const std::string& table, const std::string& set) {
+    auto k = std::make_tuple(family, table, set);
+    if (auto it = cache_.find(k); it != cache_.end()) return it->second ? &*it->second : nullptr;
+    if (!sock_) {
+      auto s = Socket::Open();
+      if (!s.ok()) return nullptr;
+      sock_ = std::move(s.value());
+    }
+    std::vector<Elem> out;
+    Status st = sock_->Request(
+        [&](char* buf, uint32_t seq) {
+          nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, family, NLM_F_DUMP, seq);
+          mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
+          mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set.c_str());
+          return nlh;
+        },
+        [&](const nlmsghdr* nlh) {
+          nftnl_set* s = nftnl_set_alloc();
+          if (nftnl_set_elems_nlmsg_parse(nlh, s) == 0) {
+            nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(s);
+            while (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter)) {
+              Elem el;
+              auto bytes = [&](uint16_t attr) {
+                uint32_t len = 0;
+                if (!nftnl_set_elem_is_set(e, attr)) return std::vector<uint8_t>();
+                auto* p = static_cast<const uint8_t*>(nftnl_set_elem_get(e, attr, &len));
+                return p ? std::vector<uint8_t>(p, p + len) : std::vector<uint8_t>();
+              };
+              el.key = bytes(NFTNL_SET_ELEM_KEY);
+              el.key_end = bytes(NFTNL_SET_ELEM_KEY_END);
+              el.data = bytes(NFTNL_SET_ELEM_DATA);
+              el.end = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+                       (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END);
+              if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_VERDICT))
+                el.verdict = static_cast<int32_t>(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_VERDICT));
+              if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_CHAIN)) el.chain = nftnl_set_elem_get_str(e, NFTNL_SET_ELEM_CHAIN);
+              out.push_back(std::move(el));
+            }
+            nftnl_set_elems_iter_destroy(iter);
+          }
+          nftnl_set_free(s);
+          return MNL_CB_OK;
+        });
+    if (!st.ok()) {
+      cache_[k] = std::nullopt;
+      return nullptr;
+    }
+    cache_[k] = std::move(out);
+    return &*cache_[k];
+  }
+  std::unique_ptr<Socket> sock_;
+  std::map<std::tuple<uint32_t, std::string, std::string>, std::optional<std::vector<Elem>>> cache_;
+};
+
+/// Keeps the parsed rules alive as long as the topology that points at them.
+struct NftKeepAlive {
+  LiveState live;
+  std::vector<RulePtr> desired_rules;
+};
+
+}  // namespace
+}  // namespace nft
+
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements,
+                             const std::set<std::pair<uint32_t, std::string>>& skip, analysis::Topology* topo,
+                             std::vector<std::shared_ptr<void>>* keep) {
+  using namespace nft;
+  // The nftables backend's own plan already holds the live ruleset (one consistent read);
+  // otherwise read it here, without mailward's allow-set elements.
+  auto ka = std::make_shared<NftKeepAlive>();
+  const LiveState* livep = nullptr;
+  if (auto* np = dynamic_cast<const NftPlan*>(plan); np && np->live) {
+    livep = np->live.get();
+  } else {
+    NftBackend be(BackendConfig{});
+    be.skip_own_elements_ = !read_own_elements;
+    auto fresh = be.Plan(Ruleset{}, PlanOptions{false, 0});
+    if (!fresh.ok()) return fresh.status();
+    auto* fp = static_cast<NftPlan*>(fresh->get());
+    ka->live = std::move(*fp->live);
+    livep = &ka->live;
+  }
+  const LiveState& live = *livep;
+  auto sets = std::make_shared<LiveNftSets>();
+  sets->other = live.other_sets;
+  std::vector<analysis::NftChainIn> chains;
+  for (const auto& c : live.all_chains) {
+    if (live.dormant_tables.count({c.family, c.table})) continue;
+    if (skip.count({c.family, c.table})) continue;
+    if (desired && c.family == NFPROTO_INET && c.table == kTable) continue;
+    chains.push_back(c);
+  }
+  if (desired) {
+    analysis::NftChainIn own;
+    own.family = NFPROTO_INET;
+    own.table = kTable;
+    own.name = kChain;
+    own.base = true;
+    own.hook = NF_INET_PRE_ROUTING;
+    own.priority = kChainPriority;
+    for (const auto& r : desired->rules) {
+      ka->desired_rules.push_back(BuildRule(r));
+      own.rules.push_back(ka->desired_rules.back().get());
+    }
+    chains.push_back(std::move(own));
+    for (const auto& set : desired->sets)
+      sets->own[set.spec.name] = {set.spec.family, set.spec.kind, set.intervals};
+  } else {
+    for (const auto& ls : live.table.sets)
+      sets->own[ls.spec.name] = {ls.spec.family, ls.spec.kind, ls.intervals};
+  }
+  analysis::AddNftTables(chains, sets, topo);
+  keep->push_back(ka);
+  keep->push_back(sets);
+  return Status::Ok();
 }
 
 }  // namespace mw

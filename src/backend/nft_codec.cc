@@ -1,5 +1,7 @@
 #include "backend/nft_codec.h"
 
+#include <linux/rtnetlink.h>
+
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -73,6 +75,15 @@ RulePtr BuildRule(const RuleSpec& spec) {
     Meta(r, NFT_META_IIFNAME);
     char name[IFNAMSIZ] = "lo";
     Cmp(r, NFT_CMP_EQ, name, IFNAMSIZ);
+  }
+  if (spec.nonlocal_dest) {
+    nftnl_expr* fib = nftnl_expr_alloc("fib");
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+    AddExpr(r, fib);
+    uint32_t local = RTN_LOCAL;
+    Cmp(r, NFT_CMP_NEQ, &local, 4);
   }
   if (spec.port) {
     Meta(r, NFT_META_L4PROTO);
@@ -232,18 +243,31 @@ bool ParseSetSpec(const nftnl_set* s, SetSpec* out) {
   return false;
 }
 
-size_t ElementBytes(Family family) {
-  // LIST_ELEM nest + KEY nest + DATA_VALUE + FLAGS, aligned.
-  return 4 + 4 + 4 + MNL_ALIGN(AddrLen(family)) + 8;
+size_t ElementBytes(Family family, bool interval_end) {
+  // LIST_ELEM nest { KEY nest { DATA_VALUE } [FLAGS] }, each attribute header 4 bytes, aligned.
+  return MNL_ATTR_HDRLEN + MNL_ATTR_HDRLEN + MNL_ATTR_HDRLEN + MNL_ALIGN(AddrLen(family)) +
+         (interval_end ? MNL_ATTR_HDRLEN + sizeof(uint32_t) : 0);
 }
 
-void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
-                 const std::vector<RawElement>& elems, size_t begin, size_t end) {
+size_t MaxElementMessageBytes(const std::string& set) {
+  // The table and set names, then the element list.
+  return MNL_ATTR_HDRLEN + MNL_ALIGN(std::strlen(kTable) + 1) + MNL_ATTR_HDRLEN + MNL_ALIGN(set.size() + 1) +
+         kMaxAttrLen + MNL_ALIGN(1);
+}
+
+size_t PutElements(nlmsghdr* nlh, const std::string& set, Family family,
+                   const std::vector<RawElement>& elems, size_t begin, size_t end) {
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, kTable);
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set.c_str());
   nlattr* list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
   size_t len = AddrLen(family);
-  for (size_t i = begin; i < end; ++i) {
+  size_t used = MNL_ATTR_HDRLEN;  // the list's own header
+  size_t i = begin;
+  for (; i < end; ++i) {
+    // Stop before the element that would push the list's length past 16 bits.
+    size_t need = ElementBytes(family, elems[i].end);
+    if (i > begin && used + need > kMaxAttrLen) break;
+    used += need;
     nlattr* el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
     nlattr* key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
     mnl_attr_put(nlh, NFTA_DATA_VALUE, len, elems[i].key.b.data());
@@ -252,6 +276,7 @@ void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
     mnl_attr_nest_end(nlh, el);
   }
   mnl_attr_nest_end(nlh, list);
+  return i;
 }
 
 std::vector<RawElement> IntervalsToElements(const std::vector<Interval>& intervals, SetSpec::Kind kind) {

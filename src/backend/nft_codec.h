@@ -16,8 +16,11 @@
 namespace mw::nft {
 
 inline constexpr const char* kTable = "mailward";
-inline constexpr const char* kChain = "input";
-inline constexpr int kChainPriority = 0;  // "filter"
+/// mailward's one chain: on the prerouting hook, before DNAT (dstnat, -100), so a closed port
+/// holds for connections to this host whether they end in a local socket or are forwarded to a
+/// container (Docker's `-p`). Its rules only judge traffic to this host's own addresses.
+inline constexpr const char* kChain = "prerouting";
+inline constexpr int kChainPriority = -150;  // "mangle": after conntrack (-200), before dstnat
 
 struct RuleDeleter {
   void operator()(nftnl_rule* r) const { nftnl_rule_free(r); }
@@ -51,11 +54,21 @@ struct RawElement {
   bool end = false;
 };
 
-/// Appends NFTA_SET_ELEM_LIST_* attributes for elements [begin, end) of `elems` to nlh.
-void PutElements(nlmsghdr* nlh, const std::string& set, Family family,
-                 const std::vector<RawElement>& elems, size_t begin, size_t end);
-/// Bytes one element needs in a message (for chunking).
-size_t ElementBytes(Family family);
+/// The largest payload an attribute can carry: its length field has 16 bits. The element
+/// list of one message is one nested attribute, so it must fit (nftables'
+/// mnl_nft_attr_nest_overflow splits at the same bound).
+inline constexpr size_t kMaxAttrLen = 0xffff;
+
+/// Appends NFTA_SET_ELEM_LIST_* attributes for as many elements from `begin` (before `end`) of
+/// `elems` as fit in one element list of at most kMaxAttrLen bytes; returns the index of the
+/// first element not written (== end when all were). Writes at least one element.
+/// The message grows by at most MaxElementMessageBytes(set).
+size_t PutElements(nlmsghdr* nlh, const std::string& set, Family family,
+                   const std::vector<RawElement>& elems, size_t begin, size_t end);
+/// Bytes one element needs in a message (its NFTA_LIST_ELEM attribute, aligned).
+size_t ElementBytes(Family family, bool interval_end);
+/// The most bytes PutElements adds to a message for this set.
+size_t MaxElementMessageBytes(const std::string& set);
 
 /// The raw elements (start, then end unless it reaches the top) of intervals.
 /// For a hash set of hosts, only the starts.

@@ -33,6 +33,30 @@ nlmsghdr* PutMarker(char* at, uint16_t type, uint32_t seq) {
   nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
   return nlh;
 }
+/// The kernel's extended-ack text of an error message (NLMSGERR_ATTR_MSG), or "".
+std::string ExtAckMessage(const nlmsghdr* nlh) {
+  if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
+  const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+  size_t off = sizeof(nlmsgerr);
+  if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += err->msg.nlmsg_len - sizeof(nlmsghdr);
+  size_t payload = nlh->nlmsg_len - NLMSG_HDRLEN;
+  if (err->msg.nlmsg_len < sizeof(nlmsghdr) || off > payload) return "";
+  const char* p = static_cast<const char*>(mnl_nlmsg_get_payload(nlh)) + off;
+  size_t left = payload - off;
+  while (left >= sizeof(nlattr)) {
+    const auto* a = reinterpret_cast<const nlattr*>(p);
+    if (a->nla_len < sizeof(nlattr) || a->nla_len > left) break;
+    if ((a->nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG) {
+      const char* s = static_cast<const char*>(mnl_attr_get_payload(a));
+      return std::string(s, strnlen(s, a->nla_len - sizeof(nlattr)));
+    }
+    size_t step = MNL_ALIGN(a->nla_len);
+    if (step > left) break;
+    p += step;
+    left -= step;
+  }
+  return "";
+}
 }  // namespace
 
 Batch::Batch(uint32_t genid) {
@@ -86,6 +110,9 @@ Result<std::unique_ptr<Socket>> Socket::Open() {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   int one = 1;
   setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+  // An error ack would otherwise echo the whole refused message (up to 64 KB of elements and
+  // more); capped, it carries only the header. Send() still reads an uncapped one whole.
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
   std::unique_ptr<Socket> s(new Socket(nl));
   s->portid_ = mnl_socket_get_portid(nl);
   s->seq_ = static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u;
@@ -173,6 +200,10 @@ Status Socket::Send(const Batch& batch) {
   std::string first_error;
   int first_errno = 0;
   while (acks < batch.messages()) {
+    // The size of the next datagram first: an error that echoes a large message (a kernel
+    // without NETLINK_CAP_ACK) is read whole, never cut off and lost.
+    ssize_t want = recv(fd, buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+    if (want > static_cast<ssize_t>(buf.size())) buf.resize(static_cast<size_t>(want));
     ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -196,6 +227,8 @@ Status Socket::Send(const Batch& batch) {
         std::string what = batch.Describe(err->msg.nlmsg_seq);
         if (what.empty()) what = "the batch";
         first_error = what + ": " + Err(first_errno);
+        std::string detail = ExtAckMessage(nlh);
+        if (!detail.empty()) first_error += " (" + detail + ")";
       }
     }
   }

@@ -176,9 +176,13 @@ class UfwBackend : public Backend {
             c.port = r.port;
             c.family = f == 0 ? "ipv4" : "ipv6";
             c.where = "ufw";
-            c.certainty = "blocks";
+            c.kind = "closed-port-reachable";
+            c.owner = "UFW";
+            c.certainty = "reaches";
+            c.destination = "this host";
             c.reason = "UFW is disabled (ENABLED=no in /etc/ufw/ufw.conf): its rules are not loaded, so the policy is "
-                       "not enforced and closed port " + std::to_string(r.port) + " is not closed by UFW; fix: ufw enable";
+                       "not enforced and closed port " + std::to_string(r.port) + " is not closed by UFW";
+            c.fix = "ufw enable";
             plan->conflicts.push_back(c);
           }
 
@@ -214,30 +218,6 @@ class UfwBackend : public Backend {
                                    "the rules UFW has loaded differ from its files: reload", 1, {}});
         }
       }
-      // Would anything still block an open port once this plan is applied? Evaluate the
-      // loaded tables with UFW's user chain as it will be.
-      if (opts.analyze_conflicts && plan->active && kernel[f].Find("INPUT")) {
-        ipt::SavedTable sim = kernel[f];
-        for (auto& c : sim.chains)
-          if (c.name == kInputChain[f]) {
-            c.rules.clear();
-            for (const auto& r : next.rules) {
-              bool limit = r.tuple.rfind("limit ", 0) == 0;
-              if (r.ours() && limit) {  // mailward's own rate limit is not a conflict
-                c.rules.push_back(r.lines.back().substr(0, r.lines.back().find(" -j ")) + " -j ACCEPT");
-                continue;
-              }
-              c.rules.insert(c.rules.end(), r.lines.begin(), r.lines.end());
-            }
-          }
-        for (uint16_t port : desired.open_ports) {
-          auto c = ipt::FindConflicts(sim, port, fam, f == 0 ? "iptables" : "ip6tables");
-          plan->conflicts.insert(plan->conflicts.end(), c.begin(), c.end());
-        }
-      }
-    }
-    if (opts.analyze_conflicts) {
-      AddNativeNftablesConflicts(desired.open_ports, plan.get());
     }
     return std::unique_ptr<BackendPlan>(std::move(plan));
   }

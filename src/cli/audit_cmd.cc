@@ -7,6 +7,7 @@
 
 #include "policy/policy.h"
 #include "report/report.h"
+#include "util/text.h"
 #include "util/fs.h"
 #include "util/process.h"
 
@@ -38,7 +39,7 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   for (const auto& f : r.findings) {
     findings.push_back({{"id", f.id},
                         {"setting", f.setting ? json(*f.setting) : json(nullptr)},
-                        {"value", f.value},
+                        {"value", Truncate(f.value)},
                         {"severity", f.severity},
                         {"file", f.file},
                         {"line", f.line},
@@ -47,12 +48,12 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   }
   json settings = json::object();
   for (const auto& [k, e] : r.effective)
-    settings[k] = {{"value", e.value}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
+    settings[k] = {{"value", Truncate(e.value)}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
   json counts = json::object();
   for (const char* s : {"critical", "high", "medium", "low", "info"}) counts[s] = 0;
   for (const auto& f : r.findings) counts[f.severity] = counts[f.severity].get<int>() + 1;
-  return {{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
-          {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}};
+  return Utf8Safe({{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
+                   {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}});
 }
 
 std::string AuditText(const dovecot::AuditResult& r, bool color) {
@@ -63,7 +64,7 @@ std::string AuditText(const dovecot::AuditResult& r, bool color) {
     const char* col = !color ? "" : SeverityRankColor(f.severity);
     std::string where = f.file + (f.line ? ":" + std::to_string(f.line) : "");
     out += "  " + std::string(col) + sev + (color ? "\033[0m" : "") + " " + f.id + "  " + where;
-    if (f.setting) out += "  " + *f.setting + " = " + f.value;
+    if (f.setting) out += "  " + *f.setting + " = " + Excerpt(f.value, 200);
     out += "\n      " + f.message + "\n      fix: " + f.fix + "\n";
   }
   return out;
@@ -127,7 +128,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     json j = AuditJson(config, *r);
     j["command"] = "audit";
     j["fix"] = fix_report;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "dovecot " << r->version << " configuration " << config << " (" << r->files.size()
               << (r->files.size() == 1 ? " file)\n" : " files)\n");

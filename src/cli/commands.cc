@@ -1,13 +1,18 @@
 #include "cli/commands.h"
 
+#include "analysis/judge.h"
+#include "backend/host_view.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <cstdio>
@@ -20,6 +25,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "cli/safety.h"
+#include "cli/snapshots.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/metrics.h"
@@ -31,7 +37,6 @@ namespace mw {
 namespace {
 
 using json = nlohmann::json;
-constexpr size_t kSnapshotsKept = 10;
 
 bool Json(const GlobalOptions& g) { return g.format == "json"; }
 
@@ -46,7 +51,9 @@ const char* CodeName(Code c) {
     case Code::kBusy: return "busy";
     case Code::kVerifyFailed: return "verify_failed";
     case Code::kRefused: return "refused";
+    case Code::kNotFound: return "not_found";
     case Code::kInternal: return "internal";
+    case Code::kUsage: return "usage";
   }
   return "?";
 }
@@ -87,15 +94,21 @@ bool UfwActive() {
   return text.find("\nENABLED=yes") != std::string::npos;
 }
 
-/// Whether a process named `name` runs (in this PID namespace).
+/// Whether a process named `name` runs in this network namespace (a firewalld in a container
+/// or another namespace manages that namespace's firewall, not this one).
 bool ProcessRunning(const std::string& name) {
   DIR* d = opendir("/proc");
   if (!d) return false;
   bool found = false;
+  char self_ns[64] = {};
+  ssize_t self_len = readlink("/proc/self/ns/net", self_ns, sizeof self_ns - 1);
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     auto comm = ReadFile(std::string("/proc/") + e->d_name + "/comm");
     if (comm.ok() && (*comm == name + "\n" || *comm == name)) {
+      char ns[64] = {};
+      ssize_t len = readlink((std::string("/proc/") + e->d_name + "/ns/net").c_str(), ns, sizeof ns - 1);
+      if (self_len > 0 && len > 0 && std::string(ns, len) != std::string(self_ns, self_len)) continue;
       found = true;
       break;
     }
@@ -158,6 +171,39 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   return c;
 }
 
+/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
+/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
+Status CheckStateEntries(const std::string& dir) {
+  auto bad = [&](const std::string& p, const char* what) {
+    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
+                                         "in its state directory; remove it (rm " + p + ") and run again");
+  };
+  auto check = [&](const std::string& p, bool want_dir) -> Status {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
+    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+      return bad(p, want_dir ? "not a directory" : "not a regular file");
+    return Status::Ok();
+  };
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache"})
+    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
+  std::string snaps = dir + "/snapshots";
+  MW_RETURN_IF_ERROR(check(snaps, true));
+  if (DIR* d = opendir(snaps.c_str())) {
+    Status s;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      s = check(snaps + "/" + n, false);
+      if (!s.ok()) break;
+    }
+    closedir(d);
+    MW_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
 class Lock {
  public:
@@ -165,10 +211,17 @@ class Lock {
     if (fd_ >= 0) close(fd_);
   }
   Status Acquire(const std::string& dir, double timeout) {
+    if (!std::isfinite(timeout) || timeout < 0)
+      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
     MW_RETURN_IF_ERROR(MakeDirs(dir));
+    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
+    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
     std::string path = dir + "/lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd_ < 0)
+      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (std::chrono::steady_clock::now() >= deadline)
@@ -183,21 +236,55 @@ class Lock {
   int fd_ = -1;
 };
 
+/// Judges every packet path of the live firewall (analysis/) against the policy and puts the
+/// conflicts and source restrictions into `plan`. `as_planned`: judge mailward's nftables table
+/// as the plan will leave it (plan), not as it is (check).
+void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* plan) {
+  HostViewOptions hopts;
+  if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
+  hopts.plan = plan;
+  hopts.read_own_elements = false;  // the nftables backend's plan has them; other backends own none
+  hopts.desired_ipsets = &l.desired;
+  auto hv = ReadHostView(hopts);
+  if (!hv.ok()) {
+    plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
+    return;
+  }
+  for (const auto& n : hv->notes) plan->notes.push_back(n);
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
+  // The backend's own conflicts (UFW switched off...) stay; the engine's are added, except where
+  // the backend already said the same thing about the same port.
+  for (auto& x : ToConflicts(j)) {
+    bool dup = false;
+    for (const auto& b : plan->conflicts) dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
+    if (!dup) plan->conflicts.push_back(std::move(x));
+  }
+  if (as_planned && !plan->in_sync()) {
+    // What mailward's own pending changes repair is the plan itself, not a conflict.
+    std::erase_if(plan->conflicts, [](const Conflict& x) { return x.owner == "mailward"; });
+  }
+  for (const auto& r : j.restrictions) plan->restrictions.push_back({r.port, FamilyName(r.family), r.owner, r.where, r.rule});
+}
+
 json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& plan) {
   json changes = json::array(), conflicts = json::array();
   for (const auto& ch : plan.changes) changes.push_back(ChangeToJson(ch));
   for (const auto& cf : plan.conflicts) conflicts.push_back(ConflictToJson(cf));
+  json restrictions = json::array();
+  for (const auto& r : plan.restrictions)
+    restrictions.push_back({{"port", r.port}, {"family", r.family}, {"owner", r.owner}, {"where", r.where}, {"rule", r.rule}});
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
-  return {{"command", command},
+  return Utf8Safe({{"command", command},
           {"backend", c.backend->name()},
           {"backend_reason", c.reason},
           {"in_sync", plan.in_sync()},
           {"generation", plan.generation},
           {"changes", changes},
           {"conflicts", conflicts},
+          {"source_restrictions", restrictions},
           {"manager_conflicts", c.fights},
-          {"notes", notes}};
+          {"notes", notes}});
 }
 
 void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
@@ -215,8 +302,13 @@ void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& p
     std::cout << PlanText(plan.changes, color, g.verbose);
   }
   if (!plan.conflicts.empty()) {
-    std::cout << "conflicts: other rules would still block ports the policy keeps open:\n";
+    std::cout << "conflicts: the firewall does not do what the policy says on these paths:\n";
     std::cout << ConflictsText(plan.conflicts, color);
+  }
+  if (!plan.restrictions.empty() && g.verbose) {
+    std::cout << "source restrictions (rules that block only some sources; not conflicts):\n";
+    for (const auto& r : plan.restrictions)
+      std::cout << "  " << r.port << "/" << r.family << "  " << r.owner << ": " << r.where << ": " << r.rule << "\n";
   }
 }
 
@@ -226,47 +318,12 @@ PlanOptions MakePlanOptions(const GlobalOptions& g) {
   return o;
 }
 
-std::string AttachmentOf(const std::string& snap_path) {
-  return snap_path.substr(0, snap_path.size() - 5) + ".elements";
-}
-
-/// Writes snapshots/<microseconds>.snap (and links its attachment beside it as .elements),
-/// keeping the newest kSnapshotsKept.
-Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap) {
-  std::string dir = state_dir + "/snapshots";
-  MW_RETURN_IF_ERROR(MakeDirs(dir));
-  auto existing = ListFiles(dir, ".snap");
-  if (!existing.ok()) return existing.status();
-  char name[64];
-  auto now = std::chrono::system_clock::now().time_since_epoch();
-  std::snprintf(name, sizeof name, "/%020lld.snap",
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()));
-  std::string path = dir + name;
-  if (!snap.attachment_path.empty()) {
-    std::string att = AttachmentOf(path);
-    if (link(snap.attachment_path.c_str(), att.c_str()) != 0)
-      return Status::Io(att + ": cannot link " + snap.attachment_path + ": " + std::strerror(errno));
-  }
-  MW_RETURN_IF_ERROR(WriteFileAtomic(path, snap.bytes, Durability::kFsync));
-  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) {
-    unlink((*existing)[i].c_str());
-    unlink(AttachmentOf((*existing)[i]).c_str());
-  }
-  return path;
-}
-
-/// The attachment's content, or "" when the snapshot has none.
-std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path));
-  return a.ok() ? *a : "";
-}
-
 }  // namespace
 
 int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
   if (Json(g)) {
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
@@ -288,7 +345,7 @@ int CmdValidate(const GlobalOptions& g) {
         errors.push_back(m.substr(pos, nl - pos));
         pos = nl + 1;
       }
-      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+      std::cout << DumpJson(json{{"command", "validate"}, {"valid", false}, {"errors", errors}}) << "\n";
     }
     std::cerr << l.status().message() << "\n";
     return exit_code::kError;
@@ -297,7 +354,7 @@ int CmdValidate(const GlobalOptions& g) {
     json j = PolicySummaryJson(l->policy);
     j["command"] = "validate";
     j["valid"] = true;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
               << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
@@ -321,7 +378,8 @@ int CmdPlan(const GlobalOptions& g) {
   if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
-  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  JudgePaths(*l, *c, true, plan->get());
+  if (Json(g)) std::cout << DumpJson(PlanJson("plan", *c, **plan)) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
@@ -356,6 +414,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   if (!c.ok()) return ReportError(g, "check", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "check", plan.status());
+  JudgePaths(*l, *c, false, plan->get());
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {
@@ -385,7 +444,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
@@ -427,11 +486,30 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "apply", ls);
   PendingConfirm pending;
-  if (ReadPending(g.state_dir, &pending))
-    return ReportError(g, "apply", Status::Error(Code::kRefused,
-                                          "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
-                                              " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
-                                              "nothing was applied"));
+  if (ReadPending(g.state_dir, &pending)) {
+    std::string why;
+    if (!PendingIsStale(g.state_dir, pending, &why))
+      return ReportError(g, "apply", Status::Error(Code::kRefused,
+                                            "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
+                                                " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
+                                                "nothing was applied"));
+    // Nobody will ever confirm or revert it (a reboot, a killed watchdog): not confirmed.
+    Status rs = ResolveStalePending(g.state_dir, pending, why);
+    c->notes.push_back("an earlier apply --confirm was never confirmed (" + why + "): " +
+                       (rs.ok() ? "reverted to " + pending.snapshot + " first"
+                                : "its revert failed (" + rs.message() + "); applying the policy anyway") +
+                       ", see " + g.state_dir + "/confirm.log");
+  } else if (PendingRecordExists(g.state_dir)) {
+    // A record that cannot be read: its watchdog still reverts by its last reading of it.
+    if (AnyWatchdogAlive(g.state_dir))
+      return ReportError(g, "apply", Status::Error(Code::kRefused,
+                                            g.state_dir + "/pending-confirm cannot be read, and an apply --confirm watchdog "
+                                            "still runs: run 'mailward confirm' (keep the applied policy) or 'mailward "
+                                            "rollback' first; nothing was applied"));
+    EndPending(g.state_dir, "damaged pending confirmation record with no watchdog left: removed, nothing reverted");
+    c->notes.push_back("removed a damaged " + g.state_dir + "/pending-confirm that no watchdog was waiting on");
+  }
+  ResolveUncommitted(g.state_dir);
   if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
     return ReportError(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
 
@@ -439,6 +517,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   std::unique_ptr<BackendPlan> plan;
   Snapshot snapshot;
   std::string snapshot_path;
+  const bool confirming = ao.confirm_seconds > 0;
+  bool armed = false;
   int attempts = 0;
   for (;;) {
     auto p = [&] {
@@ -453,24 +533,50 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       if (!snap.ok()) return ReportError(g, "apply", snap.status());
       snapshot = std::move(snap.value());
       Phase save("save snapshot");
-      auto saved = SaveSnapshot(g.state_dir, snapshot);
+      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation);
       if (!saved.ok())
         return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
       snapshot_path = *saved;
+      if (confirming) {
+        // Armed before the commit: from here on, whatever happens to this process, the watchdog
+        // reverts at the deadline unless the apply is confirmed (or disarms it itself).
+        Status ws = ArmConfirm(g.state_dir, snapshot_path, ao.confirm_seconds);
+        if (!ws.ok()) {
+          RemoveSnapshot(snapshot_path);
+          return ReportError(g, "apply", ws.WithContext("nothing was applied"));
+        }
+        armed = true;
+      }
     }
+    TestPausePoint("before-commit");
     Status s = [&] {
       Phase phase("apply batch");
       return be.Apply(*plan);
     }();
     if (s.ok()) break;
-    // Nothing was applied: this attempt's snapshot is not a rollback point.
+    // Nothing was applied: this attempt's snapshot is not a rollback point, nor a revert.
+    if (armed) DisarmConfirm(g.state_dir, "the apply failed and changed nothing (" + s.message() + ")");
+    armed = false;
     if (!snapshot_path.empty()) {
-      unlink(snapshot_path.c_str());
-      unlink(AttachmentOf(snapshot_path).c_str());
+      RemoveSnapshot(snapshot_path);
       snapshot_path.clear();
     }
     if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
     return ReportError(g, "apply", s);
+  }
+  // Committed: the confirm deadline counts from now.
+  Status committed = armed ? CommitPending(g.state_dir, ao.confirm_seconds) : Status::Ok();
+  if (!snapshot_path.empty()) MarkCommitted(snapshot_path);
+  TestPausePoint("after-commit");
+  if (!committed.ok()) {
+    Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+    if (rs.ok()) {
+      DisarmConfirm(g.state_dir, "the apply could not record its commit and put the old state back");
+      RemoveSnapshot(snapshot_path);
+    }
+    return ReportError(g, "apply", committed.WithContext(rs.ok() ? "cannot record the pending confirmation; reverted"
+                                                                  : "cannot record the pending confirmation; REVERT FAILED (" +
+                                                                        rs.message() + "), the watchdog retries at the deadline"));
   }
 
   // Verify: read back and compare with the policy.
@@ -490,10 +596,23 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
                      " differences):\n" + PlanText((*after)->changes, false, false);
     }
     if (!verified) {
-      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+      // Only this apply's own commit is undone (the backend checks nobody committed since).
+      Status rs = be.RestoreOwnCommit(*plan, snapshot.bytes, ReadAttachment(snapshot_path));
+      if (rs.ok()) {
+        // Back where it started: no revert pending, and no no-op rollback point.
+        if (armed) DisarmConfirm(g.state_dir, "verification failed and the apply rolled back itself");
+        RemoveSnapshot(snapshot_path);
+      } else if (armed && rs.code() == Code::kGenerationMoved) {
+        // Another process committed after this apply: its state is not ours to revert.
+        DisarmConfirm(g.state_dir, "verification failed and another process committed after this apply; its state is left alone");
+      }
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
-                                    (rs.ok() ? "; rolled back to the previous state" : "; ROLLBACK FAILED: " + rs.message()));
+                                    (rs.ok() ? "; rolled back to the previous state"
+                                     : rs.code() == Code::kGenerationMoved
+                                         ? "; " + rs.message()
+                                         : "; ROLLBACK FAILED: " + rs.message() +
+                                               (armed ? " (the confirm watchdog tries again at its deadline)" : "")));
       return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
@@ -501,27 +620,34 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
   // since a stopped service is not the firewall's doing.
+  TestPausePoint("probes");
   std::vector<JudgedProbe> probes;
   if (ao.probe) probes = ProbeOpenPortsLocally(l->policy);
 
-  // Commit-confirmed: a detached watchdog reverts unless `mailward confirm` (or, with
-  // --auto-confirm, this run's own checks) confirms first.
+  // Commit-confirmed: the watchdog armed before the commit reverts unless `mailward confirm`
+  // (or, with --auto-confirm, this run's own checks) confirms first.
   json confirm = nullptr;
   std::string confirm_text;
-  if (ao.confirm_seconds > 0 && !plan->in_sync()) {
-    Status ws = StartConfirmWatchdog(g.state_dir, snapshot_path, ao.confirm_seconds);
-    if (!ws.ok()) {
-      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
-      return ReportError(g, "apply", ws.WithContext(rs.ok() ? "reverted" : "REVERT FAILED: " + rs.message()));
-    }
+  if (armed) {
     bool probes_ok = true;
     for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
-    bool sessions_ok = CheckLockout(l->policy, SshSessionsFor(l->policy)).ok();
+    // The sessions seen before the apply and those seen now: a session the new rules cut may
+    // no longer be listed, and its peer no longer reaches its port.
+    auto now_sessions = SshSessionsFor(l->policy);
+    for (const auto& s : sessions) {
+      bool dup = false;
+      for (const auto& n : now_sessions) dup |= n.client == s.client && n.port == s.port;
+      if (!dup) now_sessions.push_back(s);
+    }
+    Status lockout = CheckLockout(l->policy, now_sessions);
     std::string why;
     if (!probes_ok) why = "a probe of an open port failed";
-    else if (!sessions_ok) why = "the policy closes the port of an SSH session";
+    else if (!lockout.ok()) why = "the policy closes the port of an SSH session to its client";
+    PendingConfirm now_pending;
+    if (why.empty() && ReadPending(g.state_dir, &now_pending) && BootMs() >= now_pending.deadline_ms)
+      why = "the checks outlasted the --confirm time";  // the watchdog reverts once this apply ends
     bool auto_ok = ao.auto_confirm && why.empty();
-    if (auto_ok) ConfirmPending(g.state_dir);
+    if (auto_ok) ConfirmPending(g.state_dir, "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off");
     confirm = {{"seconds", ao.confirm_seconds},
                {"pending", !auto_ok},
                {"auto_confirmed", auto_ok},
@@ -531,7 +657,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     confirm_text = auto_ok ? "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off\n"
                            : "NOT CONFIRMED: reverts in " + std::to_string(ao.confirm_seconds) +
                                  " s unless 'mailward confirm' runs" + (why.empty() ? "" : " (" + why + ")") + "\n";
-  } else if (ao.confirm_seconds > 0) {
+  } else if (confirming) {
     confirm = {{"seconds", ao.confirm_seconds}, {"pending", false}, {"auto_confirmed", false},
                {"reason", "nothing changed: nothing to confirm"}};
   }
@@ -543,7 +669,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
     j["confirm"] = confirm;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
     if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
@@ -560,11 +686,21 @@ int CmdConfirm(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "confirm", ls);
+  PendingConfirm pending;
+  std::string why;
+  if (ReadPending(g.state_dir, &pending) && PendingIsStale(g.state_dir, pending, &why)) {
+    Status rs = ResolveStalePending(g.state_dir, pending, why);
+    return ReportError(g, "confirm", Status::Error(Code::kRefused,
+                                            "nothing to confirm: the pending apply --confirm can no longer be kept (" + why +
+                                                "), so it counts as not confirmed: " +
+                                                (rs.ok() ? "reverted to " + pending.snapshot : "its revert FAILED: " + rs.message()) +
+                                                " (see " + g.state_dir + "/confirm.log); apply again to keep the policy"));
+  }
   bool done = ConfirmPending(g.state_dir);
   if (!done)
     return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
-  if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
@@ -573,19 +709,35 @@ int CmdRollback(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "rollback", ls);
-  ConfirmPending(g.state_dir);  // a pending revert is superseded by this rollback
-  auto snaps = ListFiles(g.state_dir + "/snapshots", ".snap");
+  // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
+  PendingConfirm pending;
+  bool has_pending = ReadPending(g.state_dir, &pending);
+  const bool damaged_pending = !has_pending && PendingRecordExists(g.state_dir);
+  ResolveUncommitted(g.state_dir);
+  if (has_pending && !Exists(pending.snapshot)) {
+    // Its apply was killed before committing (or its snapshot is gone): nothing to revert.
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': its apply never committed, nothing to revert");
+    has_pending = false;
+  }
+  auto snaps = ListSnapshots(g.state_dir);
   if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
-  if (snaps->empty()) return ReportError(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
-  auto data = ReadFile(snaps->back());
+  if (snaps->empty()) {
+    return ReportError(g, "rollback", Status::Error(Code::kNotFound,
+                                             "no snapshot to roll back to: " + g.state_dir + "/snapshots holds none (no apply "
+                                             "through this state directory changed the firewall, or every earlier state was "
+                                             "rolled back already); nothing was changed"));
+  }
+  const std::string newest = snaps->back().path;
+  auto data = ReadFile(newest, Follow::kNoSymlinks);
   if (!data.ok()) return ReportError(g, "rollback", data.status());
   auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
-  Status s = be->Restore(*data, ReadAttachment(snaps->back()));
+  Status s = be->Restore(*data, ReadAttachment(newest));
   if (!s.ok()) return ReportError(g, "rollback", s);
-  unlink(snaps->back().c_str());
-  unlink(AttachmentOf(snaps->back()).c_str());
-  if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";
-  else if (!g.quiet) std::cout << "rolled back to the state saved in " << snaps->back() << "\n";
+  RemoveSnapshot(newest);
+  if (has_pending || damaged_pending)
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
+  if (Json(g)) std::cout << DumpJson(json{{"command", "rollback"}, {"restored", newest}}) << "\n";
+  else if (!g.quiet) std::cout << "rolled back to the state saved in " << newest << "\n";
   return exit_code::kOk;
 }
 

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "util/fs.h"
+#include "util/text.h"
 
 namespace mw::dovecot {
 namespace {
@@ -15,6 +16,8 @@ namespace {
 constexpr int kMaxIncludeDepth = 32;
 constexpr size_t kMaxSectionDepth = 100000;
 constexpr size_t kMaxFileBytes = 16u << 20;
+constexpr size_t kMaxIncludeFiles = 10000;     // files read in all (doveconf takes 1000 in one glob)
+constexpr size_t kMaxValueBytes = 1u << 20;    // one setting's value after $setting expansion
 
 class DiskFileSource : public FileSource {
  public:
@@ -28,6 +31,7 @@ class DiskFileSource : public FileSource {
     std::sort(out.begin(), out.end());
     return out;
   }
+  bool Private(const std::string& path) override { return !WorldReadable(path); }
   std::string Canonical(const std::string& path) override {
     char buf[PATH_MAX];
     return realpath(path.c_str(), buf) ? std::string(buf) : path;
@@ -87,6 +91,12 @@ struct Frame {
   size_t pos = 0;
   int line = 0;
   size_t sections_at_start = 0;
+  bool hide = false;  ///< not readable by others: errors quote nothing of it
+  /// The rest of an `!include` glob's matches, read one after another (siblings, not nesting),
+  /// last first; with where they were included from.
+  std::vector<std::string> pending;
+  bool pending_try = false;
+  int pending_line = 0;
 };
 
 }  // namespace
@@ -113,25 +123,62 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
   std::set<std::string> open_files;  // canonical names on the include stack
   std::map<std::string, std::string> globals;  // for $setting expansion
 
+  size_t files_read = 0;
   auto open = [&](const std::string& p, const std::string& from, int from_line) -> Status {
     std::string where = from.empty() ? "" : from + ":" + std::to_string(from_line) + ": ";
     if (stack.size() >= kMaxIncludeDepth) return Status::Invalid(where + "includes nested deeper than 32 files");
+    if (++files_read > kMaxIncludeFiles)
+      return Status::Invalid(where + "more than " + std::to_string(kMaxIncludeFiles) + " files included in all");
     std::string canon = files.Canonical(p);
     if (open_files.count(canon)) return Status::Invalid(where + "Recursive include file: " + p);
     auto text = files.Read(p);
     if (!text.ok()) return Status::Invalid(where + text.status().message());
     if (text->size() > kMaxFileBytes) return Status::Invalid(where + p + ": larger than 16 MiB");
-    if (text->find('\0') != std::string::npos) return Status::Invalid(p + ": binary data (NUL bytes), not a Dovecot config");
+    if (text->find('\0') != std::string::npos) return Status::Invalid(where + p + ": binary data (NUL bytes), not a Dovecot config");
     open_files.insert(canon);
     cfg.files.push_back(p);
-    stack.push_back(Frame{p, std::move(text.value()), 0, 0, sections.size()});
+    Frame fr{p, std::move(text.value()), 0, 0, sections.size()};
+    fr.hide = files.Private(p);
+    stack.push_back(std::move(fr));
     return Status::Ok();
+  };
+  // What an error may quote of a line: nothing from a file others cannot read (an
+  // `!include /etc/shadow`), else a short escaped excerpt.
+  auto quote = [&](const Frame& fr, const std::string& text) {
+    return fr.hide ? std::string("(content not shown: ") + fr.path + " is not readable by others)"
+                   : "'" + Excerpt(text) + "'";
+  };
+  // Opens the next pending match of an include glob in `fr`; false when there is none.
+  auto open_pending = [&](Frame& fr, Status* st) {
+    while (!fr.pending.empty()) {
+      std::string next = std::move(fr.pending.back());
+      fr.pending.pop_back();
+      bool try_only = fr.pending_try;
+      std::string from = fr.path;
+      int line = fr.pending_line;
+      Status s = open(next, from, line);  // may invalidate `fr`
+      if (s.ok()) return true;
+      if (try_only && s.message().find("Recursive") == std::string::npos &&
+          s.message().find("binary data") == std::string::npos && s.message().find("nested deeper") == std::string::npos &&
+          s.message().find("in all") == std::string::npos)
+        continue;  // !include_try: a missing file is fine
+      *st = s;
+      return true;
+    }
+    return false;
   };
   MW_RETURN_IF_ERROR(open(path, "", 0));
   bool first_setting = true;
 
   while (!stack.empty()) {
     Frame& f = stack.back();
+    if (!f.pending.empty()) {
+      Status st;
+      if (open_pending(f, &st)) {
+        if (!st.ok()) return st;
+        continue;
+      }
+    }
     if (f.pos >= f.text.size()) {
       if (sections.size() > f.sections_at_start) {
         const Section& s = cfg.sections[static_cast<size_t>(sections.back())];
@@ -171,7 +218,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
 
     if (s[0] == '!') {
       bool try_only = s.rfind("!include_try", 0) == 0;
-      if (!try_only && s.rfind("!include", 0) != 0) return Status::Invalid(where + ": unknown directive: " + s);
+      if (!try_only && s.rfind("!include", 0) != 0) return Status::Invalid(where + ": unknown directive: " + quote(f, s));
       std::string arg = Unquote(Trim(s.substr(try_only ? 12 : 8)));
       if (arg.empty()) return Status::Invalid(where + ": !include needs a file name");
       if (arg[0] != '/') arg = DirOf(f.path) + "/" + arg;
@@ -182,17 +229,11 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       } else {
         matches.push_back(arg);
       }
-      std::string from = f.path;
-      // Push in reverse so the first match is read first.
-      for (auto it = matches.rbegin(); it != matches.rend(); ++it) {
-        Status st = open(*it, from, line_no);
-        if (!st.ok()) {
-          if (try_only && st.message().find("Recursive") == std::string::npos &&
-              st.message().find("binary data") == std::string::npos)
-            continue;  // !include_try: a missing file is fine
-          return st;
-        }
-      }
+      // The matches are read one after another from this frame, so a glob of 1000 files is
+      // 1000 siblings, not 1000 levels of nesting. Last first: pending is popped from the back.
+      f.pending.assign(matches.rbegin(), matches.rend());
+      f.pending_try = try_only;
+      f.pending_line = line_no;
       continue;
     }
     if (s == "}") {
@@ -205,17 +246,17 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       auto sp = head.find_first_of(" \t");
       Section sec{head.substr(0, sp), sp == std::string::npos ? "" : Unquote(Trim(head.substr(sp))), f.path, line_no,
                   sections.empty() ? -1 : sections.back()};
-      if (!ValidKey(sec.type)) return Status::Invalid(where + ": bad section name '" + head.substr(0, 80) + "'");
+      if (!ValidKey(sec.type)) return Status::Invalid(where + ": bad section name " + quote(f, head));
       if (sections.size() >= kMaxSectionDepth) return Status::Invalid(where + ": sections nested too deeply");
       cfg.sections.push_back(sec);
       sections.push_back(static_cast<int>(cfg.sections.size() - 1));
       continue;
     }
     auto eq = s.find('=');
-    if (eq == std::string::npos) return Status::Invalid(where + ": expected 'key = value', a section or '}': " + s.substr(0, 80));
+    if (eq == std::string::npos) return Status::Invalid(where + ": expected 'key = value', a section or '}': " + quote(f, s));
     std::string key = Trim(s.substr(0, eq));
     std::string raw = Trim(s.substr(eq + 1));
-    if (!ValidKey(key)) return Status::Invalid(where + ": bad setting name '" + key.substr(0, 80) + "'");
+    if (!ValidKey(key)) return Status::Invalid(where + ": bad setting name " + quote(f, key));
     std::string value;
     if (!raw.empty() && (raw[0] == '"' || raw[0] == '\'')) {
       value = Unquote(raw);
@@ -229,7 +270,13 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
           std::string name = raw.substr(i + 1, j - i - 1);
           auto g = globals.find(name);
           if (j > i + 1 && (g != globals.end() || name == key)) {
-            if (g != globals.end()) value += g->second;
+            if (g != globals.end()) {
+              // x = $x$x doubles at every line: 40 lines would be a terabyte.
+              if (value.size() + g->second.size() > kMaxValueBytes)
+                return Status::Invalid(where + ": the value of '" + key +
+                                       "' grows beyond 1 MiB by $setting expansion (does it repeat itself, like x = $x$x?)");
+              value += g->second;
+            }
             i = j;
             continue;
           }

@@ -23,6 +23,9 @@ class FileSource {
   virtual Result<std::string> Read(const std::string& path) = 0;
   /// Paths matching a glob pattern, sorted; an empty list when none match.
   virtual std::vector<std::string> Glob(const std::string& pattern) = 0;
+  /// Whether others than root cannot read the file (it may hold secrets): errors then quote
+  /// nothing of it.
+  virtual bool Private(const std::string& path) { (void)path; return false; }
   /// A canonical name for cycle detection (realpath on disk).
   virtual std::string Canonical(const std::string& path) = 0;
 };

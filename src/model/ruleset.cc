@@ -106,6 +106,7 @@ std::string RuleSpec::Describe() const {
   std::string out;
   auto add = [&](const std::string& s) { out += (out.empty() ? "" : " ") + s; };
   if (loopback) add("iifname \"lo\"");
+  if (nonlocal_dest) add("fib daddr type != local");
   if (port) add("tcp dport " + std::to_string(port));
   if (ct_new) add("ct state new");
   const char* saddr = family == Family::kV6 ? "ip6 saddr" : "ip saddr";
@@ -163,6 +164,13 @@ Ruleset BuildRuleset(const Policy& policy) {
   lo.loopback = true;
   lo.verdict = Verdict::kAccept;
   rs.rules.push_back(lo);
+  // The chain sits before DNAT on the prerouting hook: only connections to this host's own
+  // addresses are judged (a container's outgoing IMAP to the world passes untouched).
+  RuleSpec routed;
+  routed.key = "mailward:not-local";
+  routed.nonlocal_dest = true;
+  routed.verdict = Verdict::kAccept;
+  rs.rules.push_back(routed);
 
   for (const auto& p : policy.ports) {
     std::string base = "mailward:" + std::to_string(p.port);

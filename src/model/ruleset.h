@@ -43,6 +43,7 @@ struct AddrSet {
 struct RuleSpec {
   std::string key;
   bool loopback = false;             ///< match input interface "lo"
+  bool nonlocal_dest = false;        ///< match traffic NOT addressed to this host (fib daddr type)
   uint16_t port = 0;                 ///< 0: any port (only with loopback)
   std::optional<Family> family;      ///< match the network protocol
   std::string saddr_set;             ///< match the source address in this set

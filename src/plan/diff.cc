@@ -43,7 +43,7 @@ Plan Diff(const Ruleset& desired, const std::vector<std::string>& bodies, const 
   // Shapes mailward never makes: start from a clean table, in the same atomic batch.
   std::string reason;
   if (!live.foreign.empty()) reason = "unexpected objects in table inet mailward: " + live.foreign.front();
-  else if (live.chain_exists && !live.chain_ok) reason = "chain 'input' has the wrong hook, priority or policy";
+  else if (live.chain_exists && !live.chain_ok) reason = "chain 'prerouting' has the wrong hook, priority or policy";
   for (const auto& ls : live.sets) {
     if (!reason.empty()) break;
     const AddrSet* want = desired.FindSet(ls.spec.name);

@@ -1,5 +1,7 @@
 #include "report/report.h"
 
+#include "util/text.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -26,8 +28,36 @@ nlohmann::json ChangeToJson(const Change& c) {
 }
 
 nlohmann::json ConflictToJson(const Conflict& c) {
-  return {{"port", c.port}, {"family", c.family}, {"where", c.where}, {"certainty", c.certainty},
-          {"reason", c.reason}};
+  nlohmann::json j = {{"port", c.port},       {"family", c.family}, {"kind", c.kind},   {"certainty", c.certainty},
+                      {"owner", c.owner},     {"where", c.where},   {"reason", c.reason}, {"fix", c.fix}};
+  if (!c.source.empty()) j["source"] = c.source;
+  if (!c.destination.empty()) j["destination"] = c.destination;
+  return j;
+}
+
+nlohmann::json Utf8Safe(nlohmann::json j) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (!IsValidUtf8(s)) j = ToValidUtf8(s);
+  } else if (j.is_array()) {
+    for (auto& e : j) e = Utf8Safe(std::move(e));
+  } else if (j.is_object()) {
+    bool keys_ok = true;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      keys_ok &= IsValidUtf8(it.key());
+      it.value() = Utf8Safe(std::move(it.value()));
+    }
+    if (!keys_ok) {
+      nlohmann::json out = nlohmann::json::object();
+      for (auto it = j.begin(); it != j.end(); ++it) out[ToValidUtf8(it.key())] = std::move(it.value());
+      j = std::move(out);
+    }
+  }
+  return j;
+}
+
+std::string DumpJson(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 nlohmann::json PolicySummaryJson(const Policy& p) {
@@ -44,12 +74,12 @@ nlohmann::json PolicySummaryJson(const Policy& p) {
   }
   nlohmann::json lists = nlohmann::json::object();
   for (const auto& [name, al] : p.allowlists) lists[name] = {{"entries", al.entries.size()}, {"files", al.files}};
-  return {{"files", p.files},
+  return Utf8Safe({{"files", p.files},
           {"backend", BackendName(p.backend)},
           {"ports", ports},
           {"allowlists", lists},
           {"dovecot", p.dovecot.enabled ? nlohmann::json{{"config", p.dovecot.config}, {"ignore", p.dovecot.ignore}}
-                                        : nlohmann::json(nullptr)}};
+                                        : nlohmann::json(nullptr)}});
 }
 
 std::string PlanText(const std::vector<Change>& changes, bool color, bool verbose) {
@@ -78,7 +108,9 @@ std::string ConflictsText(const std::vector<Conflict>& conflicts, bool color) {
   std::string out;
   for (const auto& c : conflicts) {
     out += std::string("  ") + (color ? "\033[33m!\033[0m " : "! ") + std::to_string(c.port) + "/" + c.family + " " +
-           c.certainty + ": " + c.where + ": " + c.reason + "\n";
+           c.kind + " (" + c.certainty + ")" + (c.source.empty() ? "" : " for " + c.source) + ", owner " + c.owner +
+           ": " + c.where + ": " + c.reason + "\n";
+    if (!c.fix.empty()) out += "      fix: " + c.fix + "\n";
   }
   return out;
 }

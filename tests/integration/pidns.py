@@ -7,12 +7,15 @@ import os
 import subprocess
 import time
 
+from mwtest import _die_with_parent
+
 
 class PrivatePids:
     def __init__(self):
         # unshare forks: its child, `sleep`, is PID 1 of the new namespace and holds it.
+        # --kill-child and PR_SET_PDEATHSIG: a killed test run leaves nothing of it behind.
         self.proc = subprocess.Popen(["unshare", "-m", "-p", "-f", "--mount-proc", "--propagation", "private",
-                                      "sleep", "infinity"])
+                                      "--kill-child=SIGKILL", "sleep", "infinity"], preexec_fn=_die_with_parent)
         self.pid = None
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -8,10 +8,9 @@ import re
 import time
 import unittest
 
-from dockerpeer import Dockerd, docker_rules, have_docker
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, assert_mail_policy_reachability,
-                    MailwardCase, run, Sandbox, Topology)
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules, have_docker,
+                    assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -155,7 +154,7 @@ class DnatPath(Variant, MailwardCase):
         super().setUp()
         self.topo = Topology()
         self.addCleanup(self.topo.close)
-        self.docker = Dockerd(self.topo.host, self.dir, iptables_variant=self.variant, ipv6_cidr="2001:db8:1::/64")
+        self.docker = Dockerd(self.topo, self.dir, iptables_variant=self.variant, ipv6_cidr="2001:db8:1::/64")
         self.addCleanup(self.docker.close)
         self.host = self.env_runner(self.topo.in_host)
         # 110 (reject) has an allowlist too: its allowlisted sources must still be DNATed.
@@ -180,7 +179,7 @@ class DnatPath(Variant, MailwardCase):
             time.sleep(0.2)
 
     def test_closed_ports_hold_for_published_containers(self):
-        cid, _ = self.docker.publish([143, 110, 993])
+        cid, _ = self.docker.serve([143, 110, 993])
         # Docker's DNAT bypasses INPUT: before mailward, everyone reaches the container.
         for src in (PLAIN_V4, PLAIN_V6):
             self.assertIn("container", self.greeting(143, src, wait=30))
@@ -206,8 +205,8 @@ class DnatPath(Variant, MailwardCase):
                 self.assertIn("mailward:jump", first)
         # A container published after the apply is covered without a re-apply, and the plan
         # stays in sync though Docker rewrote its own rules.
-        self.docker.docker(["rm", "-f", cid])
-        self.docker.publish([143, 110], greeting="later")
+        self.docker.remove(cid)
+        self.docker.serve([143, 110], greeting="later")
         self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
         self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
         self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
@@ -258,8 +257,10 @@ class Behaviour(Variant, MailwardCase):
         got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
         self.assertIn((993, "ipv4", "iptables filter chain INPUT", "blocks"), got)
         self.assertIn((993, "ipv6", "ip6tables filter chain INPUT", "blocks"), got)
-        # fail2ban's chain rejects only banned sources: it may block, it does not block.
-        self.assertIn((993, "ipv4", "iptables filter chain f2b-dovecot", "may block"), got)
+        # fail2ban's chain rejects only banned sources: a source restriction, not a conflict.
+        self.assertFalse([c for c in j["conflicts"] if "f2b" in c["where"]], j["conflicts"])
+        self.assertIn((993, "ipv4", "fail2ban jail dovecot"),
+                      {(r["port"], r["family"], r["owner"]) for r in j["source_restrictions"]})
         # Another tool's native nftables table is judged too; iptables-nft's own tables are not
         # judged twice.
         self.ns.run(["nft", "add table inet fw"])
@@ -274,7 +275,7 @@ class Behaviour(Variant, MailwardCase):
         # Once the admin accepts 993 the policy DROP no longer blocks it.
         self.ns.run([self.tool("iptables"), "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "ACCEPT"])
         rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
-        self.assertFalse([c for c in j["conflicts"] if c["family"] == "ipv4" and c["certainty"] == "blocks"], j)
+        self.assertFalse([c for c in j["conflicts"] if c["family"] == "ipv4" and c["port"] == 993], j)
 
     def test_drift_found_and_repaired(self):
         self.mw(self.run_, "apply", policy=self.policy, check=True)

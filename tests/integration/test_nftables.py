@@ -126,6 +126,12 @@ table ip6 dropper {
         got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
         self.assertIn((993, "ipv4", "table ip strict chain input", "blocks"), got)
         self.assertIn((993, "ipv6", "table ip6 dropper chain input", "blocks"), got)
+        for c in j["conflicts"]:
+            self.assertTrue(c["fix"], c)
+            if c["port"] == 993:
+                self.assertEqual((c["kind"], c["owner"]), ("open-port-blocked", c["where"].split(" chain ")[0]), c)
+        # The strict table's policy drop also blocks the allowlisted source of closed 143.
+        self.assertIn((143, "ipv4", "allowlist-blocked"), {(c["port"], c["family"], c["kind"]) for c in j["conflicts"]})
         # The admin's 22 accept in table inet admin never reads as a conflict.
         self.assertFalse(any("admin" in c["where"] for c in j["conflicts"]))
 
@@ -139,7 +145,7 @@ table inet strict {
 """)])
         rc, j = self.mw_json(self.ns.run, "check", policy=self.policy)
         self.assertEqual(rc, 2)  # drift: nothing applied yet
-        self.assertEqual(j["conflicts"], [])
+        self.assertEqual([c for c in j["conflicts"] if c["port"] == 993], [])
 
 
 class CheckProbes(MailwardCase):
@@ -213,21 +219,21 @@ class Drift(MailwardCase):
         self.assertEqual(self.ns.run(["nft", "list", "table", "inet", "mailward"]).stdout, self.good)
 
     def test_chain_flushed(self):
-        self.ns.run(["nft", "flush", "chain", "inet", "mailward", "input"])
-        self.assert_repaired([("add", "rule")] * 6)
+        self.ns.run(["nft", "flush", "chain", "inet", "mailward", "prerouting"])
+        self.assert_repaired([("add", "rule")] * 7)  # loopback, not-local, 110, 143 allow v4/v6, 143 closed, 993 open
 
     def test_element_removed(self):
         self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_hosts_v4", "{", ALLOWED_V4, "}"])
         self.assert_repaired([("add", "elements")])
 
     def test_rule_added_by_hand(self):
-        self.ns.run(["nft", "insert", "rule", "inet", "mailward", "input", "tcp", "dport", "143", "accept"])
+        self.ns.run(["nft", "insert", "rule", "inet", "mailward", "prerouting", "tcp", "dport", "143", "accept"])
         self.assert_repaired([("delete", "rule")])
 
     def test_rule_edited_by_hand(self):
-        out = self.ns.run(["nft", "-a", "list", "chain", "inet", "mailward", "input"]).stdout
+        out = self.ns.run(["nft", "-a", "list", "chain", "inet", "mailward", "prerouting"]).stdout
         handle = [l for l in out.splitlines() if "mailward:143:closed" in l][0].split("# handle ")[1]
-        self.ns.run(["nft", "replace", "rule", "inet", "mailward", "input", "handle", handle, "tcp", "dport", "143",
+        self.ns.run(["nft", "replace", "rule", "inet", "mailward", "prerouting", "handle", handle, "tcp", "dport", "143",
                      "ct", "state", "new", "accept", "comment", "\"mailward:143:closed\""])
         self.assert_repaired([("delete", "rule"), ("add", "rule")])
 

@@ -14,10 +14,9 @@ import tempfile
 import time
 import unittest
 
-from dockerpeer import Dockerd, docker_rules, have_docker
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6,
-                    assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules,
+                    have_docker, assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -88,6 +87,26 @@ class UfwCase(MailwardCase):
         self.h.run(["ufw", "--force", "enable"])
         self.h.run(["ufw", "allow", "22/tcp"])
         self.h.run(["ufw", "allow", "993/tcp"])
+
+
+class HandEditedTuple(UfwCase):
+    def test_a_second_comment_in_a_tuple_never_crashes_plan_check_or_apply(self):
+        self.mw(self.h.run, "apply", "--no-probe", policy=self.policy, check=True)
+        path = os.path.join(self.h.etc, "user.rules")
+        with open(path) as f:
+            text = f.read()
+        ours = " in comment=6d61696c77617264\n"
+        self.assertIn(ours, text)
+        with open(path, "w") as f:
+            f.write(text.replace(ours, " in comment=zz comment=6d61696c77617264\n", 1))
+        for argv in (["plan"], ["check", "--no-probe"], ["apply", "--no-probe"]):
+            p = self.mw(self.h.run, "--format", "json", *argv, policy=self.policy)
+            self.assertIn(p.returncode, (0, 1, 2), (argv, p.stderr))
+            j = json.loads(p.stdout)
+            if p.returncode == 1:
+                self.assertTrue(j["error"]["message"], j)
+            else:
+                self.assertIn("changes", j)
 
 
 class Reachability(UfwCase):
@@ -241,9 +260,9 @@ class DnatPath(UfwCase):
             time.sleep(0.2)
 
     def test_closed_ports_hold_for_published_containers(self):
-        docker = Dockerd(self.h.topo.host, self.dir, ipv6_cidr="2001:db8:1::/64")
+        docker = Dockerd(self.h.topo, self.dir, ipv6_cidr="2001:db8:1::/64")
         self.addCleanup(docker.close)
-        cid, _ = docker.publish([143, 110, 993])
+        cid, _ = docker.serve([143, 110, 993])
         for src in (PLAIN_V4, PLAIN_V6):                                  # Docker's DNAT bypasses UFW
             self.assertIn("container", self.greeting(143, src, wait=30))
         before = self.docker_tables()
@@ -264,8 +283,8 @@ class DnatPath(UfwCase):
         self.assertEqual(self.h.run(["ipset", "list", "-n"], check=False).stdout.strip(), "")
         # UFW's own reload keeps mailward's chains; a container published later is covered.
         self.h.run(["ufw", "reload"])
-        docker.docker(["rm", "-f", cid])
-        docker.publish([143], greeting="later")
+        docker.remove(cid)
+        docker.serve([143], greeting="later")
         self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
         self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
         self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
@@ -303,9 +322,11 @@ class NotEnabled(MailwardCase):
         self.policy = self.write("policy.yaml", policy_text())
 
     def assert_disabled_conflicts(self, j):
-        closed = {(c["port"], c["family"]) for c in j["conflicts"] if "ufw enable" in c["reason"]}
+        closed = {(c["port"], c["family"]) for c in j["conflicts"] if c.get("fix") == "ufw enable"}
         self.assertEqual(closed, {(143, "ipv4"), (110, "ipv4"), (143, "ipv6"), (110, "ipv6")}, j["conflicts"])
-        self.assertTrue(all(c["where"] == "ufw" and "not enforced" in c["reason"] for c in j["conflicts"]))
+        self.assertTrue(all(c["where"] == "ufw" and "not enforced" in c["reason"] and c["owner"] == "UFW"
+                            and c["kind"] == "closed-port-reachable" and c["certainty"] == "reaches"
+                            for c in j["conflicts"]), j["conflicts"])
 
     def test_never_enabled_plans_applies_and_takes_effect_on_enable(self):
         self.assertNotIn("### END RULES ###", self.h.files()[0])
