@@ -254,9 +254,14 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
   analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
   // The backend's own conflicts (UFW switched off...) stay; the engine's are added, except where
   // the backend already said the same thing about the same port.
+  // Only the backend's own are compared: the engine reports every owner blocking one path.
+  const size_t own = plan->conflicts.size();
   for (auto& x : ToConflicts(j)) {
     bool dup = false;
-    for (const auto& b : plan->conflicts) dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
+    for (size_t i = 0; i < own; ++i) {
+      const Conflict& b = plan->conflicts[i];
+      dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
+    }
     if (!dup) plan->conflicts.push_back(std::move(x));
   }
   if (as_planned && !plan->in_sync()) {
