@@ -2,6 +2,8 @@
 // UFW's files back, ipset naming, and the iptables conflict evaluator.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "backend/ipt_rules.h"
 #include "backend/ufw_rules.h"
 #include "model/ruleset.h"
@@ -112,6 +114,100 @@ COMMIT
   EXPECT_EQ(s->entries, (std::vector<std::string>{"2001:db8:1::1", "2001:db8::/48"}));
 }
 
+TEST(Iptables, PreroutingChainsCoverTheDnatPath) {
+  Ruleset rs = FromYaml(kPolicy);
+  // mangle: the dropped closed port (143), its allowlist first; nothing of 110, 993 or 995.
+  auto mangle = ipt::PreroutingChainRules(rs, Family::kV4, 1);
+  EXPECT_EQ(mangle, (std::vector<std::string>{
+                        "-A MAILWARD -i lo -m comment --comment \"mailward:loopback\" -j RETURN",
+                        "-A MAILWARD -p tcp -m tcp --dport 143 -m set --match-set mw_office_hosts_v4 src -m comment "
+                        "--comment \"mailward:143:allow:office:hosts:ipv4\" -j RETURN",
+                        "-A MAILWARD -p tcp -m tcp --dport 143 -m set --match-set mw_office_nets_v4 src -m comment "
+                        "--comment \"mailward:143:allow:office:nets:ipv4\" -j RETURN",
+                        "-A MAILWARD -p tcp -m tcp --dport 143 -m conntrack --ctstate NEW -m comment --comment "
+                        "\"mailward:143:closed\" -j DROP"}));
+  // nat: the rejected closed port (110) is kept out of DNAT (ACCEPT ends nat PREROUTING).
+  auto nat = ipt::PreroutingChainRules(rs, Family::kV4, 2);
+  ASSERT_EQ(nat.size(), 2u);
+  EXPECT_EQ(nat[1], "-A MAILWARD -p tcp -m tcp --dport 110 -m conntrack --ctstate NEW -m comment --comment "
+                    "\"mailward:110:closed\" -j ACCEPT");
+  // Inline sources (the UFW backend owns no ipsets): one rule per address or prefix, as
+  // iptables-save prints them.
+  auto inl = ipt::PreroutingChainRules(rs, Family::kV6, 1, ipt::SourceMatch::kInline);
+  ASSERT_EQ(inl.size(), 3u);
+  EXPECT_EQ(inl[1], "-A MAILWARD -s 2001:db8::/48 -p tcp -m tcp --dport 143 -m comment --comment "
+                    "\"mailward:143:allow:office:nets:ipv6\" -j RETURN");
+  auto inl4 = ipt::PreroutingChainRules(rs, Family::kV4, 1, ipt::SourceMatch::kInline);
+  EXPECT_EQ(inl4[1].substr(0, 34), "-A MAILWARD -s 203.0.113.7/32 -p t");
+  // No closed port of that action: no chain at all.
+  Ruleset open = FromYaml("version: 1\nports:\n  imaps: {state: open}\n");
+  EXPECT_TRUE(ipt::PreroutingChainRules(open, Family::kV4, 1).empty());
+  EXPECT_TRUE(ipt::PreroutingChainRules(open, Family::kV4, 2).empty());
+  // The jumps: only new TCP connections to a local address.
+  EXPECT_EQ(ipt::JumpRule(1), "-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -m comment "
+                              "--comment \"mailward:jump\" -j MAILWARD");
+  EXPECT_EQ(ipt::JumpRule(2), "-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment \"mailward:jump\" "
+                              "-j MAILWARD");
+  EXPECT_EQ(ipt::JumpRule(0), ipt::JumpRule());
+}
+
+TEST(Iptables, OwnStateOfEveryTableAndOneRestorePerFamily) {
+  const char* save = R"(*mangle
+:PREROUTING ACCEPT [0:0]
+:MAILWARD - [0:0]
+-A PREROUTING -j CUSTOM-MARK
+-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -m comment --comment "mailward:jump" -j MAILWARD
+-A MAILWARD -p tcp -m tcp --dport 143 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+COMMIT
+)";
+  auto tables = ipt::ParseSaveAll(save);
+  ASSERT_EQ(tables.size(), 3u);
+  ipt::OwnState have;
+  for (int t = 0; t < ipt::kTableCount; ++t) have.t[t] = ipt::OwnOf(tables[ipt::kTables[t]], t);
+  EXPECT_FALSE(have.t[0].chain);
+  EXPECT_TRUE(have.t[1].chain);
+  EXPECT_EQ(have.t[1].jumps.size(), 1u);  // the host's CUSTOM-MARK jump is not ours
+  EXPECT_FALSE(have.t[2].chain);
+  EXPECT_TRUE(have.t[2].jumps.empty());   // Docker's jump is not ours
+
+  ipt::OwnState want;
+  want.t[0] = {true, {"-A MAILWARD -j RETURN"}, {ipt::JumpRule(0)}};
+  want.t[2] = {true, {"-A MAILWARD -p tcp -m tcp --dport 110 -j ACCEPT"}, {ipt::JumpRule(2)}};
+  std::string script = ipt::RestoreScript(have, want);
+  EXPECT_EQ(script,
+            "*filter\n:MAILWARD - [0:0]\n-A MAILWARD -j RETURN\n-I INPUT 1 -m comment --comment \"mailward:jump\" -j MAILWARD\n"
+            "COMMIT\n"
+            "*mangle\n-D PREROUTING -p tcp -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -m comment --comment "
+            "\"mailward:jump\" -j MAILWARD\n-F MAILWARD\n-X MAILWARD\nCOMMIT\n"
+            "*nat\n:MAILWARD - [0:0]\n-A MAILWARD -p tcp -m tcp --dport 110 -j ACCEPT\n-I PREROUTING 1 -p tcp -m addrtype "
+            "--dst-type LOCAL -m comment --comment \"mailward:jump\" -j MAILWARD\nCOMMIT\n");
+  EXPECT_EQ(ipt::RestoreScript(want, want), "");
+  EXPECT_EQ(ipt::RestoreScript(have, want, 1u << 2).substr(0, 5), "*nat\n");  // only the tables asked for
+
+  std::vector<Change> changes;
+  for (int t = 0; t < ipt::kTableCount; ++t) ipt::DescribeOwnChanges(have.t[t], want.t[t], t, "iptables", &changes);
+  std::vector<std::string> names;
+  for (const auto& c : changes) names.push_back(c.op + " " + c.object + " " + c.name);
+  EXPECT_NE(std::find(names.begin(), names.end(), "delete chain iptables mangle MAILWARD"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "add rule iptables nat mailward:jump"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "add rule iptables mailward:jump"), names.end());
+
+  // A snapshot may only name mailward's own rules and jumps.
+  EXPECT_TRUE(ipt::IsOwnJumpLine(ipt::JumpRule(1), 1));
+  EXPECT_FALSE(ipt::IsOwnJumpLine(ipt::JumpRule(1), 0));  // PREROUTING is not filter's base
+  EXPECT_FALSE(ipt::IsOwnJumpLine("-A PREROUTING -j DOCKER", 2));
+  EXPECT_FALSE(ipt::IsOwnJumpLine("-A PREROUTING -j ACCEPT -j MAILWARD\n-A X", 2));
+  EXPECT_TRUE(ipt::IsOwnRuleLine("-A MAILWARD -j DROP", 1));
+  EXPECT_FALSE(ipt::IsOwnRuleLine("-A DOCKER -j DROP", 1));
+}
 
 const char* kUserRules = R"(*filter
 :ufw-user-input - [0:0]
@@ -141,6 +237,74 @@ TEST(Ufw, ReadsAndWritesUserRulesByteForByte) {
   EXPECT_EQ(ufw::RenderUserRules(*r), kUserRules);
   EXPECT_FALSE(ufw::ParseUserRules("*filter\nCOMMIT\n", "user.rules").ok());
   EXPECT_FALSE(ufw::ParseUserRules("### RULES ###\n-A ufw-user-input -j DROP\n### END RULES ###\n", "x").ok());
+}
+
+// Debian's /usr/share/ufw/user.rules and user6.rules: what a never-enabled UFW has.
+const char* kPristine4 = R"(*filter
+:ufw-user-input - [0:0]
+:ufw-user-output - [0:0]
+:ufw-user-forward - [0:0]
+:ufw-user-limit - [0:0]
+:ufw-user-limit-accept - [0:0]
+### RULES ###
+-A ufw-user-limit -m limit --limit 3/minute -j LOG --log-prefix "[UFW LIMIT BLOCK] "
+-A ufw-user-limit -j REJECT
+-A ufw-user-limit-accept -j ACCEPT
+COMMIT
+)";
+const char* kPristine6 = R"(*filter
+:ufw6-user-input - [0:0]
+:ufw6-user-output - [0:0]
+:ufw6-user-forward - [0:0]
+### RULES ###
+COMMIT
+)";
+
+TEST(Ufw, PristinePackageFilesAreCompletedAsUfwWritesThem) {
+  auto v4 = ufw::ParseUserRules(kPristine4, "user.rules");
+  ASSERT_TRUE(v4.ok()) << v4.status().message();
+  EXPECT_TRUE(v4->pristine);
+  EXPECT_TRUE(v4->rules.empty());
+  v4->rules.push_back({"deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264",
+                       {"-A ufw-user-input -p tcp --dport 143 -j DROP"}});
+  std::string text = ufw::RenderUserRules(*v4);
+  EXPECT_EQ(text, R"(*filter
+:ufw-user-input - [0:0]
+:ufw-user-output - [0:0]
+:ufw-user-forward - [0:0]
+:ufw-user-limit - [0:0]
+:ufw-user-limit-accept - [0:0]
+### RULES ###
+
+### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264
+-A ufw-user-input -p tcp --dport 143 -j DROP
+
+### END RULES ###
+
+### LOGGING ###
+### END LOGGING ###
+
+### RATE LIMITING ###
+-A ufw-user-limit -m limit --limit 3/minute -j LOG --log-prefix "[UFW LIMIT BLOCK] "
+-A ufw-user-limit -j REJECT
+-A ufw-user-limit-accept -j ACCEPT
+### END RATE LIMITING ###
+COMMIT
+)");
+  // Written once, the file reads back as an ordinary one, the same rules.
+  auto again = ufw::ParseUserRules(text, "user.rules");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->pristine);
+  EXPECT_EQ(again->rules, v4->rules);
+  EXPECT_EQ(ufw::RenderUserRules(*again), text);
+  // The IPv6 file lacks the rate-limit chains mailward's `limit` rules jump to: declared.
+  auto v6 = ufw::ParseUserRules(kPristine6, "user6.rules");
+  ASSERT_TRUE(v6.ok());
+  std::string t6 = ufw::RenderUserRules(*v6);
+  EXPECT_NE(t6.find(":ufw6-user-limit - [0:0]\n:ufw6-user-limit-accept - [0:0]\n### RULES ###\n"), std::string::npos);
+  EXPECT_NE(t6.find("-A ufw6-user-limit -j REJECT\n-A ufw6-user-limit-accept -j ACCEPT\n"), std::string::npos);
+  // Anything else without an END marker is not a file mailward understands.
+  EXPECT_FALSE(ufw::ParseUserRules("*filter\n### RULES ###\n-A ufw-user-input -j DROP\nCOMMIT\n", "x").ok());
 }
 
 TEST(Ufw, AHandEditedCommentIsTheAdminsRuleAndNeverCrashes) {

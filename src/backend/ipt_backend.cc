@@ -1,9 +1,12 @@
 // The iptables backend: mailward's chain MAILWARD in the filter table of iptables and
-// ip6tables, one jump to it from INPUT, and its allowlists in ipsets (mw_*). Reads with
-// iptables-save and `ipset save`, writes with one `ipset restore` and one
-// `iptables-restore --noflush` per family (atomic per table); a failure part-way is undone.
+// ip6tables, one jump to it from INPUT, the same-named chains in mangle and nat jumped to from
+// PREROUTING for the DNAT path (ipt_rules.h says why), and its allowlists in ipsets (mw_*).
+// Reads with iptables-save and `ipset save`, writes with one `ipset restore` and one
+// `iptables-restore --noflush` per family covering every table (one transaction with
+// iptables-nft; table by table with legacy); a failure part-way is undone.
 // A kill part-way cannot undo itself: before its first change an apply writes a journal (the
-// state it started from) and the next run that reads or writes the firewall puts it back.
+// state it started from, every table) and the next run that reads or writes the firewall puts it
+// back.
 // Every command runs from argv, never through a shell.
 #include <errno.h>
 #include <fcntl.h>
@@ -77,34 +80,18 @@ struct LiveFamily {
   bool available = false;
   std::string error;   ///< why the family is not available
   std::string stable;  ///< the save output without comments and counters
-  SavedTable table;
-  /// iptables-nft: whether nftables holds this family's `filter` table (iptables-save prints
-  /// the built-in chains either way); unknown for legacy iptables.
-  std::optional<bool> nft_table;
-};
-
-/// The state of mailward's own objects in one family.
-struct OwnState {
-  bool chain = false;
-  std::vector<std::string> rules;
-  std::vector<std::string> jumps;  ///< INPUT rules that jump to MAILWARD
-  friend bool operator==(const OwnState&, const OwnState&) = default;
-};
-
-OwnState OwnOf(const SavedTable& t) {
-  OwnState s;
-  if (const SavedChain* c = t.Find(kChain)) {
-    s.chain = true;
-    s.rules = c->rules;
+  SavedTable table;    ///< filter
+  SavedTable pre[kTableCount];  ///< mangle (1) and nat (2); [0] unused
+  /// iptables-nft: whether nftables holds this family's table of that name (index into kTables;
+  /// iptables-save prints the built-in chains of filter either way); unknown for legacy iptables.
+  std::optional<bool> nft_table[kTableCount];
+  OwnState Own() const {
+    OwnState s;
+    s.t[0] = OwnOf(table, 0);
+    for (int t = 1; t < kTableCount; ++t) s.t[t] = OwnOf(pre[t], t);
+    return s;
   }
-  if (const SavedChain* in = t.Find("INPUT"))
-    for (const auto& line : in->rules) {
-      auto w = Tokenize(line);
-      for (size_t i = 0; i + 1 < w.size(); ++i)
-        if ((w[i] == "-j" || w[i] == "-g") && w[i + 1] == kChain) s.jumps.push_back(line);
-    }
-  return s;
-}
+};
 
 struct Live {
   LiveFamily fam[2];
@@ -120,20 +107,6 @@ struct Target {
   std::map<std::string, IpsetSpec> ipsets;
 };
 
-std::string Join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
-}
-
-/// The comment of a rule line ("mailward:143:closed"), or the line itself.
-std::string RuleKey(const std::string& line) {
-  auto w = Tokenize(line);
-  for (size_t i = 0; i + 1 < w.size(); ++i)
-    if (w[i] == "--comment") return w[i + 1];
-  return line;
-}
-
 /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
 /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it.
 void PauseAfterCommitForTests(const std::string& state_dir) {
@@ -146,47 +119,53 @@ void PauseAfterCommitForTests(const std::string& state_dir) {
 
 uint8_t NfProto(int f) { return f == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
 
-/// Whether nftables holds table `filter` of family f (where iptables-nft keeps its rules);
-/// nullopt when nftables cannot be read.
-std::optional<bool> NftFilterTableExists(nft::Socket& sock, int f) {
-  bool found = false;
+/// The built-in chains iptables-nft creates in table `t` (index into kTables).
+bool IsBuiltinChain(int t, const std::string& name) {
+  static const std::set<std::string> builtin[kTableCount] = {
+      {"INPUT", "FORWARD", "OUTPUT"},
+      {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+      {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}};
+  return builtin[t].count(name) > 0;
+}
+
+/// The names of family f's nftables tables (iptables-nft keeps each iptables table in the
+/// nftables table of the same name); nullopt when nftables cannot be read.
+std::optional<std::set<std::string>> NftTableNames(nft::Socket& sock, int f) {
+  std::set<std::string> names;
   Status s = sock.Request(
       [&](char* buf, uint32_t seq) { return nftnl_table_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NfProto(f), NLM_F_DUMP, seq); },
       [&](const nlmsghdr* nlh) {
-        nftnl_table* t = nftnl_table_alloc();
-        if (nftnl_table_nlmsg_parse(nlh, t) == 0 && nftnl_table_get_u32(t, NFTNL_TABLE_FAMILY) == NfProto(f) &&
-            std::strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), "filter") == 0)
-          found = true;
-        nftnl_table_free(t);
+        nftnl_table* tb = nftnl_table_alloc();
+        if (nftnl_table_nlmsg_parse(nlh, tb) == 0 && nftnl_table_get_u32(tb, NFTNL_TABLE_FAMILY) == NfProto(f))
+          names.insert(nftnl_table_get_str(tb, NFTNL_TABLE_NAME));
+        nftnl_table_free(tb);
         return MNL_CB_OK;
       });
   if (!s.ok()) return std::nullopt;
-  return found;
+  return names;
 }
 
-/// Deletes family f's nftables `filter` table when it holds nothing but iptables-nft's empty
-/// built-in chains (INPUT, FORWARD, OUTPUT; policy accept; no rules, no sets, no other chain):
-/// the table an apply created on a host that had none. Anything else in it, or anything
-/// changing meanwhile (the delete carries the generation it was checked at), leaves it.
-/// Returns whether it was deleted.
-Result<bool> DeleteEmptyNftFilterTable(int f) {
+/// Deletes family f's nftables table kTables[t] when it holds nothing but iptables-nft's empty
+/// built-in chains (policy accept; no rules, no sets, no other chain): the table an apply
+/// created on a host that had none. Anything else in it, or anything changing meanwhile (the
+/// delete carries the generation it was checked at), leaves it. Returns whether it was deleted.
+Result<bool> DeleteEmptyNftTable(int f, int t) {
   auto sock = nft::Socket::Open();
   if (!sock.ok()) return sock.status();
   auto gen = (*sock)->GetGeneration();
   if (!gen.ok()) return gen.status();
-  auto exists = NftFilterTableExists(**sock, f);
-  if (!exists) return Status::Netlink("cannot list the nftables tables");
-  if (!*exists) return false;
+  auto names = NftTableNames(**sock, f);
+  if (!names) return Status::Netlink("cannot list the nftables tables");
+  if (!names->count(kTables[t])) return false;
   bool empty = true;
-  auto in_filter = [&](const char* table) { return table && std::strcmp(table, "filter") == 0; };
+  auto in_table = [&](const char* table) { return table && std::strcmp(table, kTables[t]) == 0; };
   MW_RETURN_IF_ERROR((*sock)->Request(
       [&](char* buf, uint32_t seq) { return nftnl_chain_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NfProto(f), NLM_F_DUMP, seq); },
       [&](const nlmsghdr* nlh) {
         nftnl_chain* c = nftnl_chain_alloc();
-        if (nftnl_chain_nlmsg_parse(nlh, c) == 0 && in_filter(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE))) {
+        if (nftnl_chain_nlmsg_parse(nlh, c) == 0 && in_table(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE))) {
           std::string name = nftnl_chain_get_str(c, NFTNL_CHAIN_NAME);
-          bool builtin = (name == "INPUT" || name == "FORWARD" || name == "OUTPUT") &&
-                         nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM) &&
+          bool builtin = IsBuiltinChain(t, name) && nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM) &&
                          nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_ACCEPT;
           empty &= builtin;
         } else if (!nftnl_chain_is_set(c, NFTNL_CHAIN_TABLE)) {
@@ -200,7 +179,7 @@ Result<bool> DeleteEmptyNftFilterTable(int f) {
       [&](const nlmsghdr* nlh) {
         nftnl_rule* r = nftnl_rule_alloc();
         nftnl_rule_nlmsg_parse(nlh, r);
-        if (!nftnl_rule_is_set(r, NFTNL_RULE_TABLE) || in_filter(nftnl_rule_get_str(r, NFTNL_RULE_TABLE))) empty = false;
+        if (!nftnl_rule_is_set(r, NFTNL_RULE_TABLE) || in_table(nftnl_rule_get_str(r, NFTNL_RULE_TABLE))) empty = false;
         nftnl_rule_free(r);
         return MNL_CB_OK;
       }));
@@ -208,17 +187,17 @@ Result<bool> DeleteEmptyNftFilterTable(int f) {
       [&](char* buf, uint32_t seq) { return nftnl_set_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NfProto(f), NLM_F_DUMP, seq); },
       [&](const nlmsghdr* nlh) {
         nftnl_set* st = nftnl_set_alloc();
-        if (nftnl_set_nlmsg_parse(nlh, st) != 0 || in_filter(nftnl_set_get_str(st, NFTNL_SET_TABLE))) empty = false;
+        if (nftnl_set_nlmsg_parse(nlh, st) != 0 || in_table(nftnl_set_get_str(st, NFTNL_SET_TABLE))) empty = false;
         nftnl_set_free(st);
         return MNL_CB_OK;
       }));
   if (!empty) return false;
   nft::Batch batch(*gen);
-  nlmsghdr* nlh = batch.Add(NFT_MSG_DELTABLE, NfProto(f), 0, 512, "delete the empty table filter");
-  nftnl_table* t = nftnl_table_alloc();
-  nftnl_table_set_str(t, NFTNL_TABLE_NAME, "filter");
-  nftnl_table_nlmsg_build_payload(nlh, t);
-  nftnl_table_free(t);
+  nlmsghdr* nlh = batch.Add(NFT_MSG_DELTABLE, NfProto(f), 0, 512, std::string("delete the empty table ") + kTables[t]);
+  nftnl_table* tb = nftnl_table_alloc();
+  nftnl_table_set_str(tb, NFTNL_TABLE_NAME, kTables[t]);
+  nftnl_table_nlmsg_build_payload(nlh, tb);
+  nftnl_table_free(tb);
   batch.Commit(nlh);
   batch.End();
   Status sent = (*sock)->Send(batch);
@@ -254,11 +233,12 @@ class JournalLock {
   int fd_ = -1;
 };
 
-/// A snapshot parsed: mailward's objects per family and its ipsets.
+/// A snapshot parsed: mailward's objects per family and table, its ipsets, and which of
+/// iptables-nft's nftables tables existed.
 struct ParsedSnapshot {
   Target target;
   bool seen[2] = {false, false};
-  std::optional<bool> nft_table[2];
+  std::optional<bool> nft_table[2][kTableCount];
 };
 
 class IptPlan : public BackendPlan {
@@ -282,9 +262,15 @@ class IptablesBackend : public Backend {
     Target t;
     for (int f = 0; f < 2; ++f) {
       Family fam = f == 0 ? Family::kV4 : Family::kV6;
-      t.own[f].chain = true;
-      t.own[f].rules = ChainRules(desired, fam);
-      t.own[f].jumps = {JumpRule()};
+      t.own[f].t[0].chain = true;
+      t.own[f].t[0].rules = ChainRules(desired, fam);
+      t.own[f].t[0].jumps = {JumpRule()};
+      for (int tb = 1; tb < kTableCount; ++tb) {
+        OwnTable& o = t.own[f].t[tb];
+        o.rules = PreroutingChainRules(desired, fam, tb);
+        o.chain = !o.rules.empty();
+        if (o.chain) o.jumps = {JumpRule(tb)};
+      }
     }
     for (const auto& s : desired.sets)
       if (s.spec.is_allow()) {
@@ -333,16 +319,18 @@ class IptablesBackend : public Backend {
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
     const auto& plan = static_cast<const IptPlan&>(base);
-    std::string out = "MWIPT1\n";
+    std::string out = "MWIPT2\n";
     for (int f = 0; f < 2; ++f) {
       const auto& fam = plan.live.fam[f];
       if (!fam.available) continue;
-      OwnState s = OwnOf(fam.table);
-      std::string tag = f == 0 ? "v4" : "v6";
-      out += tag + " chain " + (s.chain ? "1" : "0") + "\n";
-      for (const auto& r : s.rules) out += tag + " rule " + r + "\n";
-      for (const auto& j : s.jumps) out += tag + " jump " + j + "\n";
-      if (fam.nft_table) out += tag + " table " + (*fam.nft_table ? "1" : "0") + "\n";
+      OwnState s = fam.Own();
+      for (int tb = 0; tb < kTableCount; ++tb) {
+        std::string tag = std::string(f == 0 ? "v4 " : "v6 ") + kTables[tb];
+        out += tag + " chain " + (s.t[tb].chain ? "1" : "0") + "\n";
+        for (const auto& r : s.t[tb].rules) out += tag + " rule " + r + "\n";
+        for (const auto& j : s.t[tb].jumps) out += tag + " jump " + j + "\n";
+        if (fam.nft_table[tb]) out += tag + " table " + (*fam.nft_table[tb] ? "1" : "0") + "\n";
+      }
     }
     for (const auto& [name, set] : plan.live.ipsets) {
       out += "set " + set.name + " " + set.type + " " + (set.family == Family::kV4 ? "inet" : "inet6") + " " +
@@ -353,8 +341,7 @@ class IptablesBackend : public Backend {
   }
 
   Status Restore(const std::string& bytes, const std::string&) override {
-    if (bytes.rfind("MWIPT1\n", 0) != 0)
-      return Status::Invalid("this snapshot was not made by the iptables backend");
+    if (!IsSnapshot(bytes)) return Status::Invalid("this snapshot was not made by the iptables backend");
     if (cfg_.state_dir.empty()) return RestoreLocked(bytes, true);
     JournalLock lock;
     MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
@@ -364,6 +351,12 @@ class IptablesBackend : public Backend {
 
  private:
   static constexpr double kJournalWait = 60;  ///< seconds to wait for another apply's journal lock
+
+  /// MWIPT2 records every table; MWIPT1 (before the mangle and nat chains) the filter table
+  /// only: mailward had no chain elsewhere then. Both are read.
+  static bool IsSnapshot(const std::string& bytes) {
+    return bytes.rfind("MWIPT1\n", 0) == 0 || bytes.rfind("MWIPT2\n", 0) == 0;
+  }
 
   std::string JournalPath() const { return cfg_.state_dir + "/iptables.journal"; }
   std::string JournalLockPath() const { return cfg_.state_dir + "/iptables.journal.lock"; }
@@ -383,7 +376,7 @@ class IptablesBackend : public Backend {
     if (!Exists(path)) return Status::Ok();
     auto j = ReadFile(path);
     if (!j.ok()) return j.status().WithContext("the journal of an interrupted iptables apply");
-    if (j->rfind("MWIPT1\n", 0) != 0)
+    if (!IsSnapshot(*j))
       return Status::Error(Code::kFirewall, path + " is not a journal of mailward's iptables backend; move it away to go on");
     // The journal stays until the state it records is back, so a kill now is recovered too.
     Status s = RestoreLocked(*j, false);
@@ -396,7 +389,10 @@ class IptablesBackend : public Backend {
     return Status::Ok();
   }
 
+  /// Parses a snapshot or journal; only mailward's own objects are ever written back, so a
+  /// rule or jump line that is not one of them makes it damaged.
   static Result<ParsedSnapshot> ParseSnapshot(const std::string& bytes) {
+    bool v1 = bytes.rfind("MWIPT1\n", 0) == 0;
     ParsedSnapshot ps;
     std::istringstream in(bytes.substr(7));
     std::string line;
@@ -419,10 +415,28 @@ class IptablesBackend : public Backend {
       int f = line.rfind("v6 ", 0) == 0 ? 1 : 0;
       ps.seen[f] = true;
       std::string rest = line.substr(3);
-      if (rest.rfind("chain ", 0) == 0) ps.target.own[f].chain = rest.substr(6) == "1";
-      else if (rest.rfind("rule ", 0) == 0) ps.target.own[f].rules.push_back(rest.substr(5));
-      else if (rest.rfind("jump ", 0) == 0) ps.target.own[f].jumps.push_back(rest.substr(5));
-      else if (rest.rfind("table ", 0) == 0) ps.nft_table[f] = rest.substr(6) == "1";
+      int tb = 0;
+      if (!v1) {
+        size_t sp = rest.find(' ');
+        std::string table = rest.substr(0, sp);
+        tb = -1;
+        for (int i = 0; i < kTableCount; ++i)
+          if (table == kTables[i]) tb = i;
+        if (tb < 0 || sp == std::string::npos) return Status::Invalid("a damaged iptables snapshot: " + line);
+        rest = rest.substr(sp + 1);
+      }
+      OwnTable& o = ps.target.own[f].t[tb];
+      if (rest.rfind("chain ", 0) == 0) {
+        o.chain = rest.substr(6) == "1";
+      } else if (rest.rfind("rule ", 0) == 0) {
+        if (!IsOwnRuleLine(rest.substr(5), tb)) return Status::Invalid("a snapshot rule that is not mailward's: " + rest);
+        o.rules.push_back(rest.substr(5));
+      } else if (rest.rfind("jump ", 0) == 0) {
+        if (!IsOwnJumpLine(rest.substr(5), tb)) return Status::Invalid("a snapshot jump that is not mailward's: " + rest);
+        o.jumps.push_back(rest.substr(5));
+      } else if (rest.rfind("table ", 0) == 0) {
+        ps.nft_table[f][tb] = rest.substr(6) == "1";
+      }
     }
     return ps;
   }
@@ -436,7 +450,7 @@ class IptablesBackend : public Backend {
     if (!live.ok()) return live.status();
     Target t = std::move(ps->target);
     for (int f = 0; f < 2; ++f)
-      if (!ps->seen[f]) t.own[f] = OwnOf(live->fam[f].table);  // not recorded: leave as it is
+      if (!ps->seen[f]) t.own[f] = live->fam[f].Own();  // not recorded: leave as it is
     PlanOptions opts;
     opts.analyze_conflicts = false;
     auto plan = MakePlan(std::move(*live), std::move(t), opts);
@@ -451,12 +465,13 @@ class IptablesBackend : public Backend {
     return Status::Ok();
   }
 
-  /// iptables-nft creates its `filter` table on first use; where the snapshot had none, the
-  /// (now empty) table goes too, so the host is exactly as it was.
-  void RemoveCreatedTables(const std::optional<bool> (&had)[2]) {
+  /// iptables-nft creates its `filter`, `mangle` and `nat` tables on first use; where the
+  /// snapshot had none, the (now empty) table goes too, so the host is exactly as it was.
+  void RemoveCreatedTables(const std::optional<bool> (&had)[2][kTableCount]) {
     if (tools_.variant == "legacy") return;
     for (int f = 0; f < 2; ++f)
-      if (had[f] && !*had[f]) (void)DeleteEmptyNftFilterTable(f);
+      for (int tb = 0; tb < kTableCount; ++tb)
+        if (had[f][tb] && !*had[f][tb]) (void)DeleteEmptyNftTable(f, tb);
   }
 
   /// Applies a plan (the journal lock held, when there is a state directory). With `journal`,
@@ -504,6 +519,14 @@ class IptablesBackend : public Backend {
       if (!r.ok()) {
         // Undo what went in: the families already restored, then the ipsets.
         std::string undo_errors;
+        // With legacy iptables the tables before the failing one are committed already.
+        if (auto now = ReadLive(false); now.ok() && now->fam[f].available) {
+          std::string back = RestoreScript(now->fam[f].Own(), plan.live.fam[f].Own());
+          if (!back.empty()) {
+            auto u = RunProcess({tools_.restore[f], "--noflush"}, back);
+            if (!u.ok()) undo_errors += "; undoing " + tools_.restore[f] + " failed too: " + u.Message();
+          }
+        }
         for (int g = f - 1; g >= 0; --g)
           if (!plan.undo[g].empty()) {
             auto u = RunProcess({tools_.restore[g], "--noflush"}, plan.undo[g]);
@@ -514,7 +537,9 @@ class IptablesBackend : public Backend {
           if (!u.ok()) undo_errors += "; undoing the ipset changes failed too: " + u.Message();
         }
         if (undo_errors.empty()) {
-          std::optional<bool> had[2] = {plan.live.fam[0].nft_table, plan.live.fam[1].nft_table};
+          std::optional<bool> had[2][kTableCount];
+          for (int g = 0; g < 2; ++g)
+            for (int tb = 0; tb < kTableCount; ++tb) had[g][tb] = plan.live.fam[g].nft_table[tb];
           RemoveCreatedTables(had);
           done();
         }
@@ -538,7 +563,9 @@ class IptablesBackend : public Backend {
     Phase p("read iptables state");
     Live live;
     for (int f = 0; f < 2; ++f) {
-      auto r = RunProcess({tools_.save[f], "-t", "filter"});
+      // Every table at once (mailward's chains are in filter, mangle and nat); tables that
+      // were never used are not listed, and reading does not create them.
+      auto r = RunProcess({tools_.save[f]});
       LiveFamily& fam = live.fam[f];
       if (!r.ok()) {
         if (f == 0)
@@ -549,7 +576,9 @@ class IptablesBackend : public Backend {
       }
       fam.available = true;
       fam.stable = StableText(r.out);
-      fam.table = ParseSave(r.out);
+      auto tables = ParseSaveAll(r.out);
+      fam.table = tables["filter"];
+      for (int tb = 1; tb < kTableCount; ++tb) fam.pre[tb] = tables[kTables[tb]];
       if (fam.table.chains.empty()) {
         // An empty filter table prints nothing: it has the built-in chains, accepting.
         for (const char* c : {"INPUT", "FORWARD", "OUTPUT"}) fam.table.chains.push_back(SavedChain{c, "ACCEPT", {}});
@@ -559,7 +588,9 @@ class IptablesBackend : public Backend {
       auto sock = nft::Socket::Open();
       if (sock.ok())
         for (int f = 0; f < 2; ++f)
-          if (live.fam[f].available) live.fam[f].nft_table = NftFilterTableExists(**sock, f);
+          if (live.fam[f].available)
+            if (auto names = NftTableNames(**sock, f))
+              for (int tb = 0; tb < kTableCount; ++tb) live.fam[f].nft_table[tb] = names->count(kTables[tb]) > 0;
     }
     auto names = RunProcess({tools_.ipset, "list", "-t"});
     if (names.status == 127) {  // no ipset: fine as long as no allowlist needs one
@@ -590,30 +621,6 @@ class IptablesBackend : public Backend {
       }
     live.generation = Fnv32(live.ipset_headers, Fnv32(live.fam[1].stable, Fnv32(live.fam[0].stable)));
     return live;
-  }
-
-  /// The iptables-restore input that turns `from` into `to` in one family ("" when equal).
-  static std::string Script(const OwnState& from, const OwnState& to) {
-    if (from == to) return "";
-    std::string out = "*filter\n";
-    bool rewrite = to.chain && (!from.chain || from.rules != to.rules);
-    if (rewrite) out += std::string(":") + kChain + " - [0:0]\n" + Join(to.rules);
-    // Jumps: remove the ones `to` does not have, add the missing ones at the top of INPUT.
-    std::multiset<std::string> want(to.jumps.begin(), to.jumps.end());
-    std::multiset<std::string> have(from.jumps.begin(), from.jumps.end());
-    for (const auto& j : from.jumps) {
-      auto it = want.find(j);
-      if (it != want.end()) want.erase(it);
-      else out += "-D" + j.substr(2) + "\n";
-    }
-    for (const auto& j : to.jumps) {
-      auto it = have.find(j);
-      if (it != have.end()) have.erase(it);
-      else out += "-I INPUT 1" + j.substr(8) + "\n";  // "-A INPUT" -> "-I INPUT 1"
-    }
-    if (!to.chain && from.chain) out += std::string("-F ") + kChain + "\n-X " + kChain + "\n";
-    out += "COMMIT\n";
-    return out;
   }
 
   std::unique_ptr<IptPlan> MakePlan(Live live, Target t, const PlanOptions& opts) {
@@ -700,36 +707,14 @@ class IptablesBackend : public Backend {
         plan->notes.push_back(label + " is not usable here (" + fam.error + "): IPv6 is left alone");
         continue;
       }
-      OwnState have = OwnOf(fam.table);
+      OwnState have = fam.Own();
       const OwnState& want = t.own[f];
-      plan->restore[f] = Script(have, want);
-      plan->undo[f] = Script(want, have);
-      std::string where = label + " filter";
-      if (want.chain && !have.chain) plan->changes.push_back({"add", "chain", where + " " + kChain, "", 1, {}});
-      if (!want.chain && have.chain) plan->changes.push_back({"delete", "chain", where + " " + kChain, "", 1, {}});
-      if (want.chain && have.chain && want.rules != have.rules) {
-        std::set<std::string> w(want.rules.begin(), want.rules.end()), h(have.rules.begin(), have.rules.end());
-        bool any = false;
-        for (const auto& r : want.rules)
-          if (!h.count(r)) plan->changes.push_back({"add", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
-        for (const auto& r : have.rules)
-          if (!w.count(r)) plan->changes.push_back({"delete", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
-        if (!any) plan->changes.push_back({"replace", "chain", where + " " + kChain, "rules out of order", 1, {}});
-      } else if (want.chain && !have.chain) {
-        for (const auto& r : want.rules) plan->changes.push_back({"add", "rule", label + " " + RuleKey(r), r.substr(3), 1, {}});
-      }
-      if (want.jumps != have.jumps) {
-        if (!want.jumps.empty() && have.jumps.empty())
-          plan->changes.push_back({"add", "rule", label + " " + kJumpComment, "INPUT position 1: jump to " + std::string(kChain), 1, {}});
-        else if (want.jumps.empty())
-          plan->changes.push_back({"delete", "rule", label + " " + kJumpComment, "INPUT: jump to " + std::string(kChain), 1, {}});
-        else
-          plan->changes.push_back({"replace", "rule", label + " " + kJumpComment,
-                                   std::to_string(have.jumps.size()) + " jump(s) to " + kChain + " in INPUT, not mailward's one", 1, {}});
-      }
+      plan->restore[f] = RestoreScript(have, want);
+      plan->undo[f] = RestoreScript(want, have);
+      for (int tb = 0; tb < kTableCount; ++tb) DescribeOwnChanges(have.t[tb], want.t[tb], tb, label, &plan->changes);
       // Rules above the jump are evaluated first: say so (they are the host's, left alone).
-      if (const SavedChain* in = fam.table.Find("INPUT"); in && !have.jumps.empty() && !in->rules.empty() &&
-                                                         in->rules.front() != have.jumps.front())
+      if (const SavedChain* in = fam.table.Find("INPUT"); in && !have.t[0].jumps.empty() && !in->rules.empty() &&
+                                                         in->rules.front() != have.t[0].jumps.front())
         plan->notes.push_back(label + ": rules above mailward's jump in INPUT are evaluated first (for example: " +
                               in->rules.front().substr(3) + ")");
     }

@@ -91,6 +91,184 @@ std::vector<std::string> ChainRules(const Ruleset& rs, Family f) {
 
 std::string JumpRule() { return std::string("-A INPUT -m comment --comment \"") + kJumpComment + "\" -j " + kChain; }
 
+const char* JumpBase(int t) { return t == 0 ? "INPUT" : "PREROUTING"; }
+
+std::string JumpRule(int t) {
+  if (t == 0) return JumpRule();
+  // mangle sees every packet: only new TCP connections to a local address are sent in. nat
+  // PREROUTING only ever sees a connection's first packet.
+  return std::string("-A PREROUTING -p tcp -m addrtype --dst-type LOCAL") +
+         (t == 1 ? " -m conntrack --ctstate NEW" : "") + " -m comment --comment \"" + kJumpComment + "\" -j " + kChain;
+}
+
+namespace {
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// Replaces the rule's target ("-j DROP" ...) by `target`.
+std::string WithTarget(const std::string& line, const std::string& target) {
+  size_t j = line.rfind(" -j ");
+  return line.substr(0, j) + " -j " + target;
+}
+
+}  // namespace
+
+std::vector<std::string> PreroutingChainRules(const Ruleset& rs, Family f, int t, SourceMatch m) {
+  // The closed ports this table handles: mangle the dropped ones, nat the rejected ones.
+  std::set<uint16_t> ports;
+  for (const auto& r : rs.rules)
+    if (r.port && EndsWith(r.key, ":closed") && (r.verdict == Verdict::kDrop) == (t == 1)) ports.insert(r.port);
+  std::vector<std::string> out;
+  if (ports.empty() || t == 0) return out;
+  for (const auto& r : rs.rules) {
+    if (r.family && *r.family != f) continue;
+    if (r.loopback) {
+      out.push_back(RenderRule(r, f));
+      continue;
+    }
+    if (!ports.count(r.port) || !r.meter_set.empty()) continue;  // rate limits stay in filter
+    if (r.verdict == Verdict::kAccept && !r.saddr_set.empty()) {  // an allowlist: RETURN
+      if (m == SourceMatch::kIpset) {
+        out.push_back(RenderRule(r, f));
+        continue;
+      }
+      const AddrSet* set = rs.FindSet(r.saddr_set);
+      if (!set) continue;
+      RuleSpec plain = r;
+      plain.saddr_set.clear();
+      std::string rest = RenderRule(plain, f).substr(std::string("-A ").size() + std::string(kChain).size());
+      const char* full = f == Family::kV4 ? "/32" : "/128";
+      for (const auto& iv : set->intervals)
+        for (const auto& c : IntervalToCidrs(f, iv)) {
+          std::string src = FormatCidr(c);
+          if (src.find('/') == std::string::npos) src += full;
+          out.push_back(std::string("-A ") + kChain + " -s " + src + rest);
+        }
+      continue;
+    }
+    if (EndsWith(r.key, ":closed")) {
+      std::string line = RenderRule(r, f);
+      out.push_back(t == 1 ? line : WithTarget(line, "ACCEPT"));
+    }
+  }
+  return out;
+}
+
+OwnTable OwnOf(const SavedTable& table, int t) {
+  OwnTable s;
+  if (const SavedChain* c = table.Find(kChain)) {
+    s.chain = true;
+    s.rules = c->rules;
+  }
+  if (const SavedChain* base = table.Find(JumpBase(t)))
+    for (const auto& line : base->rules) {
+      auto w = Tokenize(line);
+      for (size_t i = 0; i + 1 < w.size(); ++i)
+        if ((w[i] == "-j" || w[i] == "-g") && w[i + 1] == kChain) s.jumps.push_back(line);
+    }
+  return s;
+}
+
+std::string RestoreScript(const OwnState& from, const OwnState& to, unsigned only) {
+  std::string out;
+  for (int t = 0; t < kTableCount; ++t) {
+    const OwnTable& a = from.t[t];
+    const OwnTable& b = to.t[t];
+    if (a == b || !(only & (1u << t))) continue;
+    out += std::string("*") + kTables[t] + "\n";
+    bool rewrite = b.chain && (!a.chain || a.rules != b.rules);
+    if (rewrite) {
+      out += std::string(":") + kChain + " - [0:0]\n";
+      for (const auto& r : b.rules) out += r + "\n";
+    }
+    // Jumps: remove the ones `to` does not have, add the missing ones at the top of the base.
+    std::multiset<std::string> want(b.jumps.begin(), b.jumps.end());
+    std::multiset<std::string> have(a.jumps.begin(), a.jumps.end());
+    for (const auto& j : a.jumps) {
+      auto it = want.find(j);
+      if (it != want.end()) want.erase(it);
+      else out += "-D" + j.substr(2) + "\n";
+    }
+    const std::string base = std::string("-A ") + JumpBase(t);
+    for (const auto& j : b.jumps) {
+      auto it = have.find(j);
+      if (it != have.end()) have.erase(it);
+      else out += "-I " + std::string(JumpBase(t)) + " 1" + j.substr(base.size()) + "\n";
+    }
+    if (!b.chain && a.chain) out += std::string("-F ") + kChain + "\n-X " + kChain + "\n";
+    out += "COMMIT\n";
+  }
+  return out;
+}
+
+namespace {
+/// The comment of a rule line ("mailward:143:closed"), or the line itself.
+std::string RuleKey(const std::string& line) {
+  auto w = Tokenize(line);
+  for (size_t i = 0; i + 1 < w.size(); ++i)
+    if (w[i] == "--comment") return w[i + 1];
+  return line;
+}
+}  // namespace
+
+void DescribeOwnChanges(const OwnTable& have, const OwnTable& want, int t, const std::string& label,
+                        std::vector<Change>* out) {
+  const std::string name = t == 0 ? label : label + " " + kTables[t];
+  const std::string where = label + " " + kTables[t] + " " + kChain;
+  const std::string base = JumpBase(t);
+  if (want.chain && !have.chain) out->push_back({"add", "chain", where, "", 1, {}});
+  if (!want.chain && have.chain) out->push_back({"delete", "chain", where, "", 1, {}});
+  if (want.chain && have.chain && want.rules != have.rules) {
+    std::set<std::string> w(want.rules.begin(), want.rules.end()), h(have.rules.begin(), have.rules.end());
+    bool any = false;
+    for (const auto& r : want.rules)
+      if (!h.count(r)) out->push_back({"add", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
+    for (const auto& r : have.rules)
+      if (!w.count(r)) out->push_back({"delete", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
+    if (!any) out->push_back({"replace", "chain", where, "rules out of order", 1, {}});
+  } else if (want.chain && !have.chain) {
+    for (const auto& r : want.rules) out->push_back({"add", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}});
+  }
+  if (want.jumps != have.jumps) {
+    std::string j = name + " " + kJumpComment;
+    if (!want.jumps.empty() && have.jumps.empty())
+      out->push_back({"add", "rule", j, base + " position 1: jump to " + kChain, 1, {}});
+    else if (want.jumps.empty())
+      out->push_back({"delete", "rule", j, base + ": jump to " + kChain, 1, {}});
+    else
+      out->push_back({"replace", "rule", j,
+                      std::to_string(have.jumps.size()) + " jump(s) to " + kChain + " in " + base + ", not mailward's one",
+                      1, {}});
+  }
+}
+
+bool IsOwnRuleLine(const std::string& line, int t) {
+  (void)t;
+  return line.rfind(std::string("-A ") + kChain + " ", 0) == 0 && line.find('\n') == std::string::npos;
+}
+
+bool IsOwnJumpLine(const std::string& line, int t) {
+  if (t < 0 || t >= kTableCount || line.find('\n') != std::string::npos) return false;
+  if (line.rfind(std::string("-A ") + JumpBase(t) + " ", 0) != 0) return false;
+  auto w = Tokenize(line);
+  return w.size() >= 2 && (w[w.size() - 2] == "-j" || w[w.size() - 2] == "-g") && w.back() == kChain;
+}
+
+std::map<std::string, SavedTable> ParseSaveAll(const std::string& text) {
+  std::map<std::string, SavedTable> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] == '*') {
+      std::string name = line.substr(1);
+      if (!name.empty() && name.back() == '\r') name.pop_back();
+      if (!out.count(name)) out[name] = ParseSave(text, name);
+    }
+  return out;
+}
+
 const SavedChain* SavedTable::Find(const std::string& name) const {
   for (const auto& c : chains)
     if (c.name == name) return &c;

@@ -2,6 +2,15 @@
 // `comment=mailward`, so `ufw status` shows them and UFW's reloads keep them. An apply writes
 // both files once (atomically) and runs one `ufw reload`, instead of one slow `ufw` call per
 // rule; if the reload fails the previous files are put back and reloaded.
+//
+// The DNAT path (a container publishing a mail port): UFW's rules are in the filter table's
+// INPUT, which DNATed connections never cross. Like the iptables backend, mailward also owns a
+// MAILWARD chain in mangle and in nat, jumped to from PREROUTING (ipt_rules.h says what each
+// does), with the allowlists as `-s` rules since this backend owns no ipsets. UFW never touches
+// mangle or nat chains it did not write, so its reloads keep them; they go in with one
+// iptables-restore per family right after UFW's reload, and are undone with it.
+// UFW switched off (ENABLED=no) is reported as a conflict for every closed port: nothing of
+// UFW's enforces the policy then; `ufw enable` is the fix.
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -71,7 +80,38 @@ class UfwPlan : public BackendPlan {
   std::string next[2];  ///< the files to write ("" = unchanged)
   bool reload = false;
   bool active = false;
+  bool have_family[2] = {false, false};  ///< iptables-save of the family worked
+  ipt::OwnState pre_live[2];             ///< mailward's mangle and nat chains as they are
+  std::string pre_restore[2], pre_undo[2];
 };
+
+constexpr unsigned kPreTables = (1u << 1) | (1u << 2);  ///< mangle and nat: what this backend owns
+constexpr const char* kSave[2] = {"iptables-save", "ip6tables-save"};
+constexpr const char* kRestore[2] = {"iptables-restore", "ip6tables-restore"};
+
+/// A stable text of mailward's mangle and nat objects (for the plan's generation).
+std::string PreText(const ipt::OwnState& s) {
+  std::string out;
+  for (int t = 1; t < ipt::kTableCount; ++t) {
+    out += std::string(ipt::kTables[t]) + (s.t[t].chain ? " chain\n" : "\n");
+    for (const auto& r : s.t[t].rules) out += r + "\n";
+    for (const auto& j : s.t[t].jumps) out += j + "\n";
+  }
+  return out;
+}
+
+/// mailward's mangle and nat objects of both families, as they are now.
+bool ReadPre(ipt::OwnState out[2], bool have[2], ipt::SavedTable filter[2]) {
+  for (int f = 0; f < 2; ++f) {
+    auto r = RunProcess({kSave[f]});
+    have[f] = r.ok();
+    if (!r.ok()) continue;
+    auto tables = ipt::ParseSaveAll(r.out);
+    if (filter) filter[f] = tables["filter"];
+    for (int t = 1; t < ipt::kTableCount; ++t) out[f].t[t] = ipt::OwnOf(tables[ipt::kTables[t]], t);
+  }
+  return have[0];
+}
 
 class UfwBackend : public Backend {
  public:
@@ -85,7 +125,8 @@ class UfwBackend : public Backend {
     plan->active = ConfFlag("/etc/ufw/ufw.conf", "ENABLED");
     bool ipv6 = ConfFlag("/etc/default/ufw", "IPV6");
     if (!plan->active)
-      plan->notes.push_back("UFW is not active: the rules are written to its files and take effect when UFW is enabled");
+      plan->notes.push_back("UFW is not active: the rules are written to its files and take effect when UFW is enabled "
+                            "(`ufw enable`); mailward's mangle and nat chains act at once");
     if (!ipv6) plan->notes.push_back("UFW has IPV6=no in /etc/default/ufw: its IPv6 rules (user6.rules) are not loaded");
     auto files = ReadFiles();
     if (!files.ok()) return files.status();
@@ -95,17 +136,55 @@ class UfwBackend : public Backend {
       plan->live[f].mode = files->mode[f];
       plan->live[f].text = files->text[f];
       plan->live[f].rules = std::move(*parsed);
+      if (plan->live[f].rules.pristine && f == 0)
+        plan->notes.push_back("UFW's rules files are still the package's (UFW was never enabled or never given a "
+                              "rule): mailward completes them as UFW writes them; they take effect when UFW is enabled");
     }
-    plan->generation = files->Generation();
 
     std::vector<std::string> loaded[2];
     ipt::SavedTable kernel[2];
-    for (int f = 0; f < 2; ++f) {
-      auto r = RunProcess({f == 0 ? "iptables-save" : "ip6tables-save", "-t", "filter"});
-      if (!r.ok()) continue;
-      kernel[f] = ipt::ParseSave(r.out);
+    ReadPre(plan->pre_live, plan->have_family, kernel);
+    for (int f = 0; f < 2; ++f)
       if (const auto* c = kernel[f].Find(kInputChain[f])) loaded[f] = c->rules;
+    plan->generation = Fnv32(PreText(plan->pre_live[0]) + PreText(plan->pre_live[1]), files->Generation());
+
+    // The DNAT path: mailward's mangle and nat chains (IPv6 only when UFW handles IPv6; with
+    // IPV6=no, IPv6 ones left from before are removed).
+    for (int f = 0; f < 2; ++f) {
+      if (!plan->have_family[f]) continue;
+      Family fam = f == 0 ? Family::kV4 : Family::kV6;
+      ipt::OwnState want = plan->pre_live[f];
+      for (int t = 1; t < ipt::kTableCount; ++t) {
+        ipt::OwnTable& o = want.t[t];
+        o.rules = f == 1 && !ipv6 ? std::vector<std::string>{}
+                                  : ipt::PreroutingChainRules(desired, fam, t, ipt::SourceMatch::kInline);
+        o.chain = !o.rules.empty();
+        o.jumps.clear();
+        if (o.chain) o.jumps = {ipt::JumpRule(t)};
+      }
+      plan->pre_restore[f] = ipt::RestoreScript(plan->pre_live[f], want, kPreTables);
+      plan->pre_undo[f] = ipt::RestoreScript(want, plan->pre_live[f], kPreTables);
+      for (int t = 1; t < ipt::kTableCount; ++t)
+        ipt::DescribeOwnChanges(plan->pre_live[f].t[t], want.t[t], t, f == 0 ? "iptables" : "ip6tables", &plan->changes);
     }
+    // UFW off: its rules enforce nothing, whatever the files say.
+    if (!plan->active)
+      for (const auto& r : desired.rules)
+        if (r.port && r.key.size() > 7 && r.key.compare(r.key.size() - 7, 7, ":closed") == 0)
+          for (int f = 0; f < (ipv6 ? 2 : 1); ++f) {
+            Conflict c;
+            c.port = r.port;
+            c.family = f == 0 ? "ipv4" : "ipv6";
+            c.where = "ufw";
+            c.kind = "closed-port-reachable";
+            c.owner = "UFW";
+            c.certainty = "reaches";
+            c.destination = "this host";
+            c.reason = "UFW is disabled (ENABLED=no in /etc/ufw/ufw.conf): its rules are not loaded, so the policy is "
+                       "not enforced and closed port " + std::to_string(r.port) + " is not closed by UFW";
+            c.fix = "ufw enable";
+            plan->conflicts.push_back(c);
+          }
 
     for (int f = 0; f < 2; ++f) {
       Family fam = f == 0 ? Family::kV4 : Family::kV6;
@@ -148,22 +227,50 @@ class UfwBackend : public Backend {
     if (plan.changes.empty()) return Status::Ok();
     auto now = ReadFiles();
     if (!now.ok()) return now.status();
-    if (now->Generation() != plan.generation)
-      return Status::Error(Code::kGenerationMoved, "UFW's rules files changed since the plan was made; nothing was applied");
+    ipt::OwnState pre_now[2];
+    bool have[2];
+    ReadPre(pre_now, have, nullptr);
+    if (Fnv32(PreText(pre_now[0]) + PreText(pre_now[1]), now->Generation()) != plan.generation)
+      return Status::Error(Code::kGenerationMoved,
+                           "UFW's rules files or mailward's mangle and nat chains changed since the plan was made; "
+                           "nothing was applied");
     std::string old[2] = {plan.live[0].text, plan.live[1].text};
     std::string next[2] = {plan.next[0].empty() ? old[0] : plan.next[0], plan.next[1].empty() ? old[1] : plan.next[1]};
-    return WriteAndReload(old, next, plan.live[0].mode, plan.live[1].mode, plan.active);
+    // UFW reloads only when its files change or its loaded rules differ from them.
+    bool reload = plan.active && (next[0] != old[0] || next[1] != old[1] || plan.reload);
+    Status s = WriteAndReload(old, next, plan.live[0].mode, plan.live[1].mode, reload);
+    if (!s.ok()) return s;
+    s = RestorePre(plan.pre_restore, plan.pre_undo);
+    if (s.ok()) return s;
+    // Put UFW's files back as well: all of it or none of it.
+    Status back = WriteAndReload(next, old, plan.live[0].mode, plan.live[1].mode, reload);
+    return Status::Error(Code::kFirewall, s.message() + (back.ok() ? "; UFW's previous rules were put back"
+                                                                   : "; putting UFW's previous rules back failed too: " +
+                                                                         back.message()));
   }
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
     const auto& plan = static_cast<const UfwPlan&>(base);
-    std::string out = "MWUFW1\n";
+    std::string out = "MWUFW2\n";
     for (int f = 0; f < 2; ++f) out += std::to_string(plan.live[f].text.size()) + "\n" + plan.live[f].text;
+    // Then mailward's mangle and nat objects, as the iptables backend records them.
+    for (int f = 0; f < 2; ++f) {
+      if (!plan.have_family[f]) continue;
+      for (int t = 1; t < ipt::kTableCount; ++t) {
+        std::string tag = std::string(f == 0 ? "v4 " : "v6 ") + ipt::kTables[t];
+        const auto& o = plan.pre_live[f].t[t];
+        out += tag + " chain " + (o.chain ? "1" : "0") + "\n";
+        for (const auto& r : o.rules) out += tag + " rule " + r + "\n";
+        for (const auto& j : o.jumps) out += tag + " jump " + j + "\n";
+      }
+    }
     return Snapshot{out, ""};
   }
 
   Status Restore(const std::string& bytes, const std::string&) override {
-    if (bytes.rfind("MWUFW1\n", 0) != 0) return Status::Invalid("this snapshot was not made by the UFW backend");
+    // MWUFW1 (before the mangle and nat chains) has no lines after the files: mailward had none.
+    if (bytes.rfind("MWUFW1\n", 0) != 0 && bytes.rfind("MWUFW2\n", 0) != 0)
+      return Status::Invalid("this snapshot was not made by the UFW backend");
     std::string files[2];
     size_t pos = 7;
     for (int f = 0; f < 2; ++f) {
@@ -174,9 +281,48 @@ class UfwBackend : public Backend {
       files[f] = bytes.substr(nl + 1, len);
       pos = nl + 1 + len;
     }
+    ipt::OwnState want[2];
+    std::istringstream in(bytes.substr(pos));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.size() < 3) continue;
+      int f = line.rfind("v6 ", 0) == 0 ? 1 : 0;
+      std::string rest = line.substr(3);
+      size_t sp = rest.find(' ');
+      int t = -1;
+      for (int i = 1; i < ipt::kTableCount; ++i)
+        if (rest.substr(0, sp) == ipt::kTables[i]) t = i;
+      if (t < 0 || sp == std::string::npos) return Status::Io("a damaged UFW snapshot: " + line);
+      rest = rest.substr(sp + 1);
+      ipt::OwnTable& o = want[f].t[t];
+      // Only mailward's own objects are ever written back.
+      if (rest.rfind("chain ", 0) == 0) {
+        o.chain = rest.substr(6) == "1";
+      } else if (rest.rfind("rule ", 0) == 0 && ipt::IsOwnRuleLine(rest.substr(5), t)) {
+        o.rules.push_back(rest.substr(5));
+      } else if (rest.rfind("jump ", 0) == 0 && ipt::IsOwnJumpLine(rest.substr(5), t)) {
+        o.jumps.push_back(rest.substr(5));
+      } else {
+        return Status::Invalid("a UFW snapshot line that is not mailward's: " + line);
+      }
+    }
     auto now = ReadFiles();
     if (!now.ok()) return now.status();
-    return WriteAndReload(now->text, files, now->mode[0], now->mode[1], ConfFlag("/etc/ufw/ufw.conf", "ENABLED"));
+    ipt::OwnState pre_now[2];
+    bool have[2];
+    ReadPre(pre_now, have, nullptr);
+    std::string fwd[2], back[2];
+    for (int f = 0; f < 2; ++f) {
+      if (!have[f]) continue;
+      fwd[f] = ipt::RestoreScript(pre_now[f], want[f], kPreTables);
+      back[f] = ipt::RestoreScript(want[f], pre_now[f], kPreTables);
+    }
+    bool active = ConfFlag("/etc/ufw/ufw.conf", "ENABLED");
+    Status s = WriteAndReload(now->text, files, now->mode[0], now->mode[1], active);
+    if (!s.ok()) return s;
+    s = RestorePre(fwd, back);
+    if (!s.ok()) WriteAndReload(files, now->text, now->mode[0], now->mode[1], active);
+    return s;
   }
 
  private:
@@ -205,6 +351,23 @@ class UfwBackend : public Backend {
       if (opts.max_items && items.size() > opts.max_items) items.resize(opts.max_items);
       plan->changes.push_back({k.first, "elements", label + " " + k.second, "", n, items});
     }
+  }
+
+  /// Runs one iptables-restore --noflush per family; on a failure, the families done are undone.
+  static Status RestorePre(const std::string script[2], const std::string undo[2]) {
+    Phase p("iptables-restore (mangle, nat)");
+    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
+    for (int f = 0; f < 2; ++f) {
+      if (script[f].empty()) continue;
+      ProcessResult r;
+      if (f == 1 && fault && std::string(fault) == "ip6tables-restore") r.err = "injected failure (MAILWARD_TEST_FAULT=ip6tables-restore)";
+      else r = RunProcess({kRestore[f], "--noflush"}, script[f]);
+      if (r.ok()) continue;
+      for (int g = f - 1; g >= 0; --g)
+        if (!undo[g].empty()) RunProcess({kRestore[g], "--noflush"}, undo[g]);
+      return Status::Error(Code::kFirewall, std::string(kRestore[f]) + " failed for mailward's mangle and nat chains: " + r.Message());
+    }
+    return Status::Ok();
   }
 
   Status WriteAndReload(const std::string old[2], const std::string next[2], unsigned mode4, unsigned mode6, bool active) {

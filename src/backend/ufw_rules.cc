@@ -17,6 +17,38 @@ constexpr const char* kRulesMark = "### RULES ###";
 constexpr const char* kEndMark = "### END RULES ###";
 constexpr const char* kTupleMark = "### tuple ### ";
 
+/// The package's user rules file (Debian's /usr/share/ufw/user.rules): "### RULES ###" followed
+/// by the rate-limit chains' rules (IPv4 only) and COMMIT, no tuples, no END marker.
+Result<UserRules> ParsePristine(const std::string& text, size_t start, const std::string& path) {
+  UserRules r;
+  r.pristine = true;
+  std::string head = text.substr(0, start);
+  std::string rest = text.substr(start + std::string(kRulesMark).size() + 1);
+  const std::string prefix = head.find(":ufw6-user-input ") != std::string::npos ? "ufw6" : "ufw";
+  // mailward's `limit` rules jump to <prefix>-user-limit(-accept): declare them as UFW does.
+  for (const char* c : {"-user-limit", "-user-limit-accept"})
+    if (head.find(":" + prefix + c + " ") == std::string::npos) head += ":" + prefix + c + " - [0:0]\n";
+  r.head = head + kRulesMark + "\n";
+  size_t commit = rest.rfind("COMMIT");
+  if (commit == std::string::npos) return Status::Io(path + ": not a UFW user rules file (no COMMIT)");
+  std::string limits = rest.substr(0, commit);
+  std::istringstream in(limits);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (line.rfind("-A " + prefix + "-user-limit", 0) != 0)
+      return Status::Io(path + ": an unexpected line in UFW's rules without '### END RULES ###': " + line);
+    kept += line + "\n";
+  }
+  if (kept.find("-A " + prefix + "-user-limit -j REJECT") == std::string::npos)
+    kept += "-A " + prefix + "-user-limit -j REJECT\n";
+  if (kept.find("-A " + prefix + "-user-limit-accept -j ACCEPT") == std::string::npos)
+    kept += "-A " + prefix + "-user-limit-accept -j ACCEPT\n";
+  r.tail = std::string(kEndMark) + "\n\n### LOGGING ###\n### END LOGGING ###\n\n### RATE LIMITING ###\n" + kept +
+           "### END RATE LIMITING ###\n" + rest.substr(commit);
+  return r;
+}
+
 }  // namespace
 
 bool UfwRule::ours() const {
@@ -30,8 +62,9 @@ Result<UserRules> ParseUserRules(const std::string& text, const std::string& pat
   UserRules r;
   size_t start = text.find(std::string(kRulesMark) + "\n");
   size_t end = text.find(kEndMark);
-  if (start == std::string::npos || end == std::string::npos || end < start)
+  if (start == std::string::npos || (end != std::string::npos && end < start))
     return Status::Io(path + ": not a UFW user rules file (no '### RULES ###' ... '### END RULES ###' section)");
+  if (end == std::string::npos) return ParsePristine(text, start, path);
   start += std::string(kRulesMark).size() + 1;
   r.head = text.substr(0, start);
   r.tail = text.substr(end);

@@ -28,9 +28,15 @@ struct UserRules {
   std::string head;  ///< up to and including "### RULES ###\n"
   std::vector<UfwRule> rules;
   std::string tail;  ///< from "### END RULES ###"
+  /// The package's file, never written by UFW (UFW never enabled, or no rule ever added): it
+  /// has no "### END RULES ###" yet. head and tail are completed the way UFW writes them (the
+  /// rate-limit chains that its `limit` rules jump to included), so the file loads when UFW
+  /// is enabled.
+  bool pristine = false;
 };
 
-/// Parses a user rules file; fails on a file without UFW's RULES markers.
+/// Parses a user rules file; fails on a file without UFW's RULES marker, or with rule lines
+/// outside tuples.
 Result<UserRules> ParseUserRules(const std::string& text, const std::string& path);
 std::string RenderUserRules(const UserRules& r);
 

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <cstdio>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "backend/backend.h"
@@ -262,6 +263,16 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
       dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
     }
     if (!dup) plan->conflicts.push_back(std::move(x));
+  }
+  // A backend's "closed port reachable" (UFW switched off) stands only where the engine finds a
+  // path: another of mailward's chains (the DNAT-path guard) may still close the port.
+  std::set<std::pair<uint16_t, std::string>> reachable;
+  for (const auto& v : j.violations)
+    if (v.kind == analysis::ConflictKind::kClosedPortReachable) reachable.insert({v.port, FamilyName(v.family)});
+  for (size_t i = from_backend; i-- > 0;) {
+    const Conflict& b = plan->conflicts[i];
+    if (b.kind == "closed-port-reachable" && !reachable.count({b.port, b.family}))
+      plan->conflicts.erase(plan->conflicts.begin() + static_cast<long>(i));
   }
   if (as_planned && !plan->in_sync()) {
     // What mailward's own pending changes repair is the plan itself, not a conflict.

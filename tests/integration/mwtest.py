@@ -336,6 +336,27 @@ class PrivateNs:
             p.wait()
 
 
+def docker_rules(save_text, own_chain="MAILWARD"):
+    """iptables-save text without counters, comments, and mailward's own lines (its chain
+    declarations, rules and jumps): what must stay byte-identical for Docker."""
+    out = []
+    for line in save_text.splitlines():
+        if line.startswith("#"):
+            continue
+        if line.startswith(":"):
+            if line[1:].split()[0] == own_chain:
+                continue
+            line = line.rsplit(" [", 1)[0]
+        if line.startswith(f"-A {own_chain} ") or line.endswith(f"-j {own_chain}"):
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def have_docker():
+    return shutil.which("dockerd") is not None and os.path.exists(DOCKER) and os.path.exists("/bin/busybox")
+
+
 def read_log(path):
     try:
         with open(path, errors="replace") as f:
@@ -353,21 +374,33 @@ class Dockerd:
     namespace with tmpfs /run (so /run/docker.sock, /run/docker and its containerd are private),
     a private /etc/docker, its own data root (vfs storage) and a cgroup parent under the test's
     own cgroup. Its iptables rules (iptables-nft: Debian's default) land in the host namespace
-    only. The image is busybox-static imported from a tarball (no registry is reachable)."""
+    only. The image is busybox-static imported from a tarball (no registry is reachable).
+    iptables_variant="legacy" puts iptables-legacy first on dockerd's PATH (Docker writes the
+    legacy tables); ipv6_cidr (a TEST-NET prefix) gives the default bridge IPv6, so ports are
+    published over IPv6 by DNAT too (ip6tables), not by docker-proxy."""
 
-    def __init__(self, topo, tmpdir):
+    def __init__(self, topo, tmpdir, iptables_variant=None, ipv6_cidr=None):
         self.topo, self.dir = topo, os.path.join(tmpdir, "dockerd")
-        for sub in ("root", "etc", "img/bin"):
+        for sub in ("root", "etc", "img/bin", "bin"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         self.log = os.path.join(self.dir, "dockerd.log")
         self.cgroup_parent = f"mwtest-{topo.host}"
         self.containers = []
+        self.save_tool = "iptables-save"
+        env = []
+        if iptables_variant == "legacy":
+            for tool in ("iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
+                         "ip6tables-restore"):
+                os.symlink(shutil.which(tool.replace("tables", "tables-legacy", 1)), os.path.join(self.dir, "bin", tool))
+            env = ["env", "PATH=" + os.path.join(self.dir, "bin") + ":" + os.environ.get("PATH", "/usr/sbin:/usr/bin")]
+            self.save_tool = "iptables-legacy-save"
+        v6 = ["--experimental", "--ipv6", "--ip6tables", "--fixed-cidr-v6", ipv6_cidr] if ipv6_cidr else []
         self.ns = PrivateNs(topo, binds=[(os.path.join(self.dir, "etc"), "/etc/docker")])
         try:
-            self.iptables = self.ns.run(["iptables", "--version"]).stdout.strip()
-            self.proc = self.ns.popen(["dockerd", "--data-root", os.path.join(self.dir, "root"),
-                                       "--storage-driver", "vfs", "--cgroup-parent", self.cgroup_parent,
-                                       "-H", "unix:///run/docker.sock"], self.log)
+            self.iptables = self.ns.run(env + ["iptables", "--version"]).stdout.strip()
+            self.proc = self.ns.popen(env + ["dockerd", "--data-root", os.path.join(self.dir, "root"),
+                                             "--storage-driver", "vfs", "--cgroup-parent", self.cgroup_parent,
+                                             "-H", "unix:///run/docker.sock"] + v6, self.log)
             wait_for(self._up, 60, "dockerd to answer `docker info`")
             self._import_image()
         except BaseException:
@@ -402,7 +435,7 @@ class Dockerd:
         cid = self.docker(["run", "-d", "-p", f"{host_port}:{cport}", BUSYBOX_IMAGE,
                            "nc", "-ll", "-p", str(cport), "-e", "sh", "-c", serve]).stdout.strip()
         self.containers.append(cid)
-        nat = self.ns.run(["iptables-save", "-t", "nat"]).stdout
+        nat = self.ns.run([self.save_tool, "-t", "nat"]).stdout
         if not re.search(rf"--dport {host_port} -j DNAT --to-destination [0-9.]+:{cport}\b", nat):
             raise AssertionError(f"no DNAT for {host_port} in {self.topo.host}'s nat table:\n{nat}")
         ip = self.docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid]).stdout.strip()
@@ -417,6 +450,32 @@ class Dockerd:
             wait_for(lambda: "container" in self.topo.greeting(dest, host_port, wait_from)[1], 30,
                      f"{dest}:{host_port} to reach the container from {wait_from}")
         return ip
+
+    def serve(self, ports, greeting="container"):
+        """One container answering "* OK <greeting>" on each of `ports`, published on the same
+        host ports (IPv4, and IPv6 with ipv6_cidr). Returns (container id, its IPv4 address) once
+        every port answers inside the container's network."""
+        loops = " & ".join(f"nc -ll -p {p} -e echo '* OK {greeting}'" for p in ports)
+        args = ["run", "-d"]
+        for p in ports:
+            args += ["-p", f"{p}:{p}"]
+        cid = self.docker(args + [BUSYBOX_IMAGE, "sh", "-c", loops + " & wait"]).stdout.strip()
+        self.containers.append(cid)
+        ip = self.docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid]).stdout.strip()
+        probe = ("import socket,sys\n"
+                 "for p in sys.argv[2:]:\n"
+                 "  s=socket.create_connection((sys.argv[1],int(p)),timeout=1)\n"
+                 "  assert s.recv(64)\n"
+                 "print('ok')\n")
+        wait_for(lambda: "ok" in self.ns.run(["/usr/bin/python3", "-c", probe, ip] + [str(p) for p in ports],
+                                             check=False).stdout,
+                 30, f"container {cid[:12]} to answer on {ip}:{ports}")
+        return cid, ip
+
+    def remove(self, cid):
+        self.docker(["rm", "-f", cid], timeout=60)
+        if cid in self.containers:
+            self.containers.remove(cid)
 
     def remove_containers(self):
         if self.containers:

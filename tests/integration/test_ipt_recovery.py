@@ -128,9 +128,15 @@ class Recovery(MailwardCase):
         os.chmod(path, 0o755)
 
     def family_state(self, tool):
-        return sorted(re.sub(r" \[\d+:\d+\]$", "", l)
-                      for l in self.ns.run([tool, "-t", "filter"]).stdout.splitlines()
-                      if "MAILWARD" in l)
+        """mailward's lines of every table (filter, and mangle and nat for the DNAT path), each
+        with its table's name."""
+        out, table = [], ""
+        for l in self.ns.run([tool]).stdout.splitlines():
+            if l.startswith("*"):
+                table = l[1:]
+            elif "MAILWARD" in l:
+                out.append(table + " " + re.sub(r" \[\d+:\d+\]$", "", l))
+        return sorted(out)
 
     def own_state(self):
         sets = [l for l in self.ns.run(["ipset", "save"]).stdout.splitlines() if l.split()[1].startswith("mw")]
@@ -253,10 +259,11 @@ class Recovery(MailwardCase):
 
     def test_rollback_removes_the_filter_tables_apply_created(self):
         self.assertEqual(self.ns.run(["nft", "list", "tables"]).stdout, "")
-        self.assertEqual(self.mw_ns("apply", policy=self.policy_a).returncode, 0)
+        self.assertEqual(self.mw_ns("apply", policy=self.policy_b).returncode, 0)
         tables = self.ns.run(["nft", "list", "tables"]).stdout
-        self.assertIn("table ip6 filter", tables)
-        self.assertIn("table ip filter", tables)
+        for family in ("ip", "ip6"):  # filter, and mangle (143 dropped) and nat (110 rejected)
+            for name in ("filter", "mangle", "nat"):
+                self.assertIn(f"table {family} {name}\n", tables)
         p = self.mw_ns("rollback")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.ns.run(["nft", "list", "tables"]).stdout, "")

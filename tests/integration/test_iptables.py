@@ -1,14 +1,16 @@
 """The iptables backend against real iptables (nft-based, and legacy), ip6tables and ipset, in
 namespaces: reachability over IPv4 and IPv6 from a client namespace, the host's other rules
 (a fail2ban chain, Docker chains, the admin's ACCEPT 22) untouched, drift found and repaired,
-rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset."""
+rollback, an apply that fails half-way put back, a 10,000-address allowlist kept in an ipset,
+and the DNAT path: a real dockerd publishing the mail ports of a container (DnatPath)."""
 import os
 import re
 import time
 import unittest
 
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, PLAIN_V4, assert_mail_policy_reachability, MailwardCase,
-                    run, Sandbox, Topology)
+from pidns import PrivatePids
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules, have_docker,
+                    assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -52,9 +54,13 @@ class Variant:
         return name.replace("tables", "tables-" + self.variant, 1)
 
     def env_runner(self, runner):
+        self.pids = PrivatePids()
+        self.addCleanup(self.pids.close)
         def r(argv, **kw):
             if argv and argv[0].endswith("mailward"):
-                argv = ["env", "MAILWARD_IPTABLES=" + self.variant] + argv
+                # A PID namespace of its own: firewalld that other suites run on this machine (in
+                # their own namespaces) is not this host's manager.
+                argv = self.pids.prefix() + ["env", "MAILWARD_IPTABLES=" + self.variant] + argv
             return runner(argv, **kw)
         return r
 
@@ -64,19 +70,27 @@ class Variant:
                 runner([self.tool(tool)] + [a.format(banned=banned) for a in rule])
 
     def save_all(self, runner):
-        """Everything but mailward's own lines, without counters and timestamps."""
+        """Everything but mailward's own lines, without counters and timestamps. A table left
+        with nothing but its empty built-in chains accepting (mangle or nat once mailward's chain
+        is gone: iptables keeps a table it has made) counts as absent."""
         out = []
         for tool in ("iptables-save", "ip6tables-save"):
+            table = []
             for line in runner([self.tool(tool)]).stdout.splitlines():
                 if line.startswith("#") or "MAILWARD" in line:
                     continue
-                out.append(re.sub(r" \[\d+:\d+\]$", "", line))
+                table.append(re.sub(r" \[\d+:\d+\]$", "", line))
+                if line == "COMMIT":
+                    if not all(l.startswith("*") or l == "COMMIT" or re.fullmatch(r":[A-Z]+ ACCEPT", l)
+                               for l in table):
+                        out += table
+                    table = []
         return out
 
     def own_state(self, runner):
         lines = []
         for tool in ("iptables-save", "ip6tables-save"):
-            lines += [l for l in runner([self.tool(tool), "-t", "filter"]).stdout.splitlines() if "MAILWARD" in l]
+            lines += [l for l in runner([self.tool(tool)]).stdout.splitlines() if "MAILWARD" in l]
         sets = [l for l in runner(["ipset", "save"]).stdout.splitlines()
                 if l.split()[1].startswith("mw")]
         # initval is random per create: not part of what mailward promises.
@@ -124,6 +138,106 @@ class Reachability(Variant, MailwardCase):
 
 
 class ReachabilityLegacy(Reachability):
+    variant = "legacy"
+
+
+JUMP_MANGLE = ["PREROUTING", "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "conntrack", "--ctstate", "NEW",
+               "-m", "comment", "--comment", "mailward:jump", "-j", "MAILWARD"]
+
+
+@unittest.skipUnless(have_docker(), "docker.io and busybox-static are needed")
+class DnatPath(Variant, MailwardCase):
+    """A container publishing 143, 110 and 993 on the host's addresses, IPv4 and IPv6 (DNAT in
+    nat PREROUTING, then FORWARD): the policy holds for it as for a local service."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.docker = Dockerd(self.topo, self.dir, iptables_variant=self.variant, ipv6_cidr="2001:db8:1::/64")
+        self.addCleanup(self.docker.close)
+        self.host = self.env_runner(self.topo.in_host)
+        # 110 (reject) has an allowlist too: its allowlisted sources must still be DNATed.
+        self.policy = self.write("policy.yaml", POLICY.replace("    action: reject\n",
+                                                               "    action: reject\n    allow: [office]\n"))
+
+    def docker_tables(self):
+        return {(tool, t): docker_rules(self.topo.in_host([self.tool(tool), "-t", t]).stdout)
+                for tool in ("iptables-save", "ip6tables-save") for t in ("nat", "filter")}
+
+    def greeting(self, port, source, wait=0):
+        """The container's greeting as seen from `source` (to the host address of its family);
+        with `wait`, retried until it comes (IPv6 addresses need their duplicate detection)."""
+        dest = HOST_V6 if ":" in source else HOST_V4
+        code = ("import socket;s=socket.socket(%s);s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % ("socket.AF_INET6" if ":" in source else "socket.AF_INET", source, dest, port))
+        deadline = time.time() + wait
+        while True:
+            out = run(["ip", "netns", "exec", self.topo.client, "python3", "-c", code], check=False).stdout
+            if "OK" in out or time.time() >= deadline:
+                return out
+            time.sleep(0.2)
+
+    def test_closed_ports_hold_for_published_containers(self):
+        cid, _ = self.docker.serve([143, 110, 993])
+        # Docker's DNAT bypasses INPUT: before mailward, everyone reaches the container.
+        for src in (PLAIN_V4, PLAIN_V6):
+            self.assertIn("container", self.greeting(143, src, wait=30))
+            self.assertIn("container", self.greeting(110, src, wait=30))
+        docker_before = self.docker_tables()
+        rc, j = self.mw_json(self.host, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        names = [c["name"] for c in j["changes"]]
+        for n in ("iptables mangle mailward:143:closed", "iptables nat mailward:110:closed",
+                  "ip6tables mangle mailward:143:closed", "ip6tables nat mailward:110:closed"):
+            self.assertIn(n, names)
+        for plain, allowed, host in ((PLAIN_V4, ALLOWED_V4, HOST_V4), (PLAIN_V6, ALLOWED_V6, HOST_V6)):
+            self.assertEqual(self.topo.connect(host, 143, plain), "filtered")   # dropped in mangle
+            self.assertIn("container", self.greeting(143, allowed))             # the allowlist gets through
+            self.assertEqual(self.topo.connect(host, 110, plain), "closed")     # kept out of DNAT, reset in INPUT
+            self.assertIn("container", self.greeting(110, allowed))             # DNATed as before
+            self.assertIn("container", self.greeting(993, plain))               # open stays open
+        # Docker's own rules are byte-identical; mailward's jumps are first in PREROUTING.
+        self.assertEqual(self.docker_tables(), docker_before)
+        for tool in ("iptables", "ip6tables"):
+            for table in ("mangle", "nat"):
+                first = self.topo.in_host([self.tool(tool), "-t", table, "-S", "PREROUTING"]).stdout.splitlines()[1]
+                self.assertIn("mailward:jump", first)
+        # A container published after the apply is covered without a re-apply, and the plan
+        # stays in sync though Docker rewrote its own rules.
+        self.docker.remove(cid)
+        self.docker.serve([143, 110], greeting="later")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
+        self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
+        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        self.assertEqual(self.topo.connect(HOST_V6, 143, PLAIN_V6), "filtered")
+        self.assertEqual(self.topo.connect(HOST_V4, 110, PLAIN_V4), "closed")
+        rc, j = self.mw_json(self.host, "plan", policy=self.policy)
+        self.assertEqual((rc, j["in_sync"]), (0, True), j)
+        # Someone deletes the mangle jump: drift, repaired by the next apply.
+        self.topo.in_host([self.tool("iptables"), "-t", "mangle", "-D"] + JUMP_MANGLE)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+        rc, j = self.mw_json(self.host, "plan", policy=self.policy)
+        self.assertEqual([(c["op"], c["name"]) for c in j["changes"]], [("add", "iptables mangle mailward:jump")])
+        self.assertEqual(self.mw(self.host, "apply", policy=self.policy).returncode, 0)
+        self.assertEqual(self.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        # Rollback: first to the drifted state (the mangle chain without its jump), then to
+        # before the first apply: the mangle and nat chains go too, and only they.
+        docker_now = self.docker_tables()
+        self.mw(self.host, "rollback", check=True)
+        mangle = self.topo.in_host([self.tool("iptables-save"), "-t", "mangle"]).stdout
+        self.assertIn(":MAILWARD", mangle)
+        self.assertNotIn("-j MAILWARD", mangle)
+        p = self.mw(self.host, "rollback")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for tool in ("iptables-save", "ip6tables-save"):
+            self.assertNotIn("MAILWARD", self.topo.in_host([self.tool(tool)]).stdout)
+        self.assertEqual(self.docker_tables(), docker_now)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+        self.assertIn("later", self.greeting(143, PLAIN_V6))
+
+
+class DnatPathLegacy(DnatPath):
     variant = "legacy"
 
 

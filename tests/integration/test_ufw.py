@@ -2,7 +2,9 @@
 mount namespace (TESTING.md) and a network namespace: never the machine's own UFW. Reachability
 from a client namespace, the admin's UFW rules untouched, an admin's allow recognised, UFW's own
 reloads keep mailward's rules, drift (a deleted rule, a flushed chain) repaired, a failed reload
-put back, rollback, and backend: auto / two-manager detection."""
+put back, rollback, and backend: auto / two-manager detection. The DNAT path with a real dockerd
+(mailward's mangle and nat chains beside UFW), UFW disabled (not clean, fix `ufw enable`) and a
+never-enabled UFW (the package's files, planned and applied, effective on enable)."""
 import json
 import os
 import re
@@ -12,8 +14,9 @@ import tempfile
 import time
 import unittest
 
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, MAILWARD, PLAIN_V4, assert_mail_policy_reachability,
-                    MailwardCase, run, Sandbox, Topology)
+from pidns import PrivatePids
+from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules,
+                    have_docker, assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -51,10 +54,13 @@ class UfwHost:
         self.default = os.path.join(tmpdir, "default-ufw")
         shutil.copytree("/etc/ufw", self.etc, symlinks=True)
         shutil.copy2("/etc/default/ufw", self.default)
+        self.pids = PrivatePids()
 
     def run(self, argv, **kw):
         script = 'mount --bind "$1" /etc/ufw && mount --bind "$2" /etc/default/ufw && shift 2 && exec "$@"'
-        return run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.etc, self.default,
+        # A PID namespace of its own (pidns.py): a firewalld that other suites run on this
+        # machine, in their own namespaces, is not this host's manager.
+        return run(self.pids.prefix() + ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.etc, self.default,
                     "ip", "netns", "exec", self.topo.host] + list(argv), **kw)
 
     def files(self):
@@ -68,6 +74,7 @@ class UfwHost:
         return [l for text in self.files() for l in text.splitlines() if l.startswith("### tuple ###")]
 
     def close(self):
+        self.pids.close()
         self.topo.close()
 
 
@@ -225,6 +232,140 @@ class Safety(UfwCase):
         self.h.run(["ufw", "disable"])
         rc, j = self.mw_json(self.h.run, "plan", policy=auto)
         self.assertEqual(j["backend"], "nftables")
+
+
+@unittest.skipUnless(have_docker(), "docker.io and busybox-static are needed")
+class DnatPath(UfwCase):
+    """Docker publishes 143, 110 and 993 of a container past UFW (DNAT, then FORWARD): with
+    backend ufw the policy holds for it too, and UFW's reloads keep it so."""
+
+    def docker_tables(self):
+        out = {}
+        for tool in ("iptables-save", "ip6tables-save"):
+            for t in ("nat", "filter"):
+                text = self.h.run([tool, "-t", t]).stdout
+                # UFW's chains (mailward's UFW rules among them) are UFW's business, not Docker's.
+                out[(tool, t)] = "\n".join(l for l in docker_rules(text).splitlines() if "ufw" not in l)
+        return out
+
+    def greeting(self, port, source, wait=0):
+        dest = HOST_V6 if ":" in source else HOST_V4
+        code = ("import socket;s=socket.socket(%s);s.settimeout(2);s.bind((%r,0));s.connect((%r,%d));print(s.recv(64))"
+                % ("socket.AF_INET6" if ":" in source else "socket.AF_INET", source, dest, port))
+        deadline = time.time() + wait
+        while True:
+            out = run(["ip", "netns", "exec", self.h.topo.client, "python3", "-c", code], check=False).stdout
+            if "OK" in out or time.time() >= deadline:
+                return out
+            time.sleep(0.2)
+
+    def test_closed_ports_hold_for_published_containers(self):
+        docker = Dockerd(self.h.topo, self.dir, ipv6_cidr="2001:db8:1::/64")
+        self.addCleanup(docker.close)
+        cid, _ = docker.serve([143, 110, 993])
+        for src in (PLAIN_V4, PLAIN_V6):                                  # Docker's DNAT bypasses UFW
+            self.assertIn("container", self.greeting(143, src, wait=30))
+        before = self.docker_tables()
+        rc, j = self.mw_json(self.h.run, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        names = [c["name"] for c in j["changes"]]
+        for n in ("iptables mangle mailward:143:closed", "iptables nat mailward:110:closed",
+                  "ip6tables mangle mailward:143:closed", "ip6tables nat mailward:110:closed"):
+            self.assertIn(n, names)
+        for plain, allowed, host in ((PLAIN_V4, ALLOWED_V4, HOST_V4), (PLAIN_V6, ALLOWED_V6, HOST_V6)):
+            self.assertEqual(self.h.topo.connect(host, 143, plain), "filtered")
+            self.assertIn("container", self.greeting(143, allowed))
+            self.assertEqual(self.h.topo.connect(host, 110, plain), "closed")   # UFW's reject, in INPUT
+            self.assertIn("container", self.greeting(993, plain))
+        self.assertEqual(self.docker_tables(), before)
+        mangle = self.h.run(["iptables-save", "-t", "mangle"]).stdout
+        self.assertIn("-A MAILWARD -s 203.0.113.0/24 -p tcp -m tcp --dport 143", mangle)  # no ipsets with UFW
+        self.assertEqual(self.h.run(["ipset", "list", "-n"], check=False).stdout.strip(), "")
+        # UFW's own reload keeps mailward's chains; a container published later is covered.
+        self.h.run(["ufw", "reload"])
+        docker.remove(cid)
+        docker.serve([143], greeting="later")
+        self.assertIn("later", self.greeting(143, ALLOWED_V4, wait=30))
+        self.assertIn("later", self.greeting(143, ALLOWED_V6, wait=30))
+        self.assertEqual(self.h.topo.connect(HOST_V4, 143, PLAIN_V4), "filtered")
+        self.assertEqual(self.h.topo.connect(HOST_V6, 143, PLAIN_V6), "filtered")
+        rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
+        self.assertEqual((rc, j["in_sync"]), (0, True), j)
+        # A failing ip6tables-restore puts UFW's files and the IPv4 chains back.
+        self.mw(self.h.run, "rollback", check=True)
+        self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
+        self.assertNotIn("MAILWARD", self.h.run(["ip6tables-save"]).stdout)
+        files = self.h.files()
+        env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
+        p = self.mw(lambda a, **kw: self.h.run(a, env=env, **kw), "apply", policy=self.policy)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("put back", p.stderr)
+        self.assertEqual(self.h.files(), files)
+        self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
+        self.assertIn("later", self.greeting(143, PLAIN_V4))
+
+
+class NotEnabled(MailwardCase):
+    """UFW switched off, or never enabled: the package's pristine rules files."""
+
+    def setUp(self):
+        super().setUp()
+        self.h = UfwHost(self.dir)
+        self.addCleanup(self.h.close)
+        # The package's files, whatever this machine's copy holds.
+        for name in ("user.rules", "user6.rules"):
+            shutil.copy(os.path.join("/usr/share/ufw", name), os.path.join(self.h.etc, name))
+        with open(os.path.join(self.h.etc, "ufw.conf")) as f:
+            conf = f.read()
+        with open(os.path.join(self.h.etc, "ufw.conf"), "w") as f:
+            f.write(re.sub(r"(?m)^ENABLED=.*$", "ENABLED=no", conf))
+        self.policy = self.write("policy.yaml", policy_text())
+
+    def assert_disabled_conflicts(self, j, ports=(110, 143)):
+        """UFW off: every closed port that really is reachable is a conflict owned by UFW. Once
+        mailward's DNAT-path chain (mangle) is in place it still drops 143 with UFW off, so only
+        110 (rejected by UFW's own rules) stays reachable."""
+        closed = {(c["port"], c["family"]) for c in j["conflicts"] if c.get("fix") == "ufw enable"}
+        self.assertEqual(closed, {(p, f) for p in ports for f in ("ipv4", "ipv6")}, j["conflicts"])
+        self.assertTrue(all(c["where"] == "ufw" and "not enforced" in c["reason"] and c["owner"] == "UFW"
+                            and c["kind"] == "closed-port-reachable" and c["certainty"] == "reaches"
+                            for c in j["conflicts"]), j["conflicts"])
+
+    def test_never_enabled_plans_applies_and_takes_effect_on_enable(self):
+        self.assertNotIn("### END RULES ###", self.h.files()[0])
+        rc, j = self.mw_json(self.h.run, "plan", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assertTrue(any("still the package's" in n for n in j["notes"]), j["notes"])
+        self.assertTrue(any("take effect when UFW is enabled" in n for n in j["notes"]), j["notes"])
+        self.assert_disabled_conflicts(j)
+        rc, j = self.mw_json(self.h.run, "apply", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        self.assertTrue(all("### END RULES ###" in t for t in self.h.files()))
+        # check is not clean while UFW is off: the policy is not enforced.
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assertEqual(j["changes"], [])
+        self.assert_disabled_conflicts(j, ports=(110,))
+        # Enabled, UFW loads the files as mailward wrote them: the policy holds, check is clean.
+        self.h.topo.serve([110, 143, 993, 995])
+        self.h.run(["ufw", "--force", "enable"])
+        assert_mail_policy_reachability(self, self.h.topo.reach())
+        self.assertRegex(self.h.run(["ufw", "status"]).stdout, r"995/tcp \(v6\) +LIMIT +Anywhere \(v6\) +# mailward")
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual((rc, j["changes"], j["conflicts"]), (0, [], []), j)
+
+    def test_disabled_is_not_clean_until_enabled(self):
+        self.h.run(["ufw", "--force", "enable"])
+        self.mw(self.h.run, "apply", policy=self.policy, check=True)
+        self.assertEqual(self.mw(self.h.run, "check", "--no-probe", policy=self.policy).returncode, 0)
+        self.h.run(["ufw", "disable"])
+        rc, j = self.mw_json(self.h.run, "check", "--no-probe", policy=self.policy)
+        self.assertEqual(rc, 2, j)
+        self.assert_disabled_conflicts(j, ports=(110,))
+        text = self.mw(self.h.run, "check", "--no-probe", policy=self.policy).stdout
+        self.assertIn("fix: ufw enable", text)
+        self.h.run(["ufw", "--force", "enable"])
+        self.assertEqual(self.mw(self.h.run, "check", "--no-probe", policy=self.policy).returncode, 0)
 
 
 class Firewalld(MailwardCase):
