@@ -94,9 +94,12 @@ TEST(DovecotParse, IncludesRelativeGlobAndTry) {
 }
 
 TEST(DovecotParse, Errors) {
+  // A section never closed: Dovecot accepts it, so does mailward, with a warning.
   MemoryFiles a;
   a.Add("/etc/dovecot/dovecot.conf", "protocol imap {\n  mail_debug = yes\n");
-  EXPECT_HAS(ParseError(a), "/etc/dovecot/dovecot.conf:1: section 'protocol imap' is never closed");
+  Config ca = MustParse(a);
+  ASSERT_EQ(ca.warnings.size(), 1u);
+  EXPECT_HAS(ca.warnings[0], "/etc/dovecot/dovecot.conf:1: section 'protocol imap' is never closed");
   MemoryFiles b;
   b.Add("/etc/dovecot/dovecot.conf", "auth_debug = yes\n}\n");
   EXPECT_HAS(ParseError(b), "dovecot.conf:2: '}' without an open section");
@@ -117,7 +120,7 @@ TEST(DovecotParse, Errors) {
   MemoryFiles g;
   g.Add("/etc/dovecot/dovecot.conf", "!include_try conf.d/*.conf\n");
   g.Add("/etc/dovecot/conf.d/x.conf", "passdb {\n");
-  EXPECT_HAS(ParseError(g), "conf.d/x.conf:1: section 'passdb' is never closed");
+  EXPECT_HAS(MustParse(g).warnings.at(0), "conf.d/x.conf:1: section 'passdb' is never closed");
   MemoryFiles h;
   EXPECT_HAS(ParseError(h), "cannot open");
 }
@@ -156,7 +159,9 @@ TEST(DovecotAudit, LoggingFindings) {
   EXPECT_EQ(Ids("auth_debug_passwords = yes\n"), Ids_t{"auth-debug-passwords"});
   EXPECT_EQ(Ids("auth_verbose_passwords = plain\n"), Ids_t{"auth-verbose-passwords"});
   EXPECT_EQ(Ids("mail_debug = yes\n"), Ids_t{"mail-debug"});
-  EXPECT_EQ(Ids("protocol imap {\n mail_debug = yes\n}\n"), Ids_t{"mail-debug"});
+  EXPECT_EQ(Ids("protocols = imap\nprotocol imap {\n mail_debug = yes\n}\n"), Ids_t{"mail-debug"});
+  // Only enabled protocols are evaluated.
+  EXPECT_EQ(Ids("protocols = pop3\nprotocol imap {\n mail_debug = yes\n}\n"), Ids_t{});
   // Overridden later: not a finding.
   EXPECT_EQ(Ids("auth_debug = yes\nauth_debug = no\n"), Ids_t{});
 }
@@ -194,7 +199,8 @@ TEST(DovecotAudit, CleartextAuth) {
   EXPECT_EQ(Ids("remote 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
   EXPECT_EQ(Ids("remote ::1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
   EXPECT_EQ(Ids("remote 10.0.0.0/8 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
-  EXPECT_EQ(Ids("protocol imap {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
+  EXPECT_EQ(Ids("protocols = lmtp imap\nprotocol imap {\n  disable_plaintext_auth = no\n}\n"),
+            (Ids_t{"cleartext-auth", "plaintext-listener"}));
   // Listener closed with port = 0, pop3 not enabled: only the setting itself.
   EXPECT_EQ(Ids("protocols = imap\ndisable_plaintext_auth = no\n"
                 "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n"),

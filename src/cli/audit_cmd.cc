@@ -23,14 +23,90 @@ constexpr const char* kDropInName = "99-mailward-hardening.conf";
 
 bool HaveDoveconf() { return HaveProgram("doveconf"); }
 
+/// `doveconf -c CONFIG -f protocol=X -f remote=Y KEY...` as the source of the values: one run per
+/// context for the judged keys, `-h KEY` for any other key.
+class DoveconfOracle : public dovecot::ValueOracle {
+ public:
+  DoveconfOracle(std::string config, bool is_24) : config_(std::move(config)), is_24_(is_24) {}
+
+  std::optional<std::string> Get(const std::string& key, const dovecot::Context& ctx) override {
+    std::string ct = ctx.Text();
+    auto& values = cache_[ct];
+    if (values.empty()) {
+      auto argv = Argv(ctx);
+      for (const auto& k : dovecot::JudgedKeys(is_24_)) argv.push_back(k);
+      auto run = RunProcess(argv);
+      if (!run.ok()) {
+        if (error_.empty()) error_ = "doveconf " + ct + ": " + run.Message();
+      } else {
+        size_t pos = 0;
+        while (pos < run.out.size()) {
+          size_t eol = run.out.find('\n', pos);
+          if (eol == std::string::npos) eol = run.out.size();
+          std::string line = run.out.substr(pos, eol - pos);
+          pos = eol + 1;
+          auto eq = line.find(" = ");
+          if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 3);
+          else if (!line.empty() && line.back() == '=') values[line.substr(0, line.find(' '))] = "";
+        }
+      }
+      values["\x01ran"] = "";
+    }
+    if (auto it = values.find(key); it != values.end()) return it->second;
+    auto argv = Argv(ctx);
+    argv.push_back("-h");
+    argv.push_back(key);
+    auto run = RunProcess(argv);
+    if (!run.ok()) return std::nullopt;  // a key doveconf does not know: keep the parser's
+    std::string v = run.out;
+    if (!v.empty() && v.back() == '\n') v.pop_back();
+    values[key] = v;
+    return v;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::vector<std::string> Argv(const dovecot::Context& ctx) const {
+    std::vector<std::string> argv = {"doveconf", "-c", config_};
+    if (!ctx.protocol.empty()) argv.insert(argv.end(), {"-f", "protocol=" + ctx.protocol});
+    if (ctx.remote) argv.insert(argv.end(), {"-f", "remote=" + ctx.remote->text});
+    if (ctx.local) argv.insert(argv.end(), {"-f", "local=" + ctx.local->text});
+    if (!ctx.local_name.empty()) argv.insert(argv.end(), {"-f", "local_name=" + ctx.local_name});
+    return argv;
+  }
+  std::string config_;
+  bool is_24_;
+  std::map<std::string, std::map<std::string, std::string>> cache_;
+  std::string error_;
+};
+
 }  // namespace
 
-Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const std::vector<std::string>& ignore) {
+Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const std::vector<std::string>& ignore,
+                                             const std::string& engine) {
+  bool use_doveconf = engine == "doveconf" || (engine == "auto" && HaveDoveconf());
+  if (engine == "doveconf" && !HaveDoveconf())
+    return Status::Invalid("--engine doveconf: doveconf is not installed (use --engine builtin)");
   auto files = dovecot::MakeDiskFileSource();
   auto cfg = dovecot::Parse(config, *files);
-  if (!cfg.ok()) return cfg.status();
+  if (!cfg.ok()) {
+    if (use_doveconf) {
+      auto run = RunProcess({"doveconf", "-c", config, "-h", "ssl"});
+      if (run.ok())
+        return Status::Invalid(cfg.status().message() +
+                               " (doveconf accepts this configuration: please report it as a mailward parser bug)");
+      return Status::Invalid(cfg.status().message() + "; doveconf says: " + run.Message());
+    }
+    return cfg.status();
+  }
   auto stat = dovecot::MakeDiskFileStat();
-  return dovecot::Audit(*cfg, *stat, ignore);
+  if (!use_doveconf) return dovecot::Audit(*cfg, *stat, ignore, nullptr, files.get());
+  auto check = RunProcess({"doveconf", "-c", config, "-h", "protocols"});
+  if (!check.ok()) return Status::Invalid("doveconf rejects " + config + ": " + check.Message());
+  DoveconfOracle oracle(config, cfg->is_24);
+  auto r = dovecot::Audit(*cfg, *stat, ignore, &oracle, files.get());
+  if (!oracle.error().empty()) r.warnings.push_back(oracle.error());
+  return r;
 }
 
 json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
@@ -43,16 +119,31 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
                         {"file", f.file},
                         {"line", f.line},
                         {"message", f.message},
-                        {"fix", f.fix}});
+                        {"fix", f.fix},
+                        {"contexts", f.contexts}});
   }
-  json settings = json::object();
-  for (const auto& [k, e] : r.effective)
-    settings[k] = {{"value", e.value}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
+  auto values = [](const std::map<std::string, dovecot::Effective>& m) {
+    json out = json::object();
+    for (const auto& [k, e] : m)
+      out[k] = {{"value", e.value}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
+    return out;
+  };
+  json settings = values(r.effective);
+  json contexts = json::array();
+  for (const auto& c : r.contexts) {
+    json filter = json::object();
+    if (!c.context.protocol.empty()) filter["protocol"] = c.context.protocol;
+    if (c.context.remote) filter["remote"] = c.context.remote->text;
+    if (c.context.local) filter["local"] = c.context.local->text;
+    if (!c.context.local_name.empty()) filter["local_name"] = c.context.local_name;
+    contexts.push_back({{"context", c.context.Text()}, {"filter", filter}, {"settings", values(c.settings)}});
+  }
   json counts = json::object();
   for (const char* s : {"critical", "high", "medium", "low", "info"}) counts[s] = 0;
   for (const auto& f : r.findings) counts[f.severity] = counts[f.severity].get<int>() + 1;
   return {{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
-          {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}};
+          {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}, {"contexts", contexts},
+          {"engine", r.engine}, {"warnings", r.warnings}};
 }
 
 std::string AuditText(const dovecot::AuditResult& r, bool color) {
@@ -65,6 +156,12 @@ std::string AuditText(const dovecot::AuditResult& r, bool color) {
     out += "  " + std::string(col) + sev + (color ? "\033[0m" : "") + " " + f.id + "  " + where;
     if (f.setting) out += "  " + *f.setting + " = " + f.value;
     out += "\n      " + f.message + "\n      fix: " + f.fix + "\n";
+    bool global_only = f.contexts.size() == 1 && f.contexts[0].empty();
+    if (!f.contexts.empty() && !global_only) {
+      std::string list;
+      for (const auto& c : f.contexts) list += (list.empty() ? "" : ", ") + (c.empty() ? std::string("global") : c);
+      out += "      in: " + list + "\n";
+    }
   }
   return out;
 }
@@ -86,7 +183,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
   if (config.empty()) config = "/etc/dovecot/dovecot.conf";
 
   auto fail = [&](const std::string& msg) { return ReportError(g, "audit", Status::Io(msg)); };
-  auto r = RunDovecotAudit(config, ignore);
+  auto r = RunDovecotAudit(config, ignore, o.engine);
   if (!r.ok()) return fail(r.status().message());
 
   json fix_report = nullptr;
@@ -115,7 +212,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
       checked = "doveconf -n accepts the configuration";
     }
     auto before = r->findings.size();
-    r = RunDovecotAudit(config, ignore);
+    r = RunDovecotAudit(config, ignore, o.engine);
     if (!r.ok()) return fail(r.status().message());
     fix_report = {{"dropin", dropin},
                   {"checked", checked},
@@ -130,7 +227,8 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     std::cout << j.dump(2) << "\n";
   } else if (!g.quiet) {
     std::cout << "dovecot " << r->version << " configuration " << config << " (" << r->files.size()
-              << (r->files.size() == 1 ? " file)\n" : " files)\n");
+              << (r->files.size() == 1 ? " file" : " files") << ", judged by " << r->engine << ")\n";
+    for (const auto& w : r->warnings) std::cout << "  warning: " << w << "\n";
     if (!fix_report.is_null())
       std::cout << "wrote " << fix_report["dropin"].get<std::string>() << " (" << fix_report["checked"].get<std::string>()
                 << "); fixed " << fix_report["fixed"].get<size_t>() << "; reload with: "
