@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <set>
 
 #include "policy/policy.h"
 #include "report/report.h"
@@ -31,27 +32,8 @@ class DoveconfOracle : public dovecot::ValueOracle {
 
   std::optional<std::string> Get(const std::string& key, const dovecot::Context& ctx) override {
     std::string ct = ctx.Text();
+    if (!ran_.count(ct)) Prefetch(dovecot::JudgedKeys(is_24_), ctx);
     auto& values = cache_[ct];
-    if (values.empty()) {
-      auto argv = Argv(ctx);
-      for (const auto& k : dovecot::JudgedKeys(is_24_)) argv.push_back(k);
-      auto run = RunProcess(argv);
-      if (!run.ok()) {
-        if (error_.empty()) error_ = "doveconf " + ct + ": " + run.Message();
-      } else {
-        size_t pos = 0;
-        while (pos < run.out.size()) {
-          size_t eol = run.out.find('\n', pos);
-          if (eol == std::string::npos) eol = run.out.size();
-          std::string line = run.out.substr(pos, eol - pos);
-          pos = eol + 1;
-          auto eq = line.find(" = ");
-          if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 3);
-          else if (!line.empty() && line.back() == '=') values[line.substr(0, line.find(' '))] = "";
-        }
-      }
-      values["\x01ran"] = "";
-    }
     if (auto it = values.find(key); it != values.end()) return it->second;
     auto argv = Argv(ctx);
     argv.push_back("-h");
@@ -62,6 +44,30 @@ class DoveconfOracle : public dovecot::ValueOracle {
     if (!v.empty() && v.back() == '\n') v.pop_back();
     values[key] = v;
     return v;
+  }
+
+  /// `doveconf [-f ...] KEY...` prints `KEY = VALUE` lines, the values -h prints one by one.
+  void Prefetch(const std::vector<std::string>& keys, const dovecot::Context& ctx) override {
+    std::string ct = ctx.Text();
+    ran_.insert(ct);
+    auto& values = cache_[ct];
+    auto argv = Argv(ctx);
+    for (const auto& k : keys) argv.push_back(k);
+    auto run = RunProcess(argv);
+    if (!run.ok()) {
+      if (error_.empty()) error_ = "doveconf" + (ct.empty() ? "" : " (" + ct + ")") + ": " + run.Message();
+      return;
+    }
+    size_t pos = 0;
+    while (pos < run.out.size()) {
+      size_t eol = run.out.find('\n', pos);
+      if (eol == std::string::npos) eol = run.out.size();
+      std::string line = run.out.substr(pos, eol - pos);
+      pos = eol + 1;
+      auto eq = line.find(" = ");
+      if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 3);
+      else if (line.size() > 2 && line.compare(line.size() - 2, 2, " =") == 0) values[line.substr(0, line.size() - 2)] = "";
+    }
   }
   const std::string& error() const { return error_; }
 
@@ -77,6 +83,7 @@ class DoveconfOracle : public dovecot::ValueOracle {
   std::string config_;
   bool is_24_;
   std::map<std::string, std::map<std::string, std::string>> cache_;
+  std::set<std::string> ran_;
   std::string error_;
 };
 
@@ -101,9 +108,9 @@ Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const st
   }
   auto stat = dovecot::MakeDiskFileStat();
   if (!use_doveconf) return dovecot::Audit(*cfg, *stat, ignore, nullptr, files.get());
-  auto check = RunProcess({"doveconf", "-c", config, "-h", "protocols"});
-  if (!check.ok()) return Status::Invalid("doveconf rejects " + config + ": " + check.Message());
   DoveconfOracle oracle(config, cfg->is_24);
+  oracle.Prefetch(dovecot::JudgedKeys(cfg->is_24), {});
+  if (!oracle.error().empty()) return Status::Invalid(config + ": " + oracle.error());
   auto r = dovecot::Audit(*cfg, *stat, ignore, &oracle, files.get());
   if (!oracle.error().empty()) r.warnings.push_back(oracle.error());
   return r;

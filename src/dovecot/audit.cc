@@ -175,8 +175,8 @@ class Auditor {
           "passwords (and password mismatches) are written to the log in plain text" + In(j),
           "set auth_debug_passwords = no", j.text);
     auto vp = Val("auth_verbose_passwords", j.ctx);
-    std::string v = Lower(vp.value);
-    std::string kind = v.substr(0, v.find(':'));
+    // Dovecot compares these exactly (auth-settings.c): "PLAIN" is not plain but an invalid value.
+    std::string kind = vp.value.substr(0, vp.value.find(':'));
     if (kind == "plain" || kind == "yes")
       Add("auth-verbose-passwords", "critical", "auth_verbose_passwords", vp,
           "failed logins log the password that was tried, in plain text (often a real password with a typo)" + In(j),
@@ -208,6 +208,11 @@ class Auditor {
       auto text = files_->Read(where->keyfile);
       if (text.ok()) words = *text;
     }
+    // Split at any blank, newlines too: Dovecot splits at spaces only, so a file's trailing newline
+    // glues itself to the last mechanism and auth refuses to start until it is fixed; the
+    // mechanism is still configured, and reported.
+    for (auto& c : words)
+      if (c == '\n' || c == '\r') c = ' ';
     for (const auto& w : SplitWords(Lower(words), true)) {
       if (w == "anonymous") {
         Add("anonymous-login", "high", "auth_mechanisms", mech,
@@ -277,6 +282,11 @@ class Auditor {
         std::string rest = s.path.substr(base.size());
         std::string name = rest.substr(0, rest.find('/'));
         if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+      }
+      if (oracle_) {
+        std::vector<std::string> keys;
+        for (const auto& name : names) keys.push_back(base + name + "/port"), keys.push_back(base + name + "/ssl");
+        oracle_->Prefetch(keys, {});
       }
       for (const auto& name : names) {
         int def_port = 0;

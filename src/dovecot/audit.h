@@ -62,6 +62,8 @@ class ValueOracle {
  public:
   virtual ~ValueOracle() = default;
   virtual std::optional<std::string> Get(const std::string& key, const Context& ctx) = 0;
+  /// A hint: these keys will be asked for in `ctx` (one doveconf run instead of one per key).
+  virtual void Prefetch(const std::vector<std::string>& keys, const Context& ctx) { (void)keys, (void)ctx; }
 };
 
 struct AuditResult {
