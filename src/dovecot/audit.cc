@@ -202,12 +202,8 @@ class Auditor {
     const Setting* where = nullptr;
     auto mech = Val("auth_mechanisms", j.ctx, &where);
     auto user = Val("auth_anonymous_username", j.ctx);
-    std::string words = mech.value;
-    // `auth_mechanisms = <file`: Dovecot reads the file (doveconf -h prints `<file`).
-    if (!words.empty() && words[0] == '<' && where && !where->keyfile.empty() && files_) {
-      auto text = files_->Read(where->keyfile);
-      if (text.ok()) words = *text;
-    }
+    // What Dovecot runs with: `<file` is the file's content (doveconf -h prints `<file`).
+    std::string words = where ? where->runtime : mech.value;
     // Split at any blank, newlines too: Dovecot splits at spaces only, so a file's trailing newline
     // glues itself to the last mechanism and auth refuses to start until it is fixed; the
     // mechanism is still configured, and reported.

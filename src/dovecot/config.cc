@@ -279,6 +279,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
   std::set<std::string> open_files;   // canonical names on the include stack
   // Per filter: key path -> value so far (for `$key`).
   std::vector<std::map<std::string, std::string>> values(1);
+  std::vector<std::map<std::string, std::string>> runtime_values(1);  // the same, as Dovecot runs
   std::string full_line;              // a line continued with '\', across files as in Dovecot
   std::string full_file;
   int full_line_no = 0;
@@ -394,7 +395,8 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       size_t vb = 0;
       while (vb < v.size() && IsWhite(v[vb])) ++vb;
       v.erase(0, vb);
-      std::string value, keyfile;
+      std::string value, keyfile, runtime;
+      bool have_runtime = false;
       std::string spath = prefix + key;
       int filter = cur_filter();
       if (!v.empty() && v[0] == '<') {
@@ -402,6 +404,9 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
         while (p < v.size() && IsWhite(v[p])) ++p;
         keyfile = FixRelative(v.substr(p), file);
         value = "<" + v.substr(p);
+        auto content = files.Read(keyfile);
+        runtime = content.ok() ? *content : "";
+        have_runtime = true;
       } else if (!v.empty() && v[0] != '\'' && v[0] != '"' && v.find('$') != std::string::npos) {
         // config_write_keyvariable without expand_values: only `$key` of the key itself expands,
         // to its value so far in this filter, else in the enclosing ones, else the default.
@@ -410,26 +415,27 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
           size_t end = v.find(' ', pos);
           std::string tok = v.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
           if (tok.size() > 1 && tok[0] == '$' && tok.substr(1) == key) {
-            std::string own;
-            bool got = false;
-            for (auto it = filter_stack.rbegin(); it != filter_stack.rend() && !got; ++it) {
-              auto& m = values[static_cast<size_t>(*it)];
-              if (auto f2 = m.find(key); f2 != m.end()) own = f2->second, got = true;
-            }
-            if (!got) {
-              auto& m = values[0];
-              auto f2 = m.find(key);
-              own = f2 != m.end() ? f2->second : DefaultValue(key, cfg.is_24);
-            }
-            value += own;
+            auto own = [&](std::vector<std::map<std::string, std::string>>& vals) {
+              for (auto it = filter_stack.rbegin(); it != filter_stack.rend(); ++it) {
+                auto& m = vals[static_cast<size_t>(*it)];
+                if (auto f2 = m.find(key); f2 != m.end()) return f2->second;
+              }
+              auto f2 = vals[0].find(key);
+              return f2 != vals[0].end() ? f2->second : DefaultValue(key, cfg.is_24);
+            };
+            value += own(values);
+            runtime += own(runtime_values);
           } else {
             value += tok;
+            runtime += tok;
           }
-          if (value.size() > kMaxValueBytes)
+          have_runtime = true;
+          if (value.size() > kMaxValueBytes || runtime.size() > kMaxValueBytes)
             return Status::Invalid(where + ": the value of " + key + " grows beyond 1 MiB through $" + key +
                                    " references");
           if (end == std::string::npos) break;
           value += ' ';
+          runtime += ' ';
           pos = end;
           while (pos < v.size() && IsWhite(v[pos])) ++pos;
           if (pos >= v.size()) break;
@@ -447,8 +453,11 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       }
       if (first_setting) cfg.is_24 = key == "dovecot_config_version";
       first_setting = false;
+      if (!have_runtime) runtime = value;
       values[static_cast<size_t>(filter)][spath] = value;
-      cfg.settings.push_back(Setting{key, spath, value, file, line_no, sections.empty() ? -1 : sections.back(), filter, keyfile});
+      runtime_values[static_cast<size_t>(filter)][spath] = runtime;
+      cfg.settings.push_back(
+          Setting{key, spath, value, file, line_no, sections.empty() ? -1 : sections.back(), filter, keyfile, runtime});
       continue;
     }
 
@@ -518,6 +527,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       if (found < 0) {
         cfg.filters.push_back(fl);
         values.emplace_back();
+        runtime_values.emplace_back();
         found = static_cast<int>(cfg.filters.size() - 1);
       }
       sec.filter = found;

@@ -90,6 +90,9 @@ struct Setting {
   int section = -1;  ///< innermost enclosing section (index into Config::sections); -1: global
   int filter = 0;    ///< index into Config::filters
   std::string keyfile;  ///< for `key = <file`: the file's path resolved like Dovecot does
+  /// The value Dovecot runs with (`doveconf -x`): `<file` replaced by the file's content, own
+  /// `$key` references by the runtime value so far. Other keys' `$refs` stay as written.
+  std::string runtime;
 };
 
 struct Config {

@@ -37,8 +37,8 @@ VALUES = {
     "ssl_min_protocol": ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "ANY", "tlsv1.2"],
     "login_trusted_networks": ["10.0.0.0/8", "192.0.2.1 198.51.100.0/24", "10.1.2.3/8", "2001:db8::/32"],
     "protocols": ["imap", "imap pop3", "pop3", "imap pop3 lmtp"],
-    "ssl_cert": ["</etc/ssl/certs/c.pem", "< /etc/ssl/certs/c.pem"],
-    "ssl_key": ["</etc/ssl/private/k.pem"],
+    "ssl_cert": ["<cert.pem", "< cert.pem"],  # relative to the including file; written by the generator
+    "ssl_key": ["<key.pem"],
 }
 ALL_KEYS = BOOLS + list(VALUES)
 REMOTE_OK = ["ssl", "ssl_min_protocol", "disable_plaintext_auth", "mail_debug"]  # auth_* are refused there
@@ -56,7 +56,7 @@ class Gen:
     def __init__(self, rnd, root):
         self.r = rnd
         self.root = root
-        self.files = {}
+        self.files = {"cert.pem": "CERT\n", "key.pem": "KEY\n", "d/cert.pem": "CERT\n", "d/key.pem": "KEY\n"}
         self.remotes = set()
         self.listeners = {}  # (service, name)
 
@@ -81,7 +81,7 @@ class Gen:
             return f"{indent}{key} = ${key}\n"
         if style == 7 and key == "auth_mechanisms":
             name = f"mech{len(self.files)}.txt"
-            self.files[name] = v + ("\n" if r.random() < 0.5 else "")
+            self.files[name] = self.files["d/" + name] = v + ("\n" if r.random() < 0.5 else "")
             return f"{indent}{key} = {'< ' if r.random() < 0.5 else '<'}{name}\n"
         if style == 8 and key == "auth_anonymous_username":
             return f'{indent}{key} = "{v}\\"\n'                                          # ends in \"
@@ -165,6 +165,8 @@ class Gen:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(text)
+            if name.endswith("key.pem"):
+                os.chmod(path, 0o600)
         return os.path.join(self.root, "dovecot.conf")
 
 
@@ -215,9 +217,11 @@ def derive_findings(config, contexts, values, listener_values):
         if yes("mail_debug"):
             found.add(("mail-debug", ctx))
         mech = v["auth_mechanisms"]
-        if mech.startswith("<"):
-            with open(os.path.join(os.path.dirname(config), mech[1:])) as f:
-                mech = f.read()
+        if "<" in mech:  # what Dovecot runs with: doveconf -x reads the file
+            argv = ["doveconf", "-c", config, "-x"]
+            for k, val in context_filters(ctx):
+                argv += ["-f", f"{k}={val}"]
+            mech = run(argv + ["-h", "auth_mechanisms"]).stdout
         if "anonymous" in mech.lower().split():
             found.add(("anonymous-login", ctx))
         if not loop:
