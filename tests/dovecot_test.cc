@@ -261,5 +261,192 @@ TEST(DovecotAudit, IgnoreList) {
   EXPECT_EQ(r.ignored, std::vector<std::string>{"auth-debug"});
 }
 
+
+// ---- Agreement with doveconf 2.3.19 (each case was a disagreement found by test_dovecot_diff.py) ----
+
+TEST(DovecotDoveconf, BraceGlobIncludeAndSectionAcrossFiles) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "!include d/{b,a}.conf\n");
+  fs.Add("/etc/dovecot/d/b.conf", "protocol imap {\n  mail_debug = yes\n");
+  fs.Add("/etc/dovecot/d/a.conf", "  ssl = no\n}\nauth_debug = yes\n");
+  Config c = MustParse(fs);
+  // GLOB_BRACE keeps the alternatives' order: b before a.
+  EXPECT_EQ(c.files, (std::vector<std::string>{"/etc/dovecot/dovecot.conf", "/etc/dovecot/d/b.conf", "/etc/dovecot/d/a.conf"}));
+  EXPECT_EQ(c.Global("ssl"), nullptr);  // inside protocol imap, closed in a.conf
+  EXPECT_EQ(c.Lookup("ssl", Context{"imap", {}, {}, ""})->value, "no");
+  EXPECT_EQ(c.Global("auth_debug")->value, "yes");
+  EXPECT_TRUE(c.warnings.empty());
+}
+
+TEST(DovecotDoveconf, ValueEndingInBraceIsAValue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "login_greeting = hello {\nauth_debug = yes\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("login_greeting")->value, "hello {");
+  EXPECT_TRUE(c.sections.empty());
+}
+
+TEST(DovecotDoveconf, CommentsNeverContinue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "# was: auth_verbose_passwords = sha1 \\\nauth_verbose_passwords = plain\n"
+         "auth_mechanisms = login \\\n# a comment line drops the continued line\nmail_debug = yes\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_verbose_passwords")->value, "plain");
+  EXPECT_EQ(c.Global("auth_mechanisms"), nullptr);  // dropped, as doveconf does
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  AuditResult r = Audit(c, fs, {});
+  ASSERT_FALSE(r.findings.empty());
+  EXPECT_EQ(r.findings[0].id, "auth-verbose-passwords");
+  EXPECT_EQ(r.findings[0].severity, "critical");
+}
+
+TEST(DovecotDoveconf, ContinuationJoinsWithOneBlank) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "auth_mechanisms = plain\\\nanonymous\nprotocols = imap   \\\n \\\n\t  pop3\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "plain anonymous");
+  EXPECT_EQ(c.Global("protocols")->value, "imap pop3");
+}
+
+TEST(DovecotDoveconf, OwnKeyReferencesOnly) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "auth_mechanisms = $auth_mechanisms  login\n"        // the default, then one blank
+         "auth_anonymous_username = anon $ssl $auth_mechanisms\n"  // other keys: as written
+         "login_greeting = $login_greeting$login_greeting\n"  // not a whole token: as written
+         "protocol imap {\n  auth_mechanisms = $auth_mechanisms cram-md5\n}\n"
+         "mail_debug = y\nmail_debug = $mail_debug\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "plain login");
+  EXPECT_EQ(c.Global("auth_anonymous_username")->value, "anon $ssl $auth_mechanisms");
+  EXPECT_EQ(c.Global("login_greeting")->value, "$login_greeting$login_greeting");
+  EXPECT_EQ(c.Lookup("auth_mechanisms", Context{"imap", {}, {}, ""})->value, "plain login cram-md5");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+}
+
+TEST(DovecotDoveconf, SelfDoublingIsBounded) {
+  MemoryFiles fs;
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "login_greeting = $login_greeting $login_greeting\n";
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  EXPECT_HAS(ParseError(fs), "grows beyond 1 MiB");
+}
+
+TEST(DovecotDoveconf, KeyFileWithBlankAndRuntimeValue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/mech.txt", "plain anonymous");
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_mechanisms = < mech.txt\nssl_key = <  /k.pem\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "<mech.txt");  // as doveconf -h prints it
+  EXPECT_EQ(c.Global("auth_mechanisms")->runtime, "plain anonymous");
+  EXPECT_EQ(c.Global("ssl_key")->value, "</k.pem");
+  EXPECT_EQ(Audit(c, fs, {}).findings.at(0).id, "anonymous-login");
+}
+
+TEST(DovecotDoveconf, BooleansAsDovecotReadsThem) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_debug = 1\nmail_debug = y\nauth_debug_passwords = Y\ndisable_plaintext_auth = NO\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_debug")->value, "yes");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  EXPECT_EQ(c.Global("auth_debug_passwords")->value, "yes");
+  EXPECT_EQ(c.Global("disable_plaintext_auth")->value, "no");
+  MemoryFiles bad;
+  bad.Add("/etc/dovecot/dovecot.conf", "auth_debug = 0\n");  // doveconf: Invalid boolean value
+  EXPECT_HAS(ParseError(bad), "Invalid boolean value: 0");
+}
+
+TEST(DovecotDoveconf, QuotedValueEndingInEscapedQuote) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_anonymous_username = \"guest\\\"\nlogin_greeting = \"a\" b\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_anonymous_username")->value, "guest");
+  EXPECT_EQ(c.Global("login_greeting")->value, "\"a\" b");  // not quoted at both ends: as written
+}
+
+TEST(DovecotDoveconf, RemoteEverywhereIsGlobal) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "remote 0.0.0.0/0 {\n  ssl = no\n}\nremote ::/0 {\n  mail_debug = yes\n}\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("ssl")->value, "no");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  // A global assignment wins over them, wherever it is (doveconf: root filter first).
+  MemoryFiles fs2;
+  fs2.Add("/etc/dovecot/dovecot.conf", "remote 0.0.0.0/0 {\n  ssl = no\n}\nssl = required\n");
+  EXPECT_EQ(MustParse(fs2).Global("ssl")->value, "required");
+  EXPECT_EQ(Ids("remote 0.0.0.0/0 {\n  ssl = no\n}\n"), Ids_t{"ssl-disabled"});
+}
+
+TEST(DovecotDoveconf, WideGlobIsNotDeepNesting) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\n");
+  for (int i = 0; i < 40; ++i) fs.Add("/etc/dovecot/conf.d/" + std::to_string(100 + i) + ".conf", "mail_debug = no\n");
+  EXPECT_EQ(MustParse(fs).files.size(), 41u);
+  MemoryFiles deep;
+  for (int i = 0; i < 40; ++i)
+    deep.Add("/etc/dovecot/" + std::to_string(i) + ".conf", "!include " + std::to_string(i + 1) + ".conf\n");
+  deep.Add("/etc/dovecot/40.conf", "");
+  deep.Add("/etc/dovecot/dovecot.conf", "!include 0.conf\n");
+  EXPECT_HAS(ParseError(deep), "nested deeper than 32");
+}
+
+// ---- Findings in every filter context Dovecot evaluates ----
+
+std::vector<std::pair<std::string, std::vector<std::string>>> IdsAndContexts(const std::string& text) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  for (const auto& f : Audit(MustParse(fs), fs, {}).findings) out.push_back({f.id, f.contexts});
+  std::sort(out.begin(), out.end());
+  return out;
+}
+using IC = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+TEST(DovecotContexts, Pop3SslYesUnderGlobalRequired) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap pop3\nssl = required\ndisable_plaintext_auth = no\n"
+                           "protocol pop3 {\n  ssl = yes\n}\n"),
+            (IC{{"cleartext-auth", {"protocol=pop3"}}, {"plaintext-listener", {"listener pop3-login/pop3"}}}));
+}
+
+TEST(DovecotContexts, ScopedTlsAndLogging) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap pop3\nprotocol imap {\n  ssl = no\n}\n"),
+            (IC{{"ssl-disabled", {"protocol=imap"}}}));
+  EXPECT_EQ(IdsAndContexts("protocols = pop3\nprotocol pop3 {\n  ssl_min_protocol = ANY\n}\n"
+                           "remote 192.0.2.0/24 {\n  ssl_min_protocol = TLSv1.1\n}\n"),
+            (IC{{"weak-tls-protocol", {"protocol=pop3"}},
+                {"weak-tls-protocol", {"remote=192.0.2.0/24", "protocol=pop3 remote=192.0.2.0/24"}}}));
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nprotocol imap {\n  auth_debug = yes\n  auth_verbose_passwords = plain\n}\n"),
+            (IC{{"auth-debug", {"protocol=imap"}}, {"auth-verbose-passwords", {"protocol=imap"}}}));
+  // Loopback-only blocks: loopback counts as secured.
+  EXPECT_EQ(IdsAndContexts("remote 127.0.0.0/8 {\n  ssl = no\n  disable_plaintext_auth = no\n}\n"), IC{});
+}
+
+TEST(DovecotContexts, MailDebugOnlyWhereItIsTheSetting) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nplugin {\n  mail_debug = yes\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nprotocol imap {\n  mail_debug = yes\n  mail_debug = no\n}\n"), IC{});
+}
+
+TEST(DovecotContexts, TrustedNetworkWithHostBits) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "login_trusted_networks = 192.0.2.7 10.1.2.3/8\n");
+  auto r = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].id, "trusted-networks-broad");
+  EXPECT_HAS(r.findings[0].message, "10.0.0.0/8");
+}
+
+TEST(DovecotContexts, ListenersByTheirOwnSsl) {
+  const std::string head = "protocols = imap\ndisable_plaintext_auth = no\n";
+  // Implicit TLS on 143 is not cleartext; the default imaps stays TLS.
+  EXPECT_EQ(IdsAndContexts(head + "service imap-login {\n  inet_listener imap {\n    port = 143\n    ssl = yes\n  }\n}\n"),
+            (IC{{"cleartext-auth", {"", "protocol=imap"}}}));
+  // An extra cleartext listener is.
+  EXPECT_EQ(IdsAndContexts(head + "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n"
+                                  "  inet_listener extra {\n    port = 1143\n  }\n}\n"),
+            (IC{{"cleartext-auth", {"", "protocol=imap"}}, {"plaintext-listener", {"listener imap-login/extra"}}}));
+}
+
 }  // namespace
 }  // namespace mw::dovecot

@@ -58,6 +58,7 @@ struct Frame {
   size_t pos = 0;
   int line = 0;
   int depth = 0;
+  bool listed = false;  ///< in Config::files (when its reading starts, so in reading order)
 };
 
 /// Dovecot's fix_relative_path: relative to the directory of the file being read.
@@ -296,7 +297,6 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
     if (text->size() > kMaxFileBytes) return Status::Invalid(where + p + ": larger than 16 MiB");
     if (text->find('\0') != std::string::npos) return Status::Invalid(p + ": binary data (NUL bytes), not a Dovecot config");
     open_files.insert(canon);
-    cfg.files.push_back(p);
     stack.push_back(Frame{p, std::move(text.value()), 0, 0, depth});
     return Status::Ok();
   };
@@ -312,6 +312,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
 
   while (!stack.empty()) {
     Frame& f = stack.back();
+    if (!f.listed) cfg.files.push_back(f.path), f.listed = true;
     if (f.pos >= f.text.size()) {
       open_files.erase(files.Canonical(f.path));
       stack.pop_back();

@@ -10,7 +10,7 @@ each one:
 - the contexts mailward judged are the ones Dovecot evaluates (each enabled protocol, each
   remote block alone and with each protocol);
 - the findings equal the ones derived here from doveconf's values by the README's rules.
-Both engines (builtin and doveconf) are checked. DIFF_CONFIGS (default 300) and DIFF_SEED set the
+Both engines (builtin and doveconf) are checked. DIFF_CONFIGS (default 200) and DIFF_SEED set the
 run; a failure prints the seed and the config so it can be replayed.
 """
 import concurrent.futures
@@ -24,7 +24,7 @@ import unittest
 
 from mwtest import MAILWARD, run
 
-N = int(os.environ.get("DIFF_CONFIGS", "300"))
+N = int(os.environ.get("DIFF_CONFIGS", "200"))
 SEED = int(os.environ.get("DIFF_SEED", "1313"))
 
 BOOLS = ["auth_debug", "auth_debug_passwords", "disable_plaintext_auth", "mail_debug"]
@@ -43,7 +43,8 @@ VALUES = {
 ALL_KEYS = BOOLS + list(VALUES)
 REMOTE_OK = ["ssl", "ssl_min_protocol", "disable_plaintext_auth", "mail_debug"]  # auth_* are refused there
 PROTOCOL_OK = [k for k in ALL_KEYS if k not in ("protocols", "login_trusted_networks")]
-REMOTES = ["10.0.0.0/8", "192.0.2.0/24", "0.0.0.0/0", "::/0", "127.0.0.1", "2001:db8::/32", "198.51.100.7"]
+REMOTES = ["10.0.0.0/8", "192.0.2.0/24", "0.0.0.0/0", "::/0", "127.0.0.1", "2001:db8::/32", "198.51.100.7",
+           "10.1.2.3/8", "127.0.0.0/8", "::1"]
 LISTENERS = {"imap": ("imap-login", {"imap": (143, "no"), "imaps": (993, "yes")}),
              "pop3": ("pop3-login", {"pop3": (110, "no"), "pop3s": (995, "yes")}),
              "submission": ("submission-login", {"submission": (587, "no")}),
@@ -58,6 +59,7 @@ class Gen:
         self.root = root
         self.files = {"cert.pem": "CERT\n", "key.pem": "KEY\n", "d/cert.pem": "CERT\n", "d/key.pem": "KEY\n"}
         self.remotes = set()
+        self.locals = set()
         self.listeners = {}  # (service, name)
 
     def value_line(self, key, indent=""):
@@ -87,6 +89,12 @@ class Gen:
             return f'{indent}{key} = "{v}\\"\n'                                          # ends in \"
         if style == 9:
             return f"{indent}# was: {key} = {v} \\\n"                                    # never continues
+        if style == 11 and len(words) > 1:
+            return f"{indent}{key} = {words[0]} \\\n{indent}# a comment drops the continued line\n"  # dropped
+        if style == 10 and key == "auth_anonymous_username" and r.random() < 0.5:
+            return f'{indent}{key} = "a#b" \t# quoted hash\n'
+        if style == 10 and key in ("login_trusted_networks", "auth_anonymous_username") and r.random() < 0.3:
+            return f"{indent}{key} =\n"
         if style == 10 and key == "auth_anonymous_username":
             return f"{indent}{key} = {v} $ssl $mail_debug\n"                             # other keys stay literal
         return f"{indent}{key} = {v}\n"
@@ -114,11 +122,20 @@ class Gen:
 
     def block(self):
         r = self.r
-        kind = r.randrange(4)
+        kind = r.randrange(6)
         if kind == 0:
-            p = r.choice(["imap", "pop3"])
+            p = r.choice(["imap", "pop3", '"imap"', "!imap"])
             inner = "".join(self.value_line(r.choice(PROTOCOL_OK), "  ") for _ in range(r.randint(1, 3)))
             return [f"protocol {p} {{\n", inner, "}\n"]
+        if kind == 4:
+            net = r.choice(["192.0.2.1", "198.51.100.0/24"])
+            self.locals.add(net)
+            inner = "".join(self.value_line(r.choice(REMOTE_OK), "\t") for _ in range(r.randint(1, 2)))
+            return [f"local {net} {{\n", inner, "}\n"]
+        if kind == 5:
+            self.remotes.update(["10.0.0.0/8", "10.1.0.0/16"])
+            inner = "  remote 10.1.0.0/16 {\n" + self.value_line(r.choice(REMOTE_OK), "    ") + "  }\n"
+            return ["remote 10.0.0.0/8 {\n", self.value_line(r.choice(REMOTE_OK), "  ") + inner, "}\n"]
         net = r.choice(REMOTES)
         self.remotes.add(net)
         inner = "".join(self.value_line(r.choice(REMOTE_OK), "  ") for _ in range(r.randint(1, 2)))
@@ -306,6 +323,9 @@ class DoveconfDifferential(unittest.TestCase):
                     continue
                 want.add(f"remote={net}")
                 want |= {f"protocol={p} remote={net}" for p in protos}
+            for net in g.locals:
+                want.add(f"local={net}")
+                want |= {f"protocol={p} local={net}" for p in protos}
             have = {c["context"] for c in j["contexts"]}
             if have != want:
                 problems.append(f"{engine}: contexts {sorted(have)} != {sorted(want)} in {where}")
