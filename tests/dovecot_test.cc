@@ -448,5 +448,21 @@ TEST(DovecotContexts, ListenersByTheirOwnSsl) {
             (IC{{"cleartext-auth", {"", "protocol=imap"}}, {"plaintext-listener", {"listener imap-login/extra"}}}));
 }
 
+
+TEST(DovecotContexts, ManyRemoteBlocksAreBoundedAndFast) {
+  MemoryFiles fs;
+  std::string text = "protocols = imap pop3\n";
+  for (int i = 0; i < 5000; ++i)
+    text += "remote 10." + std::to_string(i / 250) + "." + std::to_string(i % 250) + ".0/24 {\n  ssl = no\n}\n";
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  auto start = std::chrono::steady_clock::now();
+  auto r = Audit(MustParse(fs), fs, {});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  EXPECT_EQ(r.contexts.size(), 255u);
+  ASSERT_FALSE(r.warnings.empty());
+  EXPECT_HAS(r.warnings.back(), "only the first ones were judged");
+  EXPECT_FALSE(r.findings.empty());
+}
+
 }  // namespace
 }  // namespace mw::dovecot

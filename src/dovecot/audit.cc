@@ -132,8 +132,15 @@ class Auditor {
     for (const auto& w : SplitWords(Val("protocols", {}).value))
       if (std::find(protos.begin(), protos.end(), w) == protos.end()) protos.push_back(w);
     std::set<std::string> seen{""};
+    constexpr size_t kMaxContexts = 256;  // a hostile config with 20,000 remote blocks stays fast
     auto push = [&](Context c, bool loopback) {
       std::string t = c.Text();
+      if (out.size() >= kMaxContexts) {
+        if (result_.warnings.empty() || result_.warnings.back().find("filter contexts") == std::string::npos)
+          result_.warnings.push_back("more than " + std::to_string(kMaxContexts) +
+                                     " filter contexts: only the first ones were judged");
+        return;
+      }
       if (seen.insert(t).second) out.push_back(Judged{c, t, loopback});
     };
     for (const auto& p : protos) push(Context{p, std::nullopt, std::nullopt, ""}, false);

@@ -235,34 +235,27 @@ const Setting* Config::Global(const std::string& key) const { return Lookup(key,
 
 const Setting* Config::Lookup(const std::string& path, const Context& ctx, bool* conflict) const {
   if (conflict) *conflict = false;
+  auto idx = by_path.find(path);
+  if (idx == by_path.end()) return nullptr;
   // The last assignment per matching filter.
   std::map<int, const Setting*> last;
-  for (const auto& s : settings)
-    if (s.path == path && FilterMatches(filters[static_cast<size_t>(s.filter)], ctx)) last[s.filter] = &s;
+  for (size_t i : idx->second) {
+    const Setting& s = settings[i];
+    if (FilterMatches(filters[static_cast<size_t>(s.filter)], ctx)) last[s.filter] = &s;
+  }
   if (last.empty()) return nullptr;
+  // Filters in creation order (the global one first), stably sorted by specificity: the first wins.
   std::vector<int> order;
   for (const auto& [f, s] : last) order.push_back(f);
-  // Every matching filter in creation order (the global one first), stably sorted by specificity.
-  std::vector<int> matching;
-  for (size_t i = 0; i < filters.size(); ++i)
-    if (FilterMatches(filters[i], ctx)) matching.push_back(static_cast<int>(i));
-  std::stable_sort(matching.begin(), matching.end(), [&](int a, int b) {
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
     return FilterCmp(filters[static_cast<size_t>(a)], filters[static_cast<size_t>(b)]) < 0;
   });
-  const Setting* found = nullptr;
-  for (size_t i = 0; i < matching.size(); ++i) {
-    auto it = last.find(matching[i]);
-    if (it == last.end()) continue;
-    if (!found) {
-      found = it->second;
-      continue;
-    }
-    // A less specific filter that also sets it: fine when it is a superset of the one before.
-    if (conflict && i > 0 &&
-        !IsSuperset(filters[static_cast<size_t>(matching[i])], filters[static_cast<size_t>(matching[i - 1])]))
-      *conflict = true;
-  }
-  return found;
+  // A less specific filter that also sets it must be a superset of the one before, else Dovecot
+  // refuses the connection's settings.
+  if (conflict)
+    for (size_t i = 1; i < order.size(); ++i)
+      if (!IsSuperset(filters[static_cast<size_t>(order[i])], filters[static_cast<size_t>(order[i - 1])])) *conflict = true;
+  return last[order[0]];
 }
 
 std::vector<const Section*> Config::ScopeOf(const Setting& s) const {
@@ -540,6 +533,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
     if (sec.is_filter) filter_stack.push_back(sec.filter);
     else if (prefix_len.size() <= 8) prefix += key + "/" + name + "/";
   }
+  for (size_t i = 0; i < cfg.settings.size(); ++i) cfg.by_path[cfg.settings[i].path].push_back(i);
   for (int i : sections) {
     const Section& s = cfg.sections[static_cast<size_t>(i)];
     cfg.warnings.push_back(s.file + ":" + std::to_string(s.line) + ": section '" + s.type +

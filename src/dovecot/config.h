@@ -102,6 +102,7 @@ struct Config {
   std::vector<std::string> files; ///< every file read, in order
   std::vector<std::string> warnings;  ///< accepted by Dovecot but suspicious (an unclosed section)
   bool is_24 = false;             ///< dovecot_config_version is the first setting
+  std::map<std::string, std::vector<size_t>> by_path;  ///< setting indices per path, in order
   /// The effective value of a top-level key (not inside a non-filter section) without filters,
   /// the one `doveconf -h KEY` prints, or nullptr for Dovecot's default.
   const Setting* Global(const std::string& key) const;
