@@ -107,7 +107,24 @@ Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const st
     return cfg.status();
   }
   auto stat = dovecot::MakeDiskFileStat();
-  if (!use_doveconf) return dovecot::Audit(*cfg, *stat, ignore, nullptr, files.get());
+  std::string fallback;
+  if (use_doveconf && engine == "auto") {
+    // A 2.4 config (a repository, a container's volume) on a host whose doveconf is 2.3, or the
+    // other way round: that doveconf cannot read it, the builtin parser can.
+    auto ver = RunProcess({"dovecot", "--version"});  // "2.3.19.1 (9b53102964)"
+    bool known = ver.ok() && ver.out.rfind("2.", 0) == 0;
+    bool doveconf_24 = known && ver.out.rfind("2.3", 0) != 0 && ver.out.rfind("2.2", 0) != 0;
+    if (known && doveconf_24 != cfg->is_24) {
+      use_doveconf = false;
+      fallback = std::string("the installed doveconf reads Dovecot ") + (doveconf_24 ? "2.4" : "2.3") +
+                 " configurations and this one is " + (cfg->is_24 ? "2.4" : "2.3") + ": judged by the builtin parser";
+    }
+  }
+  if (!use_doveconf) {
+    auto r = dovecot::Audit(*cfg, *stat, ignore, nullptr, files.get());
+    if (!fallback.empty()) r.warnings.push_back(fallback);
+    return r;
+  }
   DoveconfOracle oracle(config, cfg->is_24);
   oracle.Prefetch(dovecot::JudgedKeys(cfg->is_24), {});
   if (!oracle.error().empty()) return Status::Invalid(config + ": " + oracle.error());

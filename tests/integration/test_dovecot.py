@@ -152,6 +152,14 @@ class Engines(MailwardCase):
             self.assertEqual((f["contexts"], f["line"], f["value"]), (["protocol=pop3"], 3, "no"), engine)
             pop3 = [c for c in j["contexts"] if c["context"] == "protocol=pop3"][0]
             self.assertEqual((pop3["settings"]["ssl"]["value"], pop3["settings"]["ssl"]["line"]), ("yes", 5))
+        # A 2.4 config on this 2.3 host: auto judges it with the builtin parser and says why.
+        conf24 = self.write("24.conf", "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n"
+                                       "auth_allow_cleartext = yes\n")
+        rc, j, err = audit(conf24)
+        self.assertEqual((rc, j["engine"], j["version"]), (2, "builtin", "2.4"), err)
+        self.assertIn("judged by the builtin parser", j["warnings"][0])
+        self.assertEqual([f["id"] for f in j["findings"]], ["cleartext-auth"])
+        self.assertEqual(audit(conf24, "--engine", "doveconf")[0], 1)  # asked for explicitly: doveconf's error
         # A host without doveconf (a config repository in CI): auto falls back to the builtin parser.
         env = dict(os.environ, PATH=self.dir)
         p = run([MAILWARD, "--policy", "/nonexistent", "--format", "json", "audit", "dovecot", "--config", conf],
