@@ -77,7 +77,7 @@ class DoveconfOracle : public dovecot::ValueOracle {
     if (!ctx.protocol.empty()) argv.insert(argv.end(), {"-f", "protocol=" + ctx.protocol});
     if (ctx.remote) argv.insert(argv.end(), {"-f", "remote=" + ctx.remote->text});
     if (ctx.local) argv.insert(argv.end(), {"-f", "local=" + ctx.local->text});
-    if (!ctx.local_name.empty()) argv.insert(argv.end(), {"-f", "local_name=" + ctx.local_name});
+    if (!ctx.local_name.empty()) argv.insert(argv.end(), {"-f", "lname=" + ctx.local_name});  // doveconf's name
     return argv;
   }
   std::string config_;
@@ -160,7 +160,11 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
     if (c.context.remote) filter["remote"] = c.context.remote->text;
     if (c.context.local) filter["local"] = c.context.local->text;
     if (!c.context.local_name.empty()) filter["local_name"] = c.context.local_name;
-    contexts.push_back({{"context", c.context.Text()}, {"filter", filter}, {"settings", values(c.settings)}});
+    json args = json::array();
+    for (const auto& [k, v] : filter.items())
+      args.push_back("-f"), args.push_back((k == "local_name" ? "lname" : k) + "=" + v.get<std::string>());
+    contexts.push_back({{"context", c.context.Text()}, {"filter", filter}, {"doveconf_args", args},
+                        {"settings", values(c.settings)}});
   }
   json counts = json::object();
   for (const char* s : {"critical", "high", "medium", "low", "info"}) counts[s] = 0;

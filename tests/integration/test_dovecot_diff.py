@@ -60,6 +60,7 @@ class Gen:
         self.files = {"cert.pem": "CERT\n", "key.pem": "KEY\n", "d/cert.pem": "CERT\n", "d/key.pem": "KEY\n"}
         self.remotes = set()
         self.locals = set()
+        self.local_names = set()
         self.listeners = {}  # (service, name)
 
     def value_line(self, key, indent=""):
@@ -122,7 +123,17 @@ class Gen:
 
     def block(self):
         r = self.r
-        kind = r.randrange(6)
+        kind = r.randrange(8)
+        if kind == 6:
+            name = r.choice(["mail.example.org", "*.example.org"])
+            self.local_names.add(name)
+            inner = "".join(self.value_line(r.choice(REMOTE_OK), "  ") for _ in range(r.randint(1, 2)))
+            return [f"local_name {name} {{\n", inner, "}\n"]
+        if kind == 7:  # an include inside a section; the included file ends in a continuation
+            name = f"inc{len(self.files)}.conf"
+            key = r.choice(["auth_mechanisms", "protocols"] if False else ["auth_mechanisms"])
+            self.files[name] = f"  {key} = plain \\"
+            return ["protocol imap {\n", f"  !include {name}\n  login\n", "}\n"]
         if kind == 0:
             p = r.choice(["imap", "pop3", '"imap"', "!imap"])
             inner = "".join(self.value_line(r.choice(PROTOCOL_OK), "  ") for _ in range(r.randint(1, 3)))
@@ -195,7 +206,7 @@ def doveconf_values(config, keys, filters=(), cache=None):
         return cache[ck]
     argv = ["doveconf", "-c", config]
     for k, v in filters:
-        argv += ["-f", f"{k}={v}"]
+        argv += ["-f", f"{'lname' if k == 'local_name' else k}={v}"]  # doveconf calls it lname
     p = run(argv + list(keys), check=False)
     if p.returncode != 0:
         res = (None, p.stderr.strip())
@@ -237,7 +248,7 @@ def derive_findings(config, contexts, values, listener_values):
         if "<" in mech:  # what Dovecot runs with: doveconf -x reads the file
             argv = ["doveconf", "-c", config, "-x"]
             for k, val in context_filters(ctx):
-                argv += ["-f", f"{k}={val}"]
+                argv += ["-f", f"{'lname' if k == 'local_name' else k}={val}"]
             mech = run(argv + ["-h", "auth_mechanisms"]).stdout
         if "anonymous" in mech.lower().split():
             found.add(("anonymous-login", ctx))
@@ -323,6 +334,9 @@ class DoveconfDifferential(unittest.TestCase):
                     continue
                 want.add(f"remote={net}")
                 want |= {f"protocol={p} remote={net}" for p in protos}
+            for name in g.local_names:
+                want.add(f"local_name={name}")
+                want |= {f"protocol={p} local_name={name}" for p in protos}
             for net in g.locals:
                 want.add(f"local={net}")
                 want |= {f"protocol={p} local={net}" for p in protos}
