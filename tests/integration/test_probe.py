@@ -44,7 +44,7 @@ def expired_certificate(d, hours_ago):
         f.write(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def start_dovecot(ns, d, ssl="yes", disable_plaintext_auth="yes", auth_mechanisms="plain", expired=False):
+def start_dovecot(ns, d, ssl="yes", disable_plaintext_auth="yes", auth_mechanisms="plain", expired=False, extra=""):
     os.makedirs(f"{d}/run")
     os.makedirs(f"{d}/state")
     os.makedirs(f"{d}/mail")
@@ -74,7 +74,7 @@ def start_dovecot(ns, d, ssl="yes", disable_plaintext_auth="yes", auth_mechanism
             }}
             mail_location = maildir:{d}/mail/%u
             log_path = {d}/dovecot.log
-            """))
+            """) + extra)
     os.chmod(d, 0o755)
     # Dovecot daemonises: its children must not hold our pipes open.
     subprocess.run(["ip", "netns", "exec", ns, "dovecot", "-c", f"{d}/dovecot.conf"], check=True,
@@ -215,6 +215,7 @@ class ProbeVerdicts(MailwardCase):
 
     def dovecot(self, **conf):
         d = tempfile.mkdtemp(prefix="mwdovecot")
+        self.dirs = getattr(self, "dirs", []) + [d]
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
         start_dovecot(self.topo.host, d, **conf)
         self.addCleanup(stop_dovecot, self.topo.host, d)
@@ -254,6 +255,26 @@ class ProbeVerdicts(MailwardCase):
         self.assertFalse(r[143]["as_policy"])
         self.assertIn("USER +OK", self.client(CLIENT_POP3))
         self.assertNotIn("LOGINDISABLED", self.client(CLIENT_IMAP))
+
+    def test_pop3_block_weakening_global_required_audit_and_probe_agree(self):
+        """ssl = required globally, protocol pop3 { ssl = yes }, disable_plaintext_auth = no: POP3
+        logs users in over cleartext. The audit reports it for protocol=pop3, the probe sees it, a
+        real client does it."""
+        self.dovecot(ssl="required", disable_plaintext_auth="no", extra="protocol pop3 {\n  ssl = yes\n}\n")
+        conf = [os.path.join(d, "dovecot.conf") for d in self.dirs][-1]
+        a = run([MAILWARD, "--policy", "/nonexistent", "--format", "json", "audit", "dovecot", "--config", conf],
+                check=False)
+        findings = {(f["id"], tuple(f["contexts"])) for f in json.loads(a.stdout)["findings"]}
+        self.assertIn(("cleartext-auth", ("protocol=pop3",)), findings)
+        self.assertIn(("plaintext-listener", ("listener pop3-login/pop3",)), findings)
+        self.assertFalse(any(c == ("protocol=imap",) for _, c in findings), findings)
+        rc, r = self.probe(self.OPEN)
+        self.assertTrue(r[110]["cleartext_login"])
+        self.assertFalse(r[110]["as_policy"])
+        self.assertFalse(r[143]["cleartext_login"])
+        code = ("import poplib,sys\np=poplib.POP3(sys.argv[1],110,timeout=5)\np.user('alice')\n"
+                "print(p.pass_('secret').decode(), flush=True);p.close()")
+        self.assertIn("+OK", self.client(code))  # a real login, password in cleartext
 
     def test_cram_md5_alone_is_not_cleartext(self):
         self.dovecot(ssl="yes", disable_plaintext_auth="yes", auth_mechanisms="plain cram-md5")
