@@ -159,10 +159,10 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
     if (!c.context.protocol.empty()) filter["protocol"] = c.context.protocol;
     if (c.context.remote) filter["remote"] = c.context.remote->text;
     if (c.context.local) filter["local"] = c.context.local->text;
-    if (!c.context.local_name.empty()) filter["local_name"] = c.context.local_name;
+    if (!c.context.local_name.empty()) filter["lname"] = c.context.local_name;  // doveconf's -f name
     json args = json::array();
     for (const auto& [k, v] : filter.items())
-      args.push_back("-f"), args.push_back((k == "local_name" ? "lname" : k) + "=" + v.get<std::string>());
+      args.push_back("-f"), args.push_back(k + "=" + v.get<std::string>());
     contexts.push_back({{"context", c.context.Text()}, {"filter", filter}, {"doveconf_args", args},
                         {"settings", values(c.settings)}});
   }

@@ -189,7 +189,7 @@ std::string Context::Text() const {
   if (!protocol.empty()) add("protocol", protocol);
   if (remote) add("remote", remote->text);
   if (local) add("local", local->text);
-  if (!local_name.empty()) add("local_name", local_name);
+  if (!local_name.empty()) add("lname", local_name);  // doveconf -f calls it lname
   return out;
 }
 

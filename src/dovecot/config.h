@@ -65,7 +65,9 @@ struct Context {
   std::string protocol;  ///< empty: none
   std::optional<Net> remote, local;
   std::string local_name;
-  std::string Text() const;  ///< "protocol=imap remote=10.0.0.0/8", "" for none
+  /// doveconf's -f arguments joined: "protocol=imap remote=10.0.0.0/8", "lname=mail.example.org";
+  /// "" for none.
+  std::string Text() const;
 };
 
 /// One section around a setting: `protocol imap {` is {"protocol", "imap"}.

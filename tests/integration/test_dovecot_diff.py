@@ -206,7 +206,7 @@ def doveconf_values(config, keys, filters=(), cache=None):
         return cache[ck]
     argv = ["doveconf", "-c", config]
     for k, v in filters:
-        argv += ["-f", f"{'lname' if k == 'local_name' else k}={v}"]  # doveconf calls it lname
+        argv += ["-f", f"{k}={v}"]
     p = run(argv + list(keys), check=False)
     if p.returncode != 0:
         res = (None, p.stderr.strip())
@@ -248,7 +248,7 @@ def derive_findings(config, contexts, values, listener_values):
         if "<" in mech:  # what Dovecot runs with: doveconf -x reads the file
             argv = ["doveconf", "-c", config, "-x"]
             for k, val in context_filters(ctx):
-                argv += ["-f", f"{'lname' if k == 'local_name' else k}={val}"]
+                argv += ["-f", f"{k}={val}"]
             mech = run(argv + ["-h", "auth_mechanisms"]).stdout
         if "anonymous" in mech.lower().split():
             found.add(("anonymous-login", ctx))
@@ -335,8 +335,8 @@ class DoveconfDifferential(unittest.TestCase):
                 want.add(f"remote={net}")
                 want |= {f"protocol={p} remote={net}" for p in protos}
             for name in g.local_names:
-                want.add(f"local_name={name}")
-                want |= {f"protocol={p} local_name={name}" for p in protos}
+                want.add(f"lname={name}")
+                want |= {f"protocol={p} lname={name}" for p in protos}
             for net in g.locals:
                 want.add(f"local={net}")
                 want |= {f"protocol={p} local={net}" for p in protos}
