@@ -24,6 +24,20 @@ constexpr const char* kDropInName = "99-mailward-hardening.conf";
 
 bool HaveDoveconf() { return HaveProgram("doveconf"); }
 
+/// The config path reads as doveconf's normalized output; every other file from disk.
+class NormalizedSource : public dovecot::FileSource {
+ public:
+  NormalizedSource(std::string path, std::string text)
+      : path_(std::move(path)), text_(std::move(text)), disk_(dovecot::MakeDiskFileSource()) {}
+  Result<std::string> Read(const std::string& path) override { return path == path_ ? text_ : disk_->Read(path); }
+  std::vector<std::string> Glob(const std::string& pattern) override { return disk_->Glob(pattern); }
+  std::string Canonical(const std::string& path) override { return path == path_ ? path : disk_->Canonical(path); }
+
+ private:
+  std::string path_, text_;
+  std::unique_ptr<dovecot::FileSource> disk_;
+};
+
 /// `doveconf -c CONFIG -f protocol=X -f remote=Y KEY...` as the source of the values: one run per
 /// context for the judged keys, `-h KEY` for any other key.
 class DoveconfOracle : public dovecot::ValueOracle {
@@ -96,18 +110,25 @@ Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const st
     return Status::Invalid("--engine doveconf: doveconf is not installed (use --engine builtin)");
   auto files = dovecot::MakeDiskFileSource();
   auto cfg = dovecot::Parse(config, *files);
+  std::string fallback;
   if (!cfg.ok()) {
-    if (use_doveconf) {
-      auto run = RunProcess({"doveconf", "-c", config, "-h", "ssl"});
-      if (run.ok())
-        return Status::Invalid(cfg.status().message() +
-                               " (doveconf accepts this configuration: please report it as a mailward parser bug)");
-      return Status::Invalid(cfg.status().message() + "; doveconf says: " + run.Message());
-    }
-    return cfg.status();
+    if (!use_doveconf) return cfg.status();
+    // doveconf is the judge: if it reads the config, judge its normalized form (`doveconf -n -P`,
+    // same settings, same filter blocks) and say that file:line is lost.
+    auto n = RunProcess({"doveconf", "-c", config, "-n", "-P"});
+    if (!n.ok()) return Status::Invalid(cfg.status().message() + "; doveconf says: " + n.Message());
+    std::string parse_error = cfg.status().message();
+    NormalizedSource normalized(config, n.out);
+    auto again = dovecot::Parse(config, normalized);
+    if (!again.ok())
+      return Status::Invalid(parse_error +
+                             " (doveconf accepts this configuration: please report it as a mailward parser bug)");
+    cfg = std::move(again);
+    fallback = "mailward's parser refused this configuration (" + parse_error +
+               ") but doveconf reads it: judged on `doveconf -n` output, so file:line points there and "
+               "included files were not checked";
   }
   auto stat = dovecot::MakeDiskFileStat();
-  std::string fallback;
   if (use_doveconf && engine == "auto") {
     // A 2.4 config (a repository, a container's volume) on a host whose doveconf is 2.3, or the
     // other way round: that doveconf cannot read it, the builtin parser can.
@@ -129,6 +150,7 @@ Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const st
   oracle.Prefetch(dovecot::JudgedKeys(cfg->is_24), {});
   if (!oracle.error().empty()) return Status::Invalid(config + ": " + oracle.error());
   auto r = dovecot::Audit(*cfg, *stat, ignore, &oracle, files.get());
+  if (!fallback.empty()) r.warnings.push_back(fallback);
   if (!oracle.error().empty()) r.warnings.push_back(oracle.error());
   return r;
 }

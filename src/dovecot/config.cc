@@ -2,6 +2,9 @@
 
 #include <arpa/inet.h>
 #include <glob.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -34,6 +37,20 @@ class DiskFileSource : public FileSource {
   std::string Canonical(const std::string& path) override {
     char buf[PATH_MAX];
     return realpath(path.c_str(), buf) ? std::string(buf) : path;
+  }
+  std::optional<std::string> Resolve(const std::string& host) override {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || !res) return std::nullopt;
+    char buf[INET6_ADDRSTRLEN] = "";
+    if (res->ai_family == AF_INET)
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof buf);
+    else if (res->ai_family == AF_INET6)
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr, buf, sizeof buf);
+    freeaddrinfo(res);
+    if (!buf[0]) return std::nullopt;
+    return std::string(buf);
   }
 };
 
@@ -508,8 +525,14 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
         if (!parent.service.empty()) return Status::Invalid(where + ": protocol { " + key + " { .. } } not allowed (use " + key + " { protocol { .. } } instead)");
         if (is_local && !parent.local_name.empty()) return Status::Invalid(where + ": local_name { local { .. } } not allowed (use local { local_name { .. } } instead)");
         Net n;
-        if (!ParseNet(name, &n))
-          return Status::Invalid(where + ": " + key + " '" + name + "': not an address or network mailward can read (host names are not resolved)");
+        if (!ParseNet(name, &n)) {
+          // A host name, resolved as Dovecot does (its first address; "/bits" kept).
+          auto slash = name.find('/');
+          auto addr = files.Resolve(name.substr(0, slash));
+          if (!addr || !ParseNet(*addr + (slash == std::string::npos ? "" : name.substr(slash)), &n))
+            return Status::Invalid(where + ": " + key + " '" + name + "': not an address, a network or a host name that resolves");
+          n.text = name;
+        }
         const auto& pn = is_local ? parent.local : parent.remote;
         if (Bits(pn) > n.bits || (Bits(pn) > 0 && !NetContains(*pn, n.cidr)))
           return Status::Invalid(where + ": " + key + " net1 { " + key + " net2 { .. } } requires net2 to be inside net1");

@@ -32,6 +32,12 @@ class FileSource {
   virtual std::vector<std::string> Glob(const std::string& pattern) = 0;
   /// A canonical name for cycle detection (realpath on disk).
   virtual std::string Canonical(const std::string& path) = 0;
+  /// The first address of a host name, as Dovecot's `remote NAME { }` resolves it (getaddrinfo
+  /// on disk); nullopt when it does not resolve.
+  virtual std::optional<std::string> Resolve(const std::string& host) {
+    if (host == "localhost") return "127.0.0.1";
+    return std::nullopt;
+  }
 };
 
 std::unique_ptr<FileSource> MakeDiskFileSource();

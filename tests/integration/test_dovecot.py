@@ -152,6 +152,18 @@ class Engines(MailwardCase):
             self.assertEqual((f["contexts"], f["line"], f["value"]), (["protocol=pop3"], 3, "no"), engine)
             pop3 = [c for c in j["contexts"] if c["context"] == "protocol=pop3"][0]
             self.assertEqual((pop3["settings"]["ssl"]["value"], pop3["settings"]["ssl"]["line"]), ("yes", 5))
+        # Includes nested 40 deep: mailward's parser stops at 32, doveconf does not. The doveconf
+        # engine then judges doveconf's normalized output (`doveconf -n -P`) and says so.
+        for i in range(40):
+            self.write(f"n{i}.conf", f"!include n{i + 1}.conf\n")
+        self.write("n40.conf", "auth_debug = yes\nremote 192.0.2.0/24 {\n  ssl = no\n}\n")
+        nested = self.write("nested.conf", "!include n0.conf\n")
+        self.assertEqual(audit(nested, "--engine", "builtin")[0], 1)
+        rc, j, err = audit(nested, "--engine", "doveconf")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("judged on `doveconf -n` output", j["warnings"][0])
+        self.assertEqual(sorted((f["id"], tuple(f["contexts"])) for f in j["findings"]),
+                         [("auth-debug", ("", "remote=192.0.2.0/24")), ("ssl-disabled", ("remote=192.0.2.0/24",))])
         # A 2.4 config on this 2.3 host: auto judges it with the builtin parser and says why.
         conf24 = self.write("24.conf", "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n"
                                        "auth_allow_cleartext = yes\n")
