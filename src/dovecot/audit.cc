@@ -66,8 +66,7 @@ struct Judged {
 
 class Auditor {
  public:
-  Auditor(const Config& cfg, FileStat& stat, ValueOracle* oracle, FileSource* files)
-      : cfg_(cfg), stat_(stat), oracle_(oracle), files_(files) {}
+  Auditor(const Config& cfg, FileStat& stat, ValueOracle* oracle) : cfg_(cfg), stat_(stat), oracle_(oracle) {}
 
   /// The effective value of `key` in `ctx`: where the parser found it, the value from the oracle
   /// when there is one.
@@ -371,7 +370,6 @@ class Auditor {
   const Config& cfg_;
   FileStat& stat_;
   ValueOracle* oracle_;
-  FileSource* files_;
   AuditResult result_;
 };
 
@@ -400,7 +398,8 @@ const std::vector<std::string>& JudgedKeys(bool is_24) {
 
 AuditResult Audit(const Config& cfg, FileStat& stat, const std::vector<std::string>& ignore, ValueOracle* oracle,
                   FileSource* files) {
-  AuditResult r = Auditor(cfg, stat, oracle, files).Run();
+  (void)files;  // `<file` contents are read by the parser (Setting::runtime)
+  AuditResult r = Auditor(cfg, stat, oracle).Run();
   std::vector<Finding> kept;
   for (auto& f : r.findings) {
     if (std::find(ignore.begin(), ignore.end(), f.id) != ignore.end()) r.ignored.push_back(f.id);
