@@ -421,6 +421,9 @@ TEST(DovecotContexts, ScopedTlsAndLogging) {
             (IC{{"auth-debug", {"protocol=imap"}}, {"auth-verbose-passwords", {"protocol=imap"}}}));
   // Loopback-only blocks: loopback counts as secured.
   EXPECT_EQ(IdsAndContexts("remote 127.0.0.0/8 {\n  ssl = no\n  disable_plaintext_auth = no\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("local 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("local 192.0.2.1 {\n  disable_plaintext_auth = no\n}\n"),
+            (IC{{"cleartext-auth", {"local=192.0.2.1"}}}));
 }
 
 TEST(DovecotContexts, MailDebugOnlyWhereItIsTheSetting) {

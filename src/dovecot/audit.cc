@@ -147,7 +147,8 @@ class Auditor {
       Context c;
       bool loopback = false;
       if (f.remote && f.remote->bits > 0) c.remote = f.remote, loopback = LoopbackNet(*f.remote);
-      if (f.local && f.local->bits > 0) c.local = f.local;
+      // Connections to a loopback local address come from this host: secured, like loopback clients.
+      if (f.local && f.local->bits > 0) c.local = f.local, loopback = loopback || LoopbackNet(*f.local);
       if (!f.local_name.empty()) c.local_name = SplitWords(f.local_name)[0];
       if (!c.remote && !c.local && c.local_name.empty()) continue;
       push(c, loopback);

@@ -139,7 +139,7 @@ class Gen:
             inner = "".join(self.value_line(r.choice(PROTOCOL_OK), "  ") for _ in range(r.randint(1, 3)))
             return [f"protocol {p} {{\n", inner, "}\n"]
         if kind == 4:
-            net = r.choice(["192.0.2.1", "198.51.100.0/24"])
+            net = r.choice(["192.0.2.1", "198.51.100.0/24", "127.0.0.1"])
             self.locals.add(net)
             inner = "".join(self.value_line(r.choice(REMOTE_OK), "\t") for _ in range(r.randint(1, 2)))
             return [f"local {net} {{\n", inner, "}\n"]
@@ -352,8 +352,8 @@ class DoveconfDifferential(unittest.TestCase):
                         problems.append(f"{engine}: doveconf {filters}: {err}")
                     continue  # Dovecot refuses such a client; nothing to compare
                 values[c["context"]] = vals
-                remote = dict(filters).get("remote")
-                contexts.append((c["context"], bool(remote) and is_loopback(remote)))
+                nets = [v for k, v in filters if k in ("remote", "local")]
+                contexts.append((c["context"], any(is_loopback(n) for n in nets)))
                 for k in keys:
                     if c["settings"][k]["value"] != vals[k]:
                         problems.append(f"{engine}: [{c['context']}] {k}: mailward {c['settings'][k]['value']!r} "
