@@ -379,6 +379,15 @@ TEST(DovecotDoveconf, RemoteEverywhereIsGlobal) {
   EXPECT_EQ(Ids("remote 0.0.0.0/0 {\n  ssl = no\n}\n"), Ids_t{"ssl-disabled"});
 }
 
+TEST(DovecotDoveconf, AuthSettingsAreRefusedInRemoteBlocks) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "remote 10.0.0.0/8 {\n  ssl = no\n  auth_debug = yes\n}\n");
+  EXPECT_HAS(ParseError(fs), "dovecot.conf:3: Auth settings not supported inside local/remote blocks: auth_debug");
+  MemoryFiles ok;  // in a protocol block they are fine
+  ok.Add("/etc/dovecot/dovecot.conf", "protocol imap {\n  auth_debug = yes\n}\n");
+  MustParse(ok);
+}
+
 TEST(DovecotDoveconf, WideGlobIsNotDeepNesting) {
   MemoryFiles fs;
   fs.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\n");

@@ -144,6 +144,24 @@ bool IsSuperset(const Filter& sup, const Filter& f) {
   return true;
 }
 
+/// Settings of Dovecot 2.3's auth module (auth-settings.c): refused inside local/remote blocks.
+bool IsAuthSetting(const std::string& key) {
+  static const std::set<std::string> keys = {
+      "auth_mechanisms", "auth_realms", "auth_default_realm", "auth_cache_size", "auth_cache_ttl",
+      "auth_cache_negative_ttl", "auth_cache_verify_password_with_worker", "auth_username_chars",
+      "auth_username_translation", "auth_username_format", "auth_master_user_separator", "auth_anonymous_username",
+      "auth_krb5_keytab", "auth_gssapi_hostname", "auth_winbind_helper_path", "auth_proxy_self", "auth_failure_delay",
+      "auth_policy_server_url", "auth_policy_server_api_header", "auth_policy_server_timeout_msecs",
+      "auth_policy_hash_mech", "auth_policy_hash_nonce", "auth_policy_request_attributes",
+      "auth_policy_reject_on_fail", "auth_policy_check_before_auth", "auth_policy_check_after_auth",
+      "auth_policy_report_after_auth", "auth_policy_log_only", "auth_policy_hash_truncate", "auth_stats",
+      "auth_verbose", "auth_debug", "auth_debug_passwords", "auth_verbose_passwords", "auth_ssl_require_client_cert",
+      "auth_ssl_username_from_cert", "auth_use_winbind", "auth_worker_max_count", "base_dir", "verbose_proctitle",
+      "first_valid_uid", "last_valid_uid", "first_valid_gid", "last_valid_gid", "ssl_client_ca_dir",
+      "ssl_client_ca_file"};
+  return keys.count(key) > 0;
+}
+
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
@@ -461,6 +479,11 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
         if (l == "yes" || l == "y" || value == "1") value = "yes";
         else if (l == "no") value = "no";
         else return Status::Invalid(where + ": Invalid boolean value: " + value + " (use yes or no)");
+      }
+      if (!cfg.is_24 && spath == key && IsAuthSetting(key)) {
+        const Filter& fl = cfg.filters[static_cast<size_t>(filter)];
+        if (Bits(fl.remote) > 0 || Bits(fl.local) > 0 || !fl.local_name.empty())
+          return Status::Invalid(where + ": Auth settings not supported inside local/remote blocks: " + key);
       }
       if (first_setting) cfg.is_24 = key == "dovecot_config_version";
       first_setting = false;

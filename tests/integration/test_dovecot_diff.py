@@ -150,6 +150,8 @@ class Gen:
         net = r.choice(REMOTES)
         self.remotes.add(net)
         inner = "".join(self.value_line(r.choice(REMOTE_OK), "  ") for _ in range(r.randint(1, 2)))
+        if r.random() < 0.03:  # invalid: both must refuse it
+            inner += "  auth_verbose = yes\n"
         if kind == 3:
             p = r.choice(["imap", "pop3"])
             inner += f"  protocol {p} {{\n" + self.value_line(r.choice(REMOTE_OK), "    ") + "  }\n"
