@@ -356,6 +356,9 @@ TEST(DovecotDoveconf, BooleansAsDovecotReadsThem) {
   MemoryFiles bad;
   bad.Add("/etc/dovecot/dovecot.conf", "auth_debug = 0\n");  // doveconf: Invalid boolean value
   EXPECT_HAS(ParseError(bad), "Invalid boolean value: 0");
+  MemoryFiles enum_case;  // ssl is an enum, compared exactly
+  enum_case.Add("/etc/dovecot/dovecot.conf", "ssl = Yes\n");
+  EXPECT_HAS(ParseError(enum_case), "Invalid value: Yes");
 }
 
 TEST(DovecotDoveconf, QuotedValueEndingInEscapedQuote) {

@@ -480,6 +480,8 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
         else if (l == "no") value = "no";
         else return Status::Invalid(where + ": Invalid boolean value: " + value + " (use yes or no)");
       }
+      if (spath == "ssl" && value != "yes" && value != "no" && value != "required")
+        return Status::Invalid(where + ": Invalid value: " + value + " (ssl is yes, no or required)");
       if (!cfg.is_24 && spath == key && IsAuthSetting(key)) {
         const Filter& fl = cfg.filters[static_cast<size_t>(filter)];
         if (Bits(fl.remote) > 0 || Bits(fl.local) > 0 || !fl.local_name.empty())
