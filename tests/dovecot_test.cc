@@ -438,6 +438,16 @@ TEST(DovecotContexts, ScopedTlsAndLogging) {
             (IC{{"cleartext-auth", {"local=192.0.2.1"}}}));
 }
 
+TEST(DovecotContexts, ConflictingFiltersAreAWarning) {
+  // doveconf -f protocol=pop3 -f remote=10.1.2.3: "Conflict in setting ssl".
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "protocols = pop3\nprotocol pop3 {\n  ssl = yes\n}\nremote 10.0.0.0/8 {\n  ssl = required\n}\n");
+  auto r = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_HAS(r.warnings[0], "protocol=pop3 remote=10.0.0.0/8: two filters that are not nested both set ssl");
+}
+
 TEST(DovecotContexts, MailDebugOnlyWhereItIsTheSetting) {
   EXPECT_EQ(IdsAndContexts("protocols = imap\nplugin {\n  mail_debug = yes\n}\n"), IC{});
   EXPECT_EQ(IdsAndContexts("protocols = imap\nprotocol imap {\n  mail_debug = yes\n  mail_debug = no\n}\n"), IC{});

@@ -69,7 +69,17 @@ class DoveconfOracle : public dovecot::ValueOracle {
     for (const auto& k : keys) argv.push_back(k);
     auto run = RunProcess(argv);
     if (!run.ok()) {
-      if (error_.empty()) error_ = "doveconf" + (ct.empty() ? "" : " (" + ct + ")") + ": " + run.Message();
+      // The first Fatal/Error line (doveconf repeats a conflict once per module, and warnings
+      // such as "Ambiguous '#'" come first).
+      std::string all = run.Message(), msg;
+      for (size_t pos = 0; pos < all.size() && msg.empty();) {
+        size_t eol = all.find('\n', pos);
+        std::string line = all.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+        if (line.find("Fatal:") != std::string::npos || line.find("Error:") != std::string::npos) msg = line;
+        pos = eol == std::string::npos ? all.size() : eol + 1;
+      }
+      if (msg.empty()) msg = all;
+      if (error_.empty()) error_ = "doveconf" + (ct.empty() ? "" : " (" + ct + ")") + ": " + msg;
       return;
     }
     size_t pos = 0;

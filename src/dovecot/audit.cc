@@ -104,7 +104,14 @@ class Auditor {
     auto contexts = Contexts();
     for (const auto& j : contexts) {
       std::map<std::string, Effective> values;
-      for (const auto& k : JudgedKeys(cfg_.is_24)) values[k] = Val(k, j.ctx);
+      for (const auto& k : JudgedKeys(cfg_.is_24)) {
+        values[k] = Val(k, j.ctx);
+        bool conflict = false;
+        cfg_.Lookup(k, j.ctx, &conflict);
+        if (conflict)
+          result_.warnings.push_back(j.text + ": two filters that are not nested both set " + k +
+                                     ": Dovecot refuses such connections (\"Conflict in setting " + k + "\")");
+      }
       if (j.text.empty()) result_.effective = values;
       else result_.contexts.push_back(ContextValues{j.ctx, values});
     }

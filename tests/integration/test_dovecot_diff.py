@@ -346,12 +346,14 @@ class DoveconfDifferential(unittest.TestCase):
             if have != want:
                 problems.append(f"{engine}: contexts {sorted(have)} != {sorted(want)} in {where}")
             contexts = [("", False)]
+            conflicts = set()
             for c in j["contexts"]:
                 filters = context_filters(c["context"])
                 vals, err = doveconf_values(config, keys, filters, cache=cache)
                 if vals is None:
                     if "Conflict in setting" not in err:
                         problems.append(f"{engine}: doveconf {filters}: {err}")
+                    conflicts.add(c["context"])
                     continue  # Dovecot refuses such a client; nothing to compare
                 values[c["context"]] = vals
                 nets = [v for k, v in filters if k in ("remote", "local")]
@@ -360,6 +362,10 @@ class DoveconfDifferential(unittest.TestCase):
                     if c["settings"][k]["value"] != vals[k]:
                         problems.append(f"{engine}: [{c['context']}] {k}: mailward {c['settings'][k]['value']!r} "
                                         f"doveconf {vals[k]!r} in {where}")
+            warned = {w.split(": two filters")[0] for w in j["warnings"] if ": two filters that are not nested" in w}
+            if warned != conflicts:
+                problems.append(f"{engine}: conflict warnings for {sorted(warned)}, doveconf conflicts in "
+                                f"{sorted(conflicts)} in {where}")
             if len(contexts) != len(j["contexts"]) + 1:
                 continue  # a conflict: findings in that context are Dovecot's refusal, not compared
             listener_values = {}
