@@ -254,7 +254,8 @@ class Auditor {
     Add("cleartext-auth", "high", key, g,
         "passwords may be sent without TLS" + In(j) + ": clients on the network can log in in cleartext, and "
         "anyone on the path can read the password (ssl = " + ssl.value + " " + sslwhere + ")",
-        fix + (j.text.empty() ? "" : " in every block of " + j.text), j.text);
+        fix + (ssl.file.empty() || cfg_.is_24 ? "" : "; ssl = " + ssl.value + " comes from " + sslwhere.substr(3)),
+        j.text);
   }
 
   void Tls(const Judged& j) {
