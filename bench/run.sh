@@ -3,7 +3,8 @@
 # tools people use, each size in its own throwaway network namespace:
 #   bench.py           nftables backend vs the nft command on identical rulesets
 #   bench_backends.py  iptables backend vs iptables-restore, UFW backend vs ufw one rule at a time
-# `./bench/run.sh nftables` or `./bench/run.sh backends` runs one of them.
+#   bench_ansible.py   where an Ansible run over 8 sshd namespaces spends its time (README, Ansible)
+# `./bench/run.sh nftables`, `./bench/run.sh backends` or `./bench/run.sh ansible` runs one of them.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -14,3 +15,4 @@ export MAILWARD_BIN="$top/build-release/mailward"
 which=${1:-all}
 if [ "$which" = all ] || [ "$which" = nftables ]; then python3 bench/bench.py; fi
 if [ "$which" = all ] || [ "$which" = backends ]; then python3 bench/bench_backends.py; fi
+if [ "$which" = all ] || [ "$which" = ansible ]; then python3 bench/bench_ansible.py; fi

@@ -8,7 +8,7 @@ cd "$top"
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DMAILWARD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 mkdir -p build-fuzz/artifacts
-for t in policy dovecot; do
+for t in policy dovecot iptables; do
   work=build-fuzz/corpus-$t
   mkdir -p "$work"
   echo "fuzzing $t for ${FUZZ_SECONDS:-60} s"

@@ -10,6 +10,9 @@ pkgs=(
   dovecot-imapd dovecot-pop3d openssl nmap python3 ansible-core
   clang libclang-rt-14-dev systemd
   docker.io busybox-static fail2ban firewalld dbus python3-nftables
+  openssh-server
+  python3-voluptuous  # ansible-test sanity --test validate-modules, offline (--local)
+  prometheus  # promtool checks the metrics file (tests); its service is never started here
 )
 missing=()
 for p in "${pkgs[@]}"; do

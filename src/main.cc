@@ -1,14 +1,39 @@
 // mailward: keeps the mail ports of a Linux host as a policy declares. Parses arguments and
 // dispatches; the commands return SPEC.md's exit codes.
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/audit_cmd.h"
 #include "cli/commands.h"
 #include "cli/explain_cmd.h"
+#include "cli/init_cmd.h"
 #include "cli/probe_cmd.h"
 
+namespace {
+
+/// A CLI11 check for a number of seconds: finite, from `lo` to `hi` (CLI::Range lets NaN pass).
+std::function<std::string(const std::string&)> Seconds(double lo, double hi) {
+  return [lo, hi](const std::string& s) -> std::string {
+    char* end = nullptr;
+    double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < lo || v > hi)
+      return "'" + s + "' is not a number of seconds from " + std::to_string(static_cast<int>(lo)) + " to " +
+             std::to_string(static_cast<int>(hi));
+    return "";
+  };
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // A peer that closes a socket mid-write (a TLS server dropping the handshake, a closed stdout
+  // pipe) must give EPIPE, not kill mailward before it reports. Children get SIGPIPE back
+  // (util/process.cc resets it for them).
+  signal(SIGPIPE, SIG_IGN);
   mw::GlobalOptions g;
   CLI::App app{"mailward: keeps the mail ports of this host as a policy declares", "mailward"};
   app.set_version_flag("--version", std::string("mailward ") + MAILWARD_VERSION);
@@ -21,7 +46,9 @@ int main(int argc, char** argv) {
   app.add_option("--format", g.format, "text | json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   app.add_flag("--quiet,-q", g.quiet, "print nothing but errors (text format)");
   app.add_flag("--verbose,-v", g.verbose, "list every address of a change");
-  app.add_option("--lock-timeout", g.lock_timeout, "seconds to wait for another apply")->capture_default_str();
+  app.add_option("--lock-timeout", g.lock_timeout, "seconds to wait for another apply")
+      ->capture_default_str()
+      ->check(Seconds(0, 86400));
 
   auto* validate = app.add_subcommand("validate", "check the policy files only (exit 0 valid, 1 invalid)");
   auto* plan = app.add_subcommand("plan", "show what apply would change (0 in sync, 2 changes pending, 1 error)");
@@ -40,7 +67,20 @@ int main(int argc, char** argv) {
   check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
   check->add_option("--metrics-file", check_opts.metrics_file,
                     "write Prometheus textfile-collector metrics here (atomically)");
+  check->add_option("--fail-on", check_opts.fail_on,
+                    "Dovecot findings at this severity or worse fail the check; milder ones are only reported")
+      ->check(CLI::IsMember({"critical", "high", "medium", "low", "info"}))
+      ->capture_default_str();
   auto* rollback = app.add_subcommand("rollback", "restore the state before the last apply (0, 1)");
+  mw::RollbackOptions rollback_opts;
+  uint64_t rollback_to = 0;
+  rollback->add_option("--to", rollback_to, "the snapshot ID to restore (see 'mailward snapshots'); later ones are dropped")
+      ->check(CLI::Range(uint64_t{1}, UINT64_MAX));
+  auto* snapshots = app.add_subcommand("snapshots", "list the rollback points (0, 1)");
+  auto* init = app.add_subcommand("init", "write a starter policy from what this host runs (0, 1)");
+  mw::InitOptions init_opts;
+  init->add_option("--output,-o", init_opts.output, "where to write it (default: --policy; '-' for stdout)");
+  init->add_flag("--force", init_opts.force, "replace an existing file");
   auto* audit = app.add_subcommand("audit", "audits a server's configuration");
   audit->require_subcommand(1);
   auto* audit_dovecot = audit->add_subcommand("dovecot", "Dovecot audit (0 clean, 2 findings, 1 error)");
@@ -56,9 +96,10 @@ int main(int argc, char** argv) {
   auto* probe = app.add_subcommand("probe", "probe the policy's ports on HOST (0 as the policy says, 2 not, 1 error)");
   mw::ProbeOptions probe_opts;
   probe->add_option("host", probe_opts.hosts, "hosts to probe (default: this host's addresses)");
-  probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str();
-  probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str();
+  probe->add_option("--timeout", probe_opts.timeout_s, "seconds per network step")->capture_default_str()->check(Seconds(0, 3600));
+  probe->add_option("--deadline", probe_opts.deadline_s, "seconds for one whole probe")->capture_default_str()->check(Seconds(0, 86400));
   probe->add_option("--source", probe_opts.source, "source address to probe from (judged against the allowlists)");
+  auto* status = app.add_subcommand("status", "the effective state of each port of the policy on every path, drift, last apply (0, 1)");
   auto* explain = app.add_subcommand(
       "explain", "walk one connection through every table and hook of the live firewall (0 as the policy says, 2 not, 1 error)");
   mw::ExplainOptions explain_opts;
@@ -67,7 +108,7 @@ int main(int argc, char** argv) {
   explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
       ->check(CLI::IsMember({"ipv4", "ipv6"}));
   explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots, init}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -75,14 +116,26 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 1;
   }
-  if (*validate) return mw::CmdValidate(g);
-  if (*plan) return mw::CmdPlan(g);
-  if (*apply) return mw::CmdApply(g, apply_opts);
-  if (*confirm) return mw::CmdConfirm(g);
-  if (*check) return mw::CmdCheck(g, check_opts);
-  if (*rollback) return mw::CmdRollback(g);
-  if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
-  if (*probe) return mw::CmdProbe(g, probe_opts);
-  if (*explain) return mw::CmdExplain(g, explain_opts);
+  // Commands return errors as values; an exception here is a bug, reported as an error (exit 1)
+  // rather than an abort.
+  try {
+    if (*validate) return mw::CmdValidate(g);
+    if (*plan) return mw::CmdPlan(g);
+    if (*apply) return mw::CmdApply(g, apply_opts);
+    if (*confirm) return mw::CmdConfirm(g);
+    if (*check) return mw::CmdCheck(g, check_opts);
+    if (*rollback) {
+      if (rollback->count("--to")) rollback_opts.to = rollback_to;
+      return mw::CmdRollback(g, rollback_opts);
+    }
+    if (*snapshots) return mw::CmdSnapshots(g);
+    if (*init) return mw::CmdInit(g, init_opts);
+    if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
+    if (*probe) return mw::CmdProbe(g, probe_opts);
+    if (*explain) return mw::CmdExplain(g, explain_opts);
+    if (*status) return mw::CmdStatus(g);
+  } catch (const std::exception& e) {
+    std::cerr << "mailward: internal error: " << e.what() << "\n";
+  }
   return 1;
 }

@@ -288,3 +288,51 @@ TEST(Reach, MailwardsOwnNftablesChainBlocksTheDnatPathBeforeDocker) {
 
 }  // namespace
 }  // namespace mw::analysis
+
+namespace mw::analysis {
+namespace {
+
+TEST(Reach, LoopsInHandMadeInputEndInAVerdict) {
+  // iptables-restore refuses a loop, a hand-edited file may hold one: a verdict, not a hang.
+  Topology t = Ipt("*filter\n:INPUT ACCEPT [0:0]\n:L - [0:0]\n-A INPUT -j L\n"
+                   "-A L -p tcp -m limit --limit 1/s -j L\n-A L -p tcp --dport 143 -j L\nCOMMIT\n");
+  Verdict v = Walk(t, V4(143));
+  EXPECT_EQ(v.reach, Reach::kMaybeBlocked);
+  EXPECT_LE(v.path.size(), 256u);
+}
+
+}  // namespace
+}  // namespace mw::analysis
+
+namespace mw::analysis {
+namespace {
+
+TEST(NftText, MailwardsOwnRulesReadBackInNftSyntax) {
+  // Plans show deletions in nft syntax: every rule the codec builds renders as its description.
+  Policy p;
+  for (auto [name, port, state, action] : {std::tuple{"imap", 143, PortState::kClosed, Action::kDrop},
+                                           std::tuple{"pop3", 110, PortState::kClosed, Action::kReject},
+                                           std::tuple{"imaps", 993, PortState::kOpen, Action::kDrop}}) {
+    PortPolicy pp;
+    pp.name = name;
+    pp.port = static_cast<uint16_t>(port);
+    pp.state = state;
+    pp.action = action;
+    if (port == 143) pp.allow = {"office"};
+    if (port == 993) pp.rate_limit = RateLimit{20, 60, 5, "20/minute"};
+    p.ports.push_back(pp);
+  }
+  Allowlist office;
+  office.name = "office";
+  office.entries = {C("198.51.100.3"), C("2001:db8::/48")};
+  p.allowlists["office"] = office;
+  Ruleset rs = BuildRuleset(p);
+  ASSERT_GT(rs.rules.size(), 6u);
+  for (const auto& r : rs.rules) {
+    std::string text = NftRuleText(nft::BuildRule(r).get());
+    EXPECT_EQ(text, r.Describe()) << r.key;
+  }
+}
+
+}  // namespace
+}  // namespace mw::analysis

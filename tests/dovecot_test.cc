@@ -1,6 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
 
 #include "dovecot/audit.h"
 #include "dovecot/config.h"
@@ -123,6 +130,124 @@ TEST(DovecotParse, Errors) {
   EXPECT_HAS(MustParse(g).warnings.at(0), "conf.d/x.conf:1: section 'passdb' is never closed");
   MemoryFiles h;
   EXPECT_HAS(ParseError(h), "cannot open");
+}
+
+TEST(DovecotParse, AGlobOfAThousandSiblingsIsNotNesting) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\nlast = yes\n");
+  for (int i = 0; i < 1000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "/etc/dovecot/conf.d/%04d.conf", i);
+    fs.Add(name, "n = " + std::to_string(i) + "\n");
+  }
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.files.size(), 1001u);
+  EXPECT_EQ(c.Global("n")->value, "999");  // read in name order
+  EXPECT_EQ(c.settings.front().value, "0");
+  EXPECT_EQ(c.Global("last")->value, "yes");
+  // Nesting is still limited.
+  MemoryFiles deep;
+  deep.Add("/etc/dovecot/dovecot.conf", "!include d0.conf\n");
+  for (int i = 0; i < 40; ++i)
+    deep.Add("/etc/dovecot/d" + std::to_string(i) + ".conf", "!include d" + std::to_string(i + 1) + ".conf\n");
+  EXPECT_HAS(ParseError(deep), "includes nested deeper than 32 files");
+  // A glob inside an included file, and !include_try globs, still work.
+  MemoryFiles g;
+  g.Add("/etc/dovecot/dovecot.conf", "!include_try a/*.conf\n");
+  for (int i = 0; i < 40; ++i) g.Add("/etc/dovecot/a/" + std::to_string(100 + i) + ".conf", "!include /etc/dovecot/b/*.conf\n");
+  g.Add("/etc/dovecot/b/x.conf", "x = 1\n");
+  EXPECT_EQ(MustParse(g).files.size(), 81u);
+}
+
+TEST(DovecotParse, SelfDoublingExpansionIsBounded) {
+  MemoryFiles fs;
+  std::string text = "x = aaaaaaaaaaaaaaaa\n";
+  // `$x` expands where it is a word of its own (Dovecot's config_write_keyvariable): 16 bytes,
+  // doubled plus a blank per line, pass 1 MiB on line 17.
+  for (int i = 0; i < 40; ++i) text += "x = $x $x\n";
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  auto start = std::chrono::steady_clock::now();
+  std::string e = ParseError(fs);
+  EXPECT_HAS(e, "dovecot.conf:17: the value of 'x' grows beyond 1 MiB by $setting expansion");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  // Ordinary growth is fine.
+  MemoryFiles ok;
+  ok.Add("/etc/dovecot/dovecot.conf", "mail_plugins = quota\nmail_plugins = $mail_plugins acl\nmail_plugins = $mail_plugins zlib\n");
+  EXPECT_EQ(MustParse(ok).Global("mail_plugins")->value, "quota acl zlib");
+}
+
+TEST(DovecotParse, ErrorsQuoteNothingOfAFileOthersCannotRead) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_debug = no\n!include /etc/shadow\n");
+  fs.Add("/etc/shadow", "root:$y$j9T$SECRETHASH:19000:0:99999:7:::\n", 0640);
+  std::string e = ParseError(fs);
+  EXPECT_EQ(e.find("SECRET"), std::string::npos) << e;
+  EXPECT_EQ(e.find("root:"), std::string::npos) << e;
+  EXPECT_HAS(e, "/etc/shadow:1: expected 'key = value', a section or '}': (content not shown: /etc/shadow is not readable by others)");
+  for (const char* line : {"!bogus SECRET\n", "SECRET\n", "SECRET! = 1\n", "SECRET! {\n}\n"}) {
+    MemoryFiles p;
+    p.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\n");
+    p.Add("/etc/dovecot/secret.conf.ext", line, 0600);
+    std::string m = ParseError(p);
+    EXPECT_EQ(m.find("SECRET"), std::string::npos) << m;
+    EXPECT_HAS(m, "content not shown");
+  }
+  // A readable file is quoted, but only a short escaped excerpt.
+  MemoryFiles big;
+  big.Add("/etc/dovecot/dovecot.conf", std::string(1u << 20, 'w') + "\x1b[2J\n");
+  std::string m = ParseError(big);
+  EXPECT_LT(m.size(), 300u);
+  EXPECT_HAS(m, "'" + std::string(80, 'w') + "...'");
+}
+
+TEST(DovecotParse, PrivateTextStaysHiddenAcrossContinuationsIncludesAndWarnings) {
+  // A private file's last line continued into the readable file that included it.
+  MemoryFiles cont;
+  cont.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\nrest\n");
+  cont.Add("/etc/dovecot/secret.conf.ext", "SECRET_A \\\n", 0600);
+  std::string e = ParseError(cont);
+  EXPECT_EQ(e.find("SECRET"), std::string::npos) << e;
+  EXPECT_HAS(e, "(content not shown: /etc/dovecot/secret.conf.ext is not readable by others)");
+  // An include named in a private file that does not exist.
+  MemoryFiles inc;
+  inc.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\n");
+  inc.Add("/etc/dovecot/secret.conf.ext", "!include SECRET_B.conf\n", 0600);
+  e = ParseError(inc);
+  EXPECT_EQ(e.find("SECRET"), std::string::npos) << e;
+  EXPECT_HAS(e, "content not shown");
+  // A section a private file never closes: the warning names the place, not the text.
+  MemoryFiles open;
+  open.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\n");
+  open.Add("/etc/dovecot/secret.conf.ext", "plugin SECRET_C {\n", 0600);
+  Config c = MustParse(open);
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_EQ(c.warnings[0].find("SECRET"), std::string::npos) << c.warnings[0];
+  EXPECT_HAS(c.warnings[0], "/etc/dovecot/secret.conf.ext:1: section (content not shown");
+  // Matches of one glob are open together, as on Dovecot's input stack, though read one by one.
+  MemoryFiles sib;
+  sib.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\n");
+  sib.Add("/etc/dovecot/conf.d/a.conf", "!include b.conf\n");
+  sib.Add("/etc/dovecot/conf.d/b.conf", "x = 1\n");
+  EXPECT_HAS(ParseError(sib), "conf.d/a.conf:1: Recursive include file: /etc/dovecot/conf.d/b.conf");
+}
+
+TEST(DovecotParse, AFifoIncludeIsRefusedAtOnce) {
+  char tmpl[] = "/tmp/mwdovecotXXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::ofstream(dir + "/dovecot.conf") << "!include fifo.conf\n";
+  ASSERT_EQ(mkfifo((dir + "/fifo.conf").c_str(), 0644), 0);
+  auto disk = MakeDiskFileSource();
+  auto fut = std::async(std::launch::async, [&] { return Parse(dir + "/dovecot.conf", *disk); });
+  bool ready = fut.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!ready) {  // unblock the reader before failing
+    int fd = open((dir + "/fifo.conf").c_str(), O_WRONLY);
+    close(fd);
+  }
+  auto r = fut.get();
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(ready) << "Parse blocked on a FIFO";
+  ASSERT_FALSE(r.ok());
+  EXPECT_HAS(r.status().message(), "not a regular file");
 }
 
 TEST(DovecotParse, DeepNestingIsFastAndSafe) {

@@ -143,6 +143,23 @@ TEST(Ufw, ReadsAndWritesUserRulesByteForByte) {
   EXPECT_FALSE(ufw::ParseUserRules("### RULES ###\n-A ufw-user-input -j DROP\n### END RULES ###\n", "x").ok());
 }
 
+TEST(Ufw, AHandEditedCommentIsTheAdminsRuleAndNeverCrashes) {
+  std::string text = kUserRules;
+  std::string ours = "### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=6d61696c77617264";
+  text.replace(text.find(ours), ours.size(),
+               "### tuple ### deny tcp 143 0.0.0.0/0 any 0.0.0.0/0 in comment=zz comment=6d61696c77617264");
+  auto r = ufw::ParseUserRules(text, "user.rules");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->rules.size(), 3u);
+  EXPECT_FALSE(r->rules[2].ours());  // two comments: not a tuple mailward wrote
+  std::string d = ufw::DescribeTuple(r->rules[2].tuple);
+  EXPECT_EQ(d, "deny 143/tcp  # comment=zz  # mailward");
+  for (const char* t : {"allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=6", "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=-1",
+                        "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=1b5b33316d", "allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=0x"})
+    EXPECT_EQ(ufw::DescribeTuple(t).find('\x1b'), std::string::npos) << t;
+  EXPECT_EQ(ufw::DescribeTuple("allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in comment=1b5b33316d"), "allow 1/tcp  # \\x1b[31m");
+}
+
 TEST(Ufw, DesiredRulesRecogniseTheAdminsAllowAndApproximateRateLimits) {
   Ruleset rs = FromYaml(kPolicy);
   auto parsed = ufw::ParseUserRules(kUserRules, "user.rules");

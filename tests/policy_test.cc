@@ -1,11 +1,13 @@
 #include "policy/policy.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "model/ruleset.h"
 
@@ -221,6 +223,201 @@ TEST(Policy, DropInRedefiningAPortIsAnError) {
   auto r = LoadPolicy(*PolicyFiles(d.path()));
   ASSERT_FALSE(r.ok());
   EXPECT_HAS(r.status().message(), later + ":3:3: port 143 is already defined as 'imap' at " + d.path() + "/policy.yaml:3:3");
+}
+
+TEST(Policy, RateLimitsOutsideWhatTheKernelTakesAreInvalid) {
+  EXPECT_HAS(ErrorOf("version: 1\nports:\n  imaps: {state: open, rate_limit: 20/minute burst 0}\n"),
+             "burst must be from 1 to 10000");
+  EXPECT_HAS(ErrorOf("version: 1\nports:\n  imaps: {state: open, rate_limit: 20/minute burst 10001}\n"),
+             "burst must be from 1 to 10000");
+  std::string e = ErrorOf("version: 1\nports:\n  imaps: {state: open, rate_limit: 4294967295/second}\n");
+  EXPECT_HAS(e, "is too high: at most 10000/second (600000/minute, 36000000/hour, 864000000/day)");
+  EXPECT_HAS(ErrorOf("version: 1\nports:\n  imaps: {state: open, rate_limit: 600001/minute}\n"), "too high");
+  EXPECT_HAS(ErrorOf("version: 1\nports:\n  imaps: {state: open, rate_limit: 4294967296/second}\n"), "must look like");
+  for (const char* ok : {"10000/second", "600000/minute burst 10000", "864000000/day", "1/day burst 1"})
+    EXPECT_TRUE(ParsePolicyText(std::string("version: 1\nports:\n  imaps: {state: open, rate_limit: ") + ok + "}\n").ok()) << ok;
+}
+
+TEST(Policy, AllowingEveryAddressSaysUseStateOpen) {
+  for (const char* any : {"0.0.0.0/0", "'::/0'"}) {
+    std::string e = ErrorOf(std::string("version: 1\nallowlists:\n  all: [") + any + "]\nports:\n  imap: {state: closed, allow: [all]}\n");
+    EXPECT_HAS(e, "p.yaml:3:9: allowlist 'all': 0.0.0.0/0 and ::/0 allow every address: give the port 'state: open'");
+  }
+  TempDir d;
+  d.Write("all.txt", "192.0.2.1\n::/0\n");
+  std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  all:\n    file: all.txt\n");
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  EXPECT_HAS(r.status().message(), d.path() + "/all.txt:2:1: 0.0.0.0/0 and ::/0 allow every address");
+  // Half the space each is fine.
+  EXPECT_TRUE(ParsePolicyText("version: 1\nallowlists:\n  a: [0.0.0.0/1, 128.0.0.0/1, '::/1']\n").ok());
+}
+
+TEST(Policy, PortNamesWithControlCharactersAreRejected) {
+  for (std::string name : {std::string("\"imap\\e[31m\""), std::string("\"im\\0ap\""), std::string("\"im\\nap\""),
+                           std::string("\"a\\tb\""), std::string("\"x\\x7f\""), std::string("\"x\\x85\"")}) {
+    std::string e = ErrorOf("version: 1\nports:\n  " + name + ": {state: closed, port: 2000}\n");
+    EXPECT_HAS(e, "must be 1-64 printable characters");
+    EXPECT_EQ(e.find('\x1b'), std::string::npos) << "the escape reached the message";
+    EXPECT_EQ(e.find(std::string(1, '\0')), std::string::npos);
+  }
+  EXPECT_HAS(ErrorOf("version: 1\nports:\n  " + std::string(65, 'a') + ": {state: closed, port: 2000}\n"), "1-64 printable");
+  EXPECT_TRUE(ParsePolicyText("version: 1\nports:\n  sieve-alt_2.0 Ä: {state: closed, port: 2000}\n").ok());
+}
+
+TEST(Policy, ErrorsQuoteAShortExcerptNotAHugeLine) {
+  std::string huge(20u << 20, 'x');
+  std::string e = ErrorOf("version: 1\nbackend: " + huge.substr(0, 10u << 20) + "\n");  // the YAML limit is 16 MiB
+  EXPECT_HAS(e, "unknown backend '" + std::string(80, 'x') + "...'");
+  EXPECT_LT(e.size(), 1000u);
+  TempDir d;
+  d.Write("big.txt", "192.0.2.1\n" + huge + "\n");
+  std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  a:\n    file: big.txt\n");
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  EXPECT_LT(r.status().message().size(), 1000u);
+  EXPECT_HAS(r.status().message(), "big.txt:2:1: '" + std::string(80, 'x') + "...' is not an IPv4 or IPv6 address");
+}
+
+TEST(Policy, AnUnreadableByOthersAllowlistIsNeverQuoted) {
+  TempDir d;
+  std::string secret = d.Write("shadow", "root:$y$j9T$SECRETHASH:19000:0:99999:7:::\n192.0.2.1 SECONDSECRET\n");
+  chmod(secret.c_str(), 0640);
+  std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  a:\n    file: shadow\n");
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  EXPECT_EQ(m.find("SECRET"), std::string::npos) << m;
+  EXPECT_EQ(m.find("root:"), std::string::npos) << m;
+  EXPECT_HAS(m, secret + ":1:1: not an address or CIDR (content not shown: " + secret + " is not readable by others");
+  EXPECT_HAS(m, secret + ":2:1:");
+}
+
+TEST(Policy, APolicyOthersCannotReadIsNeverQuoted) {
+  // --policy /etc/shadow parses as YAML keys: "root:$y$...:19000:0:99999:7::".
+  TempDir d;
+  std::string p = d.Write("shadow", "root:$y$j9T$SECRETHASH:19000:0:99999:7:::\nbackend: SECRETVALUE\n"
+                                    "ports:\n  SECRETPORT: {state: SECRETSTATE}\n");
+  chmod(p.c_str(), 0600);
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  EXPECT_EQ(m.find("SECRET"), std::string::npos) << m;
+  EXPECT_HAS(m, p + ":1:1: unknown key (content not shown: " + p + " is not readable by others)");
+  EXPECT_HAS(m, p + ":2:10: unknown backend (content not shown");
+  // The same file readable by others: quoted, briefly.
+  chmod(p.c_str(), 0644);
+  EXPECT_HAS(LoadPolicy({p}).status().message(), "unknown backend 'SECRETVALUE'");
+}
+
+TEST(Policy, AFifoAsPolicyOrAllowlistIsRefusedAtOnce) {
+  TempDir d;
+  std::string fifo = d.path() + "/list.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  a:\n    file: list.fifo\n");
+  auto fut = std::async(std::launch::async, [&] { return LoadPolicy({p}); });
+  ASSERT_EQ(fut.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "hung on a FIFO";
+  auto r = fut.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_HAS(r.status().message(), "not a regular file");
+  auto fut2 = std::async(std::launch::async, [&] { return LoadPolicy({fifo}); });
+  ASSERT_EQ(fut2.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "hung on a FIFO";
+  EXPECT_HAS(fut2.get().status().message(), "not a regular file");
+}
+
+TEST(Policy, ADanglingSymlinkInPolicyDIsAnError) {
+  TempDir d;
+  d.Write("policy.yaml", "version: 1\nports:\n  imap: {state: closed}\n");
+  d.Write("policy.d/10-a.yaml", "version: 1\n");
+  std::string link = d.path() + "/policy.d/20-pop3.yaml";
+  ASSERT_EQ(symlink("/nonexistent/pop3.yaml", link.c_str()), 0);
+  auto f = PolicyFiles(d.path() + "/policy.yaml");
+  ASSERT_FALSE(f.ok());
+  EXPECT_HAS(f.status().message(), link);
+  EXPECT_HAS(f.status().message(), "dangling symlink");
+}
+
+/// As root, a policy input others could have written is refused, saying which and how to fix.
+class PolicyTrust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "the trust checks apply to root only";
+  }
+};
+
+TEST_F(PolicyTrust, AWorldWritablePolicyIsRefused) {
+  TempDir d;
+  std::string p = d.Write("policy.yaml", "version: 1\nports:\n  imap: {state: open}\n");
+  ASSERT_TRUE(PolicyFiles(p).ok());
+  chmod(p.c_str(), 0666);
+  auto f = PolicyFiles(p);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), Code::kRefused);
+  EXPECT_HAS(f.status().message(), p);
+  EXPECT_HAS(f.status().message(), "writable by group or others (mode 0666)");
+  EXPECT_HAS(f.status().message(), "chown root:root " + p + "; chmod go-w " + p);
+}
+
+TEST_F(PolicyTrust, APolicyNotOwnedByRootIsRefused) {
+  TempDir d;
+  std::string p = d.Write("policy.yaml", "version: 1\n");
+  ASSERT_EQ(chown(p.c_str(), 65534, 65534), 0);
+  auto f = PolicyFiles(p);
+  ASSERT_FALSE(f.ok());
+  EXPECT_HAS(f.status().message(), "owned by uid 65534, not root");
+}
+
+TEST_F(PolicyTrust, AnAllowlistFileOthersOwnIsRefused) {
+  TempDir d;
+  std::string list = d.Write("partners.txt", "0.0.0.0/1\n");
+  ASSERT_EQ(chown(list.c_str(), 65534, 65534), 0);
+  std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  partners:\n    file: partners.txt\n");
+  auto r = LoadPolicy({p});
+  ASSERT_FALSE(r.ok());
+  EXPECT_HAS(r.status().message(), p + ":4:11: allowlist 'partners': refusing to trust the policy " + list);
+  EXPECT_HAS(r.status().message(), "owned by uid 65534");
+  chown(list.c_str(), 0, 0);
+  chmod(list.c_str(), 0646);
+  auto w = LoadPolicy({p});
+  ASSERT_FALSE(w.ok());
+  EXPECT_HAS(w.status().message(), "writable by group or others");
+}
+
+TEST_F(PolicyTrust, SomeoneElsesPolicyDBesideAPolicyInTmpIsRefused) {
+  // /tmp/x/policy.yaml is root's; /tmp/x is sticky and world-writable like /tmp, and someone
+  // else made policy.d in it.
+  TempDir d;
+  chmod(d.path().c_str(), 01777);
+  std::string p = d.Write("policy.yaml", "version: 1\nports:\n  imap: {state: closed}\n");
+  ASSERT_TRUE(PolicyFiles(p).ok());
+  std::string dropins = d.path() + "/policy.d";
+  d.Write("policy.d/50-open.yaml", "version: 1\nports:\n  imap2: {state: open, port: 143}\n");
+  ASSERT_EQ(chown(dropins.c_str(), 65534, 65534), 0);
+  auto f = PolicyFiles(p);
+  ASSERT_FALSE(f.ok());
+  EXPECT_HAS(f.status().message(), dropins);
+  EXPECT_HAS(f.status().message(), "owned by uid 65534");
+  // Root's own policy.d, but an entry someone else owns.
+  chown(dropins.c_str(), 0, 0);
+  chown((dropins + "/50-open.yaml").c_str(), 65534, 65534);
+  auto g = PolicyFiles(p);
+  ASSERT_FALSE(g.ok());
+  EXPECT_HAS(g.status().message(), dropins + "/50-open.yaml");
+  // A group-writable policy.d.
+  chown((dropins + "/50-open.yaml").c_str(), 0, 0);
+  chmod(dropins.c_str(), 0775);
+  EXPECT_FALSE(PolicyFiles(p).ok());
+  chmod(dropins.c_str(), 0755);
+  EXPECT_TRUE(PolicyFiles(p).ok());
+}
+
+TEST_F(PolicyTrust, APolicyDirectoryOthersCanWriteIsRefused) {
+  TempDir d;
+  d.Write("policy.yaml", "version: 1\n");
+  chmod(d.path().c_str(), 0777);
+  auto f = PolicyFiles(d.path());
+  ASSERT_FALSE(f.ok());
+  EXPECT_HAS(f.status().message(), "writable by group or others (mode 0777)");
 }
 
 TEST(Ruleset, BuildsLoopbackFirstThenPortsInOrder) {

@@ -113,4 +113,22 @@ TEST(Probe, TlsPolicyErrors) {
 }
 
 }  // namespace
+TEST(Probe, WhatAServerSentIsEscapedInTextAndValidUtf8InJson) {
+  JudgedProbe j;
+  j.result.host = "127.0.0.1";
+  j.result.port = 143;
+  j.result.state = "open";
+  j.result.proto = probe::Proto::kImap;
+  j.result.greeting = "* OK caf\xe9 \x1b[2J";
+  j.result.auth_cleartext = {"PLAIN\x1b]0;owned\x07"};
+  j.expected = "open";
+  j.as_policy = true;
+  j.reason = "open";
+  std::string text = ProbeText({j}, false);
+  EXPECT_EQ(text.find('\x1b'), std::string::npos) << text;
+  EXPECT_NE(text.find("PLAIN\\x1b]0;owned\\x07"), std::string::npos) << text;
+  std::string json = ProbeJson(j).dump();  // strict: throws on invalid UTF-8
+  EXPECT_NE(json.find("caf\xef\xbf\xbd"), std::string::npos) << json;
+}
+
 }  // namespace mw

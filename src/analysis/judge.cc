@@ -13,7 +13,8 @@ const char* ConflictKindName(ConflictKind k) {
   return "?";
 }
 
-std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Family f, uint16_t port) {
+std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Family f, uint16_t port,
+                                 bool forwarding) {
   std::vector<Flow> out;
   std::optional<Addr> any_local;
   for (const auto& i : interfaces)
@@ -26,6 +27,7 @@ std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Famil
     fl.dport = port;
     fl.iif = i.name;
     fl.interfaces = interfaces;
+    fl.forwarding = forwarding;
     for (const auto& a : i.addresses)
       if (a.family == f) {
         fl.daddr = a.addr;
@@ -40,6 +42,7 @@ std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Famil
     fl.family = f;
     fl.dport = port;
     fl.interfaces = interfaces;
+    fl.forwarding = forwarding;
     fl.daddr = any_local;
     out.push_back(std::move(fl));
   }
@@ -238,11 +241,13 @@ std::vector<Addr> Samples(const PortClaim::List& l, Family f) {
 
 }  // namespace
 
-Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, const std::vector<PortClaim>& claims) {
+Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, const std::vector<PortClaim>& claims,
+                const bool forwarding[2]) {
   Judgement j;
   for (const auto& c : claims) {
     for (Family f : {Family::kV4, Family::kV6}) {
-      for (const Flow& base : CandidateFlows(interfaces, f, c.port)) {
+      bool fwd = forwarding ? forwarding[f == Family::kV4 ? 0 : 1] : true;
+      for (const Flow& base : CandidateFlows(interfaces, f, c.port, fwd)) {
         WalkOptions all;
         all.all_blockers = true;
         Verdict v = Walk(topo, base, all);

@@ -54,10 +54,13 @@ struct Judgement {
 /// The flows an ordinary connection from the network can take: one per non-loopback,
 /// non-container interface (with its first address of the family as destination); one
 /// unspecified flow when the host has none.
-std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Family f, uint16_t port);
+std::vector<Flow> CandidateFlows(const std::vector<Interface>& interfaces, Family f, uint16_t port,
+                                 bool forwarding = true);
 
 /// Judges every claim for IPv4 and IPv6.
-Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, const std::vector<PortClaim>& claims);
+/// `forwarding[0|1]`: whether the kernel forwards IPv4 / IPv6.
+Judgement Judge(const Topology& topo, const std::vector<Interface>& interfaces, const std::vector<PortClaim>& claims,
+                const bool forwarding[2] = nullptr);
 
 /// Who owns the rule of a step (for messages): "firewalld zone public", "UFW", "Docker",
 /// "fail2ban jail dovecot", "mailward", else the table.

@@ -452,7 +452,30 @@ class NftRule : public Rule {
         if (!LoadMeta(c, &regs, Regs::Offset(U32(e, NFTNL_EXPR_META_DREG)), U32(e, NFTNL_EXPR_META_KEY)))
           acc.Test(Tri::kNo, false);
       } else if (name == "payload") {
-        if (nftnl_expr_is_set(e, NFTNL_EXPR_PAYLOAD_SREG)) continue;  // payload mangling
+        if (nftnl_expr_is_set(e, NFTNL_EXPR_PAYLOAD_SREG)) {
+          // Payload mangling: a rewritten destination address or port is stateless NAT.
+          uint32_t base = U32(e, NFTNL_EXPR_PAYLOAD_BASE), off = U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
+                   len = U32(e, NFTNL_EXPR_PAYLOAD_LEN);
+          size_t s = Regs::Offset(U32(e, NFTNL_EXPR_PAYLOAD_SREG));
+          bool v4 = st.flow->family == Family::kV4;
+          bool daddr = base == NFT_PAYLOAD_NETWORK_HEADER && off == (v4 ? 16u : 24u) && len == (v4 ? 4u : 16u);
+          bool dport = base == NFT_PAYLOAD_TRANSPORT_HEADER && off == 2 && len == 2;
+          if (!daddr && !dport) continue;
+          if (regs.Worst(s, len) != Tag::kKnown) {
+            res.rewrite_unknown = true;
+            continue;
+          }
+          if (daddr) {
+            Addr a{};
+            std::memcpy(a.b.data(), regs.v + s, len);
+            res.set_daddr = a;
+          } else {
+            uint16_t p;
+            std::memcpy(&p, regs.v + s, 2);
+            res.set_dport = ntohs(p);
+          }
+          continue;
+        }
         size_t d = Regs::Offset(U32(e, NFTNL_EXPR_PAYLOAD_DREG));
         uint32_t base = U32(e, NFTNL_EXPR_PAYLOAD_BASE), off = U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
                  len = U32(e, NFTNL_EXPR_PAYLOAD_LEN);
@@ -711,8 +734,31 @@ class NftRule : public Rule {
         }
         break;
       } else if (name == "objref") {
+        if (nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_SET_SREG)) {
+          // `counter name ip saddr map @m`: no element for the key, and the kernel breaks.
+          const char* set = nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_SET_NAME);
+          size_t s = Regs::Offset(U32(e, NFTNL_EXPR_OBJREF_SET_SREG));
+          uint32_t klen = set && sets_ ? sets_->KeyLen(family_, table_, set) : 0;
+          Tag w = klen && regs.Fits(s, klen) ? regs.Worst(s, klen) : Tag::kUnknown;
+          if (w == Tag::kSource) {
+            acc.Test(Tri::kNo, true);
+          } else if (w == Tag::kKnown) {
+            auto hit = sets_->Lookup(family_, table_, set, std::vector<uint8_t>(regs.v + s, regs.v + s + klen));
+            if (!hit) acc.Test(Tri::kMaybe, false);
+            else if (!hit->found) acc.Test(Tri::kNo, false);
+            else acc.Test(Tri::kMaybe, false);  // the object's state (a quota, a limit) decides
+          } else {
+            acc.Test(Tri::kMaybe, false);
+          }
+          continue;
+        }
         uint32_t type = U32(e, NFTNL_EXPR_OBJREF_IMM_TYPE);
         if (type == NFT_OBJECT_LIMIT || type == NFT_OBJECT_QUOTA) acc.Test(Tri::kMaybe, false);
+        if (type == NFT_OBJECT_SYNPROXY) {
+          terminal = true;
+          res.action = A::kQueue;
+          break;
+        }
       }
       // counter, log, notrack, last, flow_offload, dup, fwd...: statements that do not decide.
     }

@@ -126,6 +126,17 @@ std::string Value(const Lhs& l, const uint8_t* b, uint32_t len) {
   return Hex(b, len);
 }
 
+std::string UnitName(uint64_t seconds) {
+  switch (seconds) {
+    case 1: return "second";
+    case 60: return "minute";
+    case 3600: return "hour";
+    case 86400: return "day";
+    case 604800: return "week";
+  }
+  return std::to_string(seconds) + "s";
+}
+
 const char* CmpOp(uint32_t op) {
   switch (op) {
     case NFT_CMP_EQ: return "";
@@ -330,11 +341,9 @@ std::string NftRuleText(const nftnl_rule* r) {
     } else if (name == "reject") {
       parts.push_back(U32(e, NFTNL_EXPR_REJECT_TYPE) == NFT_REJECT_TCP_RST ? "reject with tcp reset" : "reject");
     } else if (name == "limit") {
-      static const char* kUnit[] = {"second", "minute", "hour", "day", "week"};
-      uint64_t unit = nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_UNIT);
-      const char* u = unit == 1 ? kUnit[0] : unit == 60 ? kUnit[1] : unit == 3600 ? kUnit[2] : unit == 86400 ? kUnit[3] : kUnit[4];
       parts.push_back(std::string("limit rate ") + (U32(e, NFTNL_EXPR_LIMIT_FLAGS) & NFT_LIMIT_F_INV ? "over " : "") +
-                      std::to_string(nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_RATE)) + "/" + u);
+                      std::to_string(nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_RATE)) + "/" +
+                      UnitName(nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_UNIT)));
     } else if (name == "nat") {
       uint32_t type = U32(e, NFTNL_EXPR_NAT_TYPE);
       std::string t = type == NFT_NAT_DNAT ? "dnat to " : "snat to ";
@@ -365,7 +374,8 @@ std::string NftRuleText(const nftnl_rule* r) {
           if (n && std::strcmp(n, "limit") == 0)
             inner = std::string(" limit rate ") + (U32(ie, NFTNL_EXPR_LIMIT_FLAGS) & NFT_LIMIT_F_INV ? "over " : "") +
                     std::to_string(nftnl_expr_get_u64(ie, NFTNL_EXPR_LIMIT_RATE)) + "/" +
-                    std::to_string(nftnl_expr_get_u64(ie, NFTNL_EXPR_LIMIT_UNIT)) + "s";
+                    UnitName(nftnl_expr_get_u64(ie, NFTNL_EXPR_LIMIT_UNIT)) + " burst " +
+                    std::to_string(U32(ie, NFTNL_EXPR_LIMIT_BURST)) + " packets";
           else if (n) inner = std::string(" ") + n;
         }
       }

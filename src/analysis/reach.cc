@@ -88,6 +88,9 @@ struct Frame {
   size_t next = 0;
 };
 
+/// A path longer than this is not shown in full (a loop in hand-made input).
+constexpr size_t kMaxPath = 256;
+
 struct Branch {
   FlowState st;
   Hook hook = Hook::kIngress;
@@ -214,7 +217,9 @@ class Walker {
       ++b.base_idx;
       return true;
     };
-    for (int guard = 0; guard < 100000; ++guard) {
+    // A loop (the kernel refuses one, a hand-edited save file may hold one) or a fork storm must
+    // not hang the check: the whole walk gets a bounded number of steps.
+    while (++steps_ < kMaxSteps) {
       if (b.stack.empty()) {
         const auto& v = bases_[static_cast<int>(b.hook)];
         if (b.base_idx >= v.size()) {
@@ -224,6 +229,8 @@ class Walker {
           } else if (b.hook == Hook::kPrerouting) {
             if (b.st.dest_local) {
               b.hook = Hook::kInput;
+            } else if (!flow_.forwarding) {
+              return end_blocked({"routing", "", "forwarding is off for this family", "drop", Tri::kYes});
             } else {
               b.hook = Hook::kForward;
               if (b.st.daddr) b.st.oif = flow_.RouteOut(*b.st.daddr);
@@ -291,7 +298,30 @@ class Walker {
       if (r.set_mark) b.st.mark = *r.set_mark;
       if (r.set_ct_mark) b.st.ct_mark = *r.set_ct_mark;
       if (r.mark_unknown) b.st.mark_known = false;
+      if (r.set_daddr) {
+        b.st.daddr = r.set_daddr;
+        b.st.dest_local = flow_.IsLocal(*r.set_daddr);
+        b.st.dnat = true;
+      }
+      if (r.set_dport) {
+        b.st.dport = *r.set_dport;
+        b.st.dnat = true;
+      }
+      if (r.rewrite_unknown) {
+        // Sent somewhere mailward cannot tell: it may reach this host or not.
+        Step rs{f.table->Label(), f.chain->name, rule.Text(), "rewrites the destination", Tri::kMaybe};
+        if (*forks < max_forks) {
+          ++*forks;
+          Branch alt = b;
+          alt.path.push_back(rs);
+          work->push_back(std::move(alt));
+        } else {
+          *overflow = true;
+        }
+        return end_blocked(rs);
+      }
       Step s{f.table->Label(), f.chain->name, rule.Text(), ActionText(r, flow_.family), certainty};
+      if (b.path.size() >= kMaxPath) b.path.pop_back();
       switch (r.action) {
         case A::kContinue:
           if (r.set_mark || r.set_ct_mark) b.path.push_back(s);
@@ -336,7 +366,13 @@ class Walker {
         case A::kJump:
         case A::kGoto: {
           auto it = f.table->chains.find(r.target);
-          if (it == f.table->chains.end() || b.stack.size() > 64) break;  // the kernel refuses both
+          if (it == f.table->chains.end()) break;  // the kernel refuses a jump to nowhere
+          if (b.stack.size() >= 64) {  // deeper than the kernel allows: a loop in hand-made input
+            *overflow = true;
+            e.path = b.path;
+            e.destination = Destination(b.st);
+            return e;
+          }
           b.path.push_back(s);
           const Table* t = f.table;
           if (r.action == A::kGoto) b.stack.pop_back();
@@ -362,6 +398,8 @@ class Walker {
     return e;
   }
 
+  static constexpr size_t kMaxSteps = 100000;
+  size_t steps_ = 0;
   const Flow& flow_;
   bool all_blockers_;
   std::vector<Base> bases_[4];

@@ -50,6 +50,7 @@ struct Flow {
   std::optional<Addr> daddr;   ///< the host address it is sent to; nullopt: some local address
   std::optional<std::string> iif;  ///< ingress interface; nullopt: some non-loopback interface
   std::vector<Interface> interfaces;  ///< the host's, to tell local addresses and routes
+  bool forwarding = true;  ///< the kernel forwards this family (net.ipv4.ip_forward / ipv6 forwarding)
   bool IsLocal(const Addr& a) const;
   /// The interface a packet to `a` leaves by (longest connected prefix), or "".
   std::string RouteOut(const Addr& a) const;
@@ -85,6 +86,9 @@ struct RuleResult {
   std::optional<uint16_t> dnat_port;
   std::optional<uint32_t> set_mark, set_ct_mark;  ///< statements that changed marks
   bool mark_unknown = false;      ///< a statement set the mark to something undecidable
+  std::optional<Addr> set_daddr;  ///< stateless NAT: the destination address rewritten
+  std::optional<uint16_t> set_dport;
+  bool rewrite_unknown = false;   ///< the destination was rewritten to something undecidable
 };
 
 /// One rule of some chain.

@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "analysis/ipt_eval.h"
+#include "backend/ipt_rules.h"
 #include "util/fs.h"
 #include "util/process.h"
 
@@ -118,6 +119,10 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j) {
 Result<HostView> ReadHostView(const HostViewOptions& opts) {
   HostView hv;
   hv.interfaces = ReadInterfaces();
+  for (int f = 0; f < 2; ++f) {
+    auto v = ReadFile(f == 0 ? "/proc/sys/net/ipv4/ip_forward" : "/proc/sys/net/ipv6/conf/all/forwarding");
+    if (v.ok()) hv.forwarding[f] = !v->empty() && (*v)[0] != '0';
+  }
   // iptables: iptables-nft's tables (they live in nftables, as ip/ip6 tables named like
   // iptables' own) are read in iptables' terms; the legacy tables only when loaded here.
   std::set<std::pair<uint32_t, std::string>> iptables_nft_tables;
@@ -150,6 +155,19 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
   for (auto& per : saves)
     for (auto& text : per)
       for (std::sregex_iterator it(text.begin(), text.end(), kSet), end; it != end; ++it) wanted.insert((*it)[1]);
+  if (opts.desired_ipsets) {
+    for (const auto& set : opts.desired_ipsets->sets) {
+      if (!set.spec.is_allow()) continue;
+      std::string name = ipt::IpsetName(set.spec.name);
+      if (!wanted.erase(name)) continue;
+      analysis::Ipsets::Set s;
+      s.family = set.spec.family;
+      s.type = set.spec.kind == SetSpec::Kind::kAllowHosts ? "hash:ip" : "hash:net";
+      for (const auto& iv : set.intervals)
+        for (const auto& c : IntervalToCidrs(set.spec.family, iv)) s.entries.push_back(c);
+      ipsets->sets[name] = std::move(s);
+    }
+  }
   if (!wanted.empty() && HaveProgram("ipset")) {
     for (const auto& name : wanted) {
       ProcessResult r = RunProcess({"ipset", "save", name});
@@ -163,7 +181,7 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
       if (!saves[legacy][f].empty())
         analysis::AddIptablesTables(saves[legacy][f], f == 0 ? Family::kV4 : Family::kV6, legacy == 1, ipsets, &hv.topo);
   hv.keep.push_back(ipsets);
-  Status s = AddNftablesToTopology(opts.plan, opts.desired_nft, iptables_nft_tables, &hv.topo, &hv.keep);
+  Status s = AddNftablesToTopology(opts.plan, opts.desired_nft, opts.read_own_elements, iptables_nft_tables, &hv.topo, &hv.keep);
   if (!s.ok()) {
     if (hv.topo.tables.empty()) return s;
     hv.notes.push_back("nftables could not be read: " + s.message());

@@ -20,6 +20,7 @@ namespace mw {
 struct HostView {
   analysis::Topology topo;
   std::vector<analysis::Interface> interfaces;
+  bool forwarding[2] = {true, true};  ///< IPv4, IPv6: the kernel forwards (read from /proc/sys)
   std::vector<std::string> notes;             ///< what could not be read
   std::vector<std::shared_ptr<void>> keep;    ///< owners of the rule objects topo points at
 };
@@ -30,6 +31,12 @@ struct HostViewOptions {
   /// The chosen backend's plan: the nftables backend's holds the live ruleset already, read once.
   /// It must outlive the HostView.
   const BackendPlan* plan = nullptr;
+  /// Without such a plan: read mailward's own nftables allow sets too (explain needs them to
+  /// judge an allowlisted source; another backend's check does not).
+  bool read_own_elements = true;
+  /// mailward's ipsets (mw_*) are taken from this desired ruleset instead of `ipset save` (at a
+  /// million entries the dump costs seconds; a difference is drift, which the plan reports).
+  const Ruleset* desired_ipsets = nullptr;
 };
 
 /// Reads everything. An unreadable part (no iptables installed, no permission) is a note, not an
@@ -48,7 +55,7 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j);
 
 /// Implemented by the nftables backend: adds every active nftables table (except `skip`, the
 /// tables iptables-nft manages) to `topo`.
-Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, const std::set<std::pair<uint32_t, std::string>>& skip,
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements, const std::set<std::pair<uint32_t, std::string>>& skip,
                              analysis::Topology* topo, std::vector<std::shared_ptr<void>>* keep);
 
 }  // namespace mw

@@ -391,6 +391,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
           if (parsed) {
             lr.key = RuleComment(r.get());
             lr.body = RenderBody(r.get());
+            lr.text = analysis::NftRuleText(r.get());
           } else {
             lr.body = "(an expression this mailward cannot read)";
           }
@@ -448,9 +449,11 @@ Result<LiveState> NftBackend::ReadLive() {
     cache = std::move(*last_written_);
     last_written_.reset();
     have_cache = true;
-  } else if (!cfg_.state_dir.empty()) {
+  } else if (!cfg_.state_dir.empty() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok()) {
+    // The cache stands in for a read of the kernel's elements: only from a directory no one
+    // but root can write.
     from_file = true;
-    auto text = ReadFile(CachePath());
+    auto text = ReadFile(CachePath(), Follow::kNoSymlinks);
     have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
   }
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
@@ -508,7 +511,7 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
     out->changes.push_back({"add", "chain", kChain, "type filter hook prerouting priority mangle; policy accept", 1, {}});
   for (const auto& r : p.delete_rules)
     out->changes.push_back({"delete", "rule", r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
-                            r.body, 1, {}});
+                            r.text.empty() ? r.body : r.text, 1, {}});
   for (const auto& s : p.delete_sets) out->changes.push_back({"delete", "set", s, "", 1, {}});
   for (const auto& s : p.create_sets) out->changes.push_back({"add", "set", s.name, SetDetail(s), 1, {}});
   for (const auto& ec : p.elements) {
@@ -658,7 +661,8 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   for (const auto& s : desired.sets)
     if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
   // A cache, not a record: losing it costs one full read, so no fsync.
-  if (MakeDirs(cfg_.state_dir).ok()) (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+  if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
+    (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
   last_written_ = std::move(c);
 }
 
@@ -959,7 +963,7 @@ struct NftKeepAlive {
 }  // namespace
 }  // namespace nft
 
-Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired,
+Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements,
                              const std::set<std::pair<uint32_t, std::string>>& skip, analysis::Topology* topo,
                              std::vector<std::shared_ptr<void>>* keep) {
   using namespace nft;
@@ -971,7 +975,7 @@ Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired,
     livep = np->live.get();
   } else {
     NftBackend be(BackendConfig{});
-    be.skip_own_elements_ = true;
+    be.skip_own_elements_ = !read_own_elements;
     auto fresh = be.Plan(Ruleset{}, PlanOptions{false, 0});
     if (!fresh.ok()) return fresh.status();
     auto* fp = static_cast<NftPlan*>(fresh->get());

@@ -1,12 +1,14 @@
 #include "backend/ufw_rules.h"
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "backend/ipt_rules.h"
 #include "util/fs.h"
+#include "util/text.h"
 
 namespace mw::ufw {
 namespace {
@@ -19,7 +21,9 @@ constexpr const char* kTupleMark = "### tuple ### ";
 
 bool UfwRule::ours() const {
   auto w = SplitWords(tuple);
-  return !w.empty() && w.back() == std::string("comment=") + kCommentHex;
+  if (w.empty() || w.back() != std::string("comment=") + kCommentHex) return false;
+  // A hand-edited tuple with a second comment is not one mailward wrote: the admin's.
+  return std::count_if(w.begin(), w.end(), [](const std::string& x) { return x.rfind("comment=", 0) == 0; }) == 1;
 }
 
 Result<UserRules> ParseUserRules(const std::string& text, const std::string& path) {
@@ -37,7 +41,7 @@ Result<UserRules> ParseUserRules(const std::string& text, const std::string& pat
     if (line.rfind(kTupleMark, 0) == 0) {
       r.rules.push_back(UfwRule{line.substr(std::string(kTupleMark).size()), {}});
     } else if (!line.empty() && line[0] != '#') {
-      if (r.rules.empty()) return Status::Io(path + ": a rule line before any '### tuple ###' line: " + line);
+      if (r.rules.empty()) return Status::Io(path + ": a rule line before any '### tuple ###' line: '" + Excerpt(line) + "'");
       r.rules.back().lines.push_back(line);
     }
   }
@@ -141,9 +145,16 @@ std::string DescribeTuple(const std::string& tuple) {
   if (w[6] != "in") out += " " + w[6];
   for (const auto& x : w)
     if (x.rfind("comment=", 0) == 0) {
+      // UFW writes the comment hex-encoded; a hand-edited one may not be hex at all.
       std::string hex = x.substr(8), text;
-      for (size_t i = 0; i + 1 < hex.size(); i += 2) text += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
-      out += "  # " + text;
+      bool ok = hex.size() % 2 == 0;
+      for (size_t i = 0; ok && i + 1 < hex.size(); i += 2) {
+        unsigned v = 0;
+        auto r = std::from_chars(hex.data() + i, hex.data() + i + 2, v, 16);
+        ok = r.ec == std::errc() && r.ptr == hex.data() + i + 2;
+        text += static_cast<char>(v);
+      }
+      out += "  # " + Excerpt(ok ? text : x);
     }
   return out;
 }

@@ -8,6 +8,7 @@
 
 #include "policy/policy.h"
 #include "report/report.h"
+#include "util/text.h"
 #include "util/fs.h"
 #include "util/process.h"
 
@@ -24,6 +25,34 @@ constexpr const char* kDropInName = "99-mailward-hardening.conf";
 
 bool HaveDoveconf() { return HaveProgram("doveconf"); }
 
+/// doveconf's error output, as mailward may repeat it: doveconf quotes configuration text
+/// ("Unknown setting: ..."), so a line about a file others cannot read keeps only its position,
+/// and every other line is a short escaped excerpt.
+std::string DoveconfMessage(const std::string& all) {
+  static const std::string kMarker = "Error in configuration file ";
+  std::string out;
+  for (size_t pos = 0; pos < all.size();) {
+    size_t eol = all.find('\n', pos);
+    std::string line = all.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? all.size() : eol + 1;
+    if (line.empty()) continue;
+    std::string shown = Excerpt(line, 300);
+    if (auto m = line.find(kMarker); m != std::string::npos) {
+      size_t start = m + kMarker.size();
+      size_t end = line.find(" line ", start);
+      if (end == std::string::npos) end = line.find(": ", start);
+      std::string file = line.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (!WorldReadable(file)) {
+        size_t colon = end == std::string::npos ? std::string::npos : line.find(": ", end);
+        shown = Excerpt(line.substr(0, colon), 300) + ": (content not shown: " + Excerpt(file, 300) +
+                " is not readable by others)";
+      }
+    }
+    out += (out.empty() ? "" : "\n") + shown;
+  }
+  return out;
+}
+
 /// The config path reads as doveconf's normalized output; every other file from disk.
 class NormalizedSource : public dovecot::FileSource {
  public:
@@ -31,6 +60,8 @@ class NormalizedSource : public dovecot::FileSource {
       : path_(std::move(path)), text_(std::move(text)), disk_(dovecot::MakeDiskFileSource()) {}
   Result<std::string> Read(const std::string& path) override { return path == path_ ? text_ : disk_->Read(path); }
   std::vector<std::string> Glob(const std::string& pattern) override { return disk_->Glob(pattern); }
+  bool Private(const std::string& path) override { return disk_->Private(path); }
+  std::optional<std::string> Resolve(const std::string& host) override { return disk_->Resolve(host); }
   std::string Canonical(const std::string& path) override { return path == path_ ? path : disk_->Canonical(path); }
 
  private:
@@ -71,7 +102,7 @@ class DoveconfOracle : public dovecot::ValueOracle {
     if (!run.ok()) {
       // The first Fatal/Error line (doveconf repeats a conflict once per module, and warnings
       // such as "Ambiguous '#'" come first).
-      std::string all = run.Message(), msg;
+      std::string all = DoveconfMessage(run.Message()), msg;
       for (size_t pos = 0; pos < all.size() && msg.empty();) {
         size_t eol = all.find('\n', pos);
         std::string line = all.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
@@ -126,7 +157,7 @@ Result<dovecot::AuditResult> RunDovecotAudit(const std::string& config, const st
     // doveconf is the judge: if it reads the config, judge its normalized form (`doveconf -n -P`,
     // same settings, same filter blocks) and say that file:line is lost.
     auto n = RunProcess({"doveconf", "-c", config, "-n", "-P"});
-    if (!n.ok()) return Status::Invalid(cfg.status().message() + "; doveconf says: " + n.Message());
+    if (!n.ok()) return Status::Invalid(cfg.status().message() + "; doveconf says: " + DoveconfMessage(n.Message()));
     std::string parse_error = cfg.status().message();
     NormalizedSource normalized(config, n.out);
     auto again = dovecot::Parse(config, normalized);
@@ -170,7 +201,7 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   for (const auto& f : r.findings) {
     findings.push_back({{"id", f.id},
                         {"setting", f.setting ? json(*f.setting) : json(nullptr)},
-                        {"value", f.value},
+                        {"value", Truncate(f.value)},
                         {"severity", f.severity},
                         {"file", f.file},
                         {"line", f.line},
@@ -181,7 +212,7 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   auto values = [](const std::map<std::string, dovecot::Effective>& m) {
     json out = json::object();
     for (const auto& [k, e] : m)
-      out[k] = {{"value", e.value}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
+      out[k] = {{"value", Truncate(e.value)}, {"file", e.file.empty() ? json(nullptr) : json(e.file)}, {"line", e.line}};
     return out;
   };
   json settings = values(r.effective);
@@ -201,9 +232,9 @@ json AuditJson(const std::string& config, const dovecot::AuditResult& r) {
   json counts = json::object();
   for (const char* s : {"critical", "high", "medium", "low", "info"}) counts[s] = 0;
   for (const auto& f : r.findings) counts[f.severity] = counts[f.severity].get<int>() + 1;
-  return {{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
-          {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}, {"contexts", contexts},
-          {"engine", r.engine}, {"warnings", r.warnings}};
+  return Utf8Safe({{"config", config}, {"version", r.version}, {"files", r.files}, {"findings", findings},
+                   {"counts", counts}, {"ignored", r.ignored}, {"settings", settings}, {"contexts", contexts},
+                   {"engine", r.engine}, {"warnings", r.warnings}});
 }
 
 std::string AuditText(const dovecot::AuditResult& r, bool color) {
@@ -214,7 +245,7 @@ std::string AuditText(const dovecot::AuditResult& r, bool color) {
     const char* col = !color ? "" : SeverityRankColor(f.severity);
     std::string where = f.file + (f.line ? ":" + std::to_string(f.line) : "");
     out += "  " + std::string(col) + sev + (color ? "\033[0m" : "") + " " + f.id + "  " + where;
-    if (f.setting) out += "  " + *f.setting + " = " + f.value;
+    if (f.setting) out += "  " + *f.setting + " = " + Excerpt(f.value, 200);
     out += "\n      " + f.message + "\n      fix: " + f.fix + "\n";
     bool global_only = f.contexts.size() == 1 && f.contexts[0].empty();
     if (!f.contexts.empty() && !global_only) {
@@ -264,8 +295,8 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     if (HaveDoveconf()) {
       auto run = RunProcess({"doveconf", "-c", config, "-n"});
       int rc = run.status;
-      std::string out = run.err + run.out;
       if (rc != 0) {
+        std::string out = DoveconfMessage(run.Message());
         unlink(dropin.c_str());
         return fail("doveconf rejected the configuration with the drop-in, so it was removed again:\n" + out);
       }
@@ -284,7 +315,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
     json j = AuditJson(config, *r);
     j["command"] = "audit";
     j["fix"] = fix_report;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "dovecot " << r->version << " configuration " << config << " (" << r->files.size()
               << (r->files.size() == 1 ? " file" : " files") << ", judged by " << r->engine << ")\n";

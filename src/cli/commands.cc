@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <cstdio>
@@ -23,6 +25,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "cli/safety.h"
+#include "cli/snapshots.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/metrics.h"
@@ -34,7 +37,6 @@ namespace mw {
 namespace {
 
 using json = nlohmann::json;
-constexpr size_t kSnapshotsKept = 10;
 
 bool Json(const GlobalOptions& g) { return g.format == "json"; }
 
@@ -49,6 +51,7 @@ const char* CodeName(Code c) {
     case Code::kBusy: return "busy";
     case Code::kVerifyFailed: return "verify_failed";
     case Code::kRefused: return "refused";
+    case Code::kNotFound: return "not_found";
     case Code::kInternal: return "internal";
     case Code::kUsage: return "usage";
   }
@@ -91,15 +94,21 @@ bool UfwActive() {
   return text.find("\nENABLED=yes") != std::string::npos;
 }
 
-/// Whether a process named `name` runs (in this PID namespace).
+/// Whether a process named `name` runs in this network namespace (a firewalld in a container
+/// or another namespace manages that namespace's firewall, not this one).
 bool ProcessRunning(const std::string& name) {
   DIR* d = opendir("/proc");
   if (!d) return false;
   bool found = false;
+  char self_ns[64] = {};
+  ssize_t self_len = readlink("/proc/self/ns/net", self_ns, sizeof self_ns - 1);
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     auto comm = ReadFile(std::string("/proc/") + e->d_name + "/comm");
     if (comm.ok() && (*comm == name + "\n" || *comm == name)) {
+      char ns[64] = {};
+      ssize_t len = readlink((std::string("/proc/") + e->d_name + "/ns/net").c_str(), ns, sizeof ns - 1);
+      if (self_len > 0 && len > 0 && std::string(ns, len) != std::string(self_ns, self_len)) continue;
       found = true;
       break;
     }
@@ -162,6 +171,39 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
   return c;
 }
 
+/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
+/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
+Status CheckStateEntries(const std::string& dir) {
+  auto bad = [&](const std::string& p, const char* what) {
+    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
+                                         "in its state directory; remove it (rm " + p + ") and run again");
+  };
+  auto check = [&](const std::string& p, bool want_dir) -> Status {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
+    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+      return bad(p, want_dir ? "not a directory" : "not a regular file");
+    return Status::Ok();
+  };
+  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache", "last-apply"})
+    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
+  std::string snaps = dir + "/snapshots";
+  MW_RETURN_IF_ERROR(check(snaps, true));
+  if (DIR* d = opendir(snaps.c_str())) {
+    Status s;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      s = check(snaps + "/" + n, false);
+      if (!s.ok()) break;
+    }
+    closedir(d);
+    MW_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
 /// An exclusive lock on the state directory; waits up to `timeout` seconds.
 class Lock {
  public:
@@ -169,10 +211,17 @@ class Lock {
     if (fd_ >= 0) close(fd_);
   }
   Status Acquire(const std::string& dir, double timeout) {
+    if (!std::isfinite(timeout) || timeout < 0)
+      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
     MW_RETURN_IF_ERROR(MakeDirs(dir));
+    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
+    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
     std::string path = dir + "/lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return Status::Io(path + ": cannot open the lock file");
+    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd_ < 0)
+      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (std::chrono::steady_clock::now() >= deadline)
@@ -194,14 +243,22 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
   HostViewOptions hopts;
   if (as_planned && c.backend->name() == "nftables") hopts.desired_nft = &l.desired;
   hopts.plan = plan;
+  hopts.read_own_elements = false;  // the nftables backend's plan has them; other backends own none
+  hopts.desired_ipsets = &l.desired;
   auto hv = ReadHostView(hopts);
   if (!hv.ok()) {
     plan->notes.push_back("the packet paths could not be judged: " + hv.status().message());
     return;
   }
   for (const auto& n : hv->notes) plan->notes.push_back(n);
-  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy));
-  plan->conflicts = ToConflicts(j);
+  analysis::Judgement j = analysis::Judge(hv->topo, hv->interfaces, ClaimsOf(l.policy), hv->forwarding);
+  // The backend's own conflicts (UFW switched off...) stay; the engine's are added, except where
+  // the backend already said the same thing about the same port.
+  for (auto& x : ToConflicts(j)) {
+    bool dup = false;
+    for (const auto& b : plan->conflicts) dup |= b.port == x.port && b.family == x.family && b.kind == x.kind;
+    if (!dup) plan->conflicts.push_back(std::move(x));
+  }
   if (as_planned && !plan->in_sync()) {
     // What mailward's own pending changes repair is the plan itself, not a conflict.
     std::erase_if(plan->conflicts, [](const Conflict& x) { return x.owner == "mailward"; });
@@ -218,7 +275,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
     restrictions.push_back({{"port", r.port}, {"family", r.family}, {"owner", r.owner}, {"where", r.where}, {"rule", r.rule}});
   json notes = c.notes;
   for (const auto& n : plan.notes) notes.push_back(n);
-  return {{"command", command},
+  return Utf8Safe({{"command", command},
           {"backend", c.backend->name()},
           {"backend_reason", c.reason},
           {"in_sync", plan.in_sync()},
@@ -227,7 +284,7 @@ json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& pl
           {"conflicts", conflicts},
           {"source_restrictions", restrictions},
           {"manager_conflicts", c.fights},
-          {"notes", notes}};
+          {"notes", notes}});
 }
 
 void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& plan, const std::string& verb) {
@@ -261,47 +318,12 @@ PlanOptions MakePlanOptions(const GlobalOptions& g) {
   return o;
 }
 
-std::string AttachmentOf(const std::string& snap_path) {
-  return snap_path.substr(0, snap_path.size() - 5) + ".elements";
-}
-
-/// Writes snapshots/<microseconds>.snap (and links its attachment beside it as .elements),
-/// keeping the newest kSnapshotsKept.
-Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap) {
-  std::string dir = state_dir + "/snapshots";
-  MW_RETURN_IF_ERROR(MakeDirs(dir));
-  auto existing = ListFiles(dir, ".snap");
-  if (!existing.ok()) return existing.status();
-  char name[64];
-  auto now = std::chrono::system_clock::now().time_since_epoch();
-  std::snprintf(name, sizeof name, "/%020lld.snap",
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()));
-  std::string path = dir + name;
-  if (!snap.attachment_path.empty()) {
-    std::string att = AttachmentOf(path);
-    if (link(snap.attachment_path.c_str(), att.c_str()) != 0)
-      return Status::Io(att + ": cannot link " + snap.attachment_path + ": " + std::strerror(errno));
-  }
-  MW_RETURN_IF_ERROR(WriteFileAtomic(path, snap.bytes, Durability::kFsync));
-  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) {
-    unlink((*existing)[i].c_str());
-    unlink(AttachmentOf((*existing)[i]).c_str());
-  }
-  return path;
-}
-
-/// The attachment's content, or "" when the snapshot has none.
-std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path));
-  return a.ok() ? *a : "";
-}
-
 }  // namespace
 
 int ReportError(const GlobalOptions& g, const std::string& command, const Status& s, int code) {
   if (Json(g)) {
     json j = {{"command", command}, {"error", {{"kind", CodeName(s.code())}, {"message", s.message()}}}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
@@ -323,7 +345,7 @@ int CmdValidate(const GlobalOptions& g) {
         errors.push_back(m.substr(pos, nl - pos));
         pos = nl + 1;
       }
-      std::cout << json{{"command", "validate"}, {"valid", false}, {"errors", errors}}.dump(2) << "\n";
+      std::cout << DumpJson(json{{"command", "validate"}, {"valid", false}, {"errors", errors}}) << "\n";
     }
     std::cerr << l.status().message() << "\n";
     return exit_code::kError;
@@ -332,7 +354,7 @@ int CmdValidate(const GlobalOptions& g) {
     json j = PolicySummaryJson(l->policy);
     j["command"] = "validate";
     j["valid"] = true;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
               << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
@@ -357,7 +379,7 @@ int CmdPlan(const GlobalOptions& g) {
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
   JudgePaths(*l, *c, true, plan->get());
-  if (Json(g)) std::cout << PlanJson("plan", *c, **plan).dump(2) << "\n";
+  if (Json(g)) std::cout << DumpJson(PlanJson("plan", *c, **plan)) << "\n";
   else PrintPlanText(g, *c, **plan, "would make");
   return (*plan)->in_sync() ? exit_code::kOk : exit_code::kChanges;
 }
@@ -370,65 +392,99 @@ std::vector<JudgedProbe> ProbeOpenPortsLocally(const Policy& policy) {
   return JudgeProbes(policy, probe::ProbeAll(targets, probe::Options{3.0, 10.0, ""}), "");
 }
 
-int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
-  // Metrics are written however the check ends (mailward_up 0 on an error).
-  CheckMetrics metrics;
-  auto started = std::chrono::steady_clock::now();
-  struct MetricsWriter {
-    const CheckOptions& o;
-    CheckMetrics& m;
-    std::chrono::steady_clock::time_point t0;
-    ~MetricsWriter() {
-      if (o.metrics_file.empty()) return;
-      m.timestamp = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-      m.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      Status s = WriteMetrics(o.metrics_file, m);
-      if (!s.ok()) std::cerr << "mailward check: cannot write metrics: " << s.message() << "\n";
-    }
-  } writer{o, metrics, started};
+namespace {
+
+/// Whether a Dovecot finding fails the check under --fail-on.
+bool FailsCheck(const dovecot::Finding& f, const std::string& fail_on) {
+  return dovecot::SeverityRank(f.severity) <= dovecot::SeverityRank(fail_on);
+}
+
+/// The journal's one line about a check: what was found, and what was not looked at.
+std::string CheckSummary(bool clean, const BackendPlan& plan, const std::optional<dovecot::AuditResult>& audit,
+                         size_t failing_findings, const std::string& fail_on, const std::vector<JudgedProbe>& probes,
+                         bool probed) {
+  std::string out = std::string("mailward check: ") + (clean ? "clean" : "NOT clean") + ": " +
+                    std::to_string(plan.changes.size()) + " drift changes, " + std::to_string(plan.conflicts.size()) +
+                    " conflicts, ";
+  if (!audit) {
+    out += "Dovecot audit skipped (no dovecot block in the policy), ";
+  } else {
+    out += std::to_string(audit->findings.size()) + " Dovecot findings (" + std::to_string(failing_findings) +
+           " at or above --fail-on " + fail_on + "), ";
+  }
+  if (!probed) {
+    out += "probes skipped (--no-probe)";
+  } else if (probes.empty()) {
+    out += "no open port to probe";
+  } else {
+    size_t failed = 0;
+    for (const auto& p : probes) failed += !p.as_policy.value_or(true);
+    out += failed == 0 ? std::to_string(probes.size()) + " probes ok"
+                       : std::to_string(failed) + " of " + std::to_string(probes.size()) + " probes failed";
+  }
+  return out;
+}
+
+/// The check itself; fills `metrics` with what it learns as it goes.
+int RunCheck(const GlobalOptions& g, const CheckOptions& o, CheckMetrics& metrics) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "check", l.status());
   auto c = ChooseBackend(g, l->policy);
   if (!c.ok()) return ReportError(g, "check", c.status());
+  metrics.backend = c->backend->name();
+  metrics.managers = {{"ufw", UfwActive()}, {"firewalld", ProcessRunning("firewalld")}};
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "check", plan.status());
   JudgePaths(*l, *c, false, plan->get());
+  metrics.in_sync = (*plan)->in_sync();
+  metrics.changes = (*plan)->changes.size();
+  metrics.conflicts = (*plan)->conflicts.size();
   // The Dovecot audit, when the policy names a config.
   std::optional<dovecot::AuditResult> audit;
   if (l->policy.dovecot.enabled) {
     auto a = RunDovecotAudit(l->policy.dovecot.config, l->policy.dovecot.ignore);
     if (!a.ok()) return ReportError(g, "check", a.status().WithContext("dovecot audit"));
     audit = std::move(a.value());
+    metrics.findings.emplace();
+    for (const auto& f : audit->findings) ++(*metrics.findings)[f.severity];
   }
-  bool findings = audit && !audit->findings.empty();
+  size_t failing_findings = 0;
+  if (audit)
+    for (const auto& f : audit->findings) failing_findings += FailsCheck(f, o.fail_on);
+  bool findings = failing_findings > 0;
   std::vector<JudgedProbe> probes;
   if (o.probe) probes = ProbeOpenPortsLocally(l->policy);
   bool probes_ok = true;
   for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
   bool clean = (*plan)->in_sync() && (*plan)->conflicts.empty() && c->fights.empty() && !findings && probes_ok;
+  if (o.probe) {
+    metrics.probes.emplace();
+    for (const auto& p : probes) {
+      CheckMetrics::Probe mp{p.result.host, p.result.port, p.result.state, p.as_policy ? (*p.as_policy ? 1 : 0) : -1, {}};
+      if (p.result.tls) mp.cert_not_after = ParseUtcTimestamp(p.result.tls->not_after);
+      metrics.probes->push_back(mp);
+    }
+  }
   metrics.up = true;
-  metrics.in_sync = (*plan)->in_sync();
-  metrics.changes = (*plan)->changes.size();
-  metrics.conflicts = (*plan)->conflicts.size();
-  if (audit)
-    for (const auto& f : audit->findings) ++metrics.findings[f.severity];
-  for (const auto& p : probes)
-    metrics.probes.push_back({p.result.host, p.result.port, p.result.state, p.as_policy ? (*p.as_policy ? 1 : 0) : -1});
   if (Json(g)) {
     json j = PlanJson("check", *c, **plan);
     j["drift"] = !(*plan)->in_sync();
     j["clean"] = clean;
+    j["fail_on"] = o.fail_on;
     j["audit"] = audit ? AuditJson(l->policy.dovecot.config, *audit) : json(nullptr);
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
-    std::cout << j.dump(2) << "\n";
+    j["probed"] = o.probe;
+    std::cout << DumpJson(j) << "\n";
   } else {
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
       std::cout << "dovecot audit of " << l->policy.dovecot.config << ": "
-                << (findings ? std::to_string(audit->findings.size()) + " findings:\n" : "clean\n");
+                << (audit->findings.empty() ? "clean\n" : std::to_string(audit->findings.size()) + " findings:\n");
       std::cout << AuditText(*audit, UseColor());
+      if (!audit->findings.empty() && !findings)
+        std::cout << "(none at or above --fail-on " << o.fail_on << ": they do not fail the check)\n";
     }
     if (!probes.empty() && !g.quiet)
       std::cout << "local probes of the open ports:\n" << ProbeText(probes, UseColor());
@@ -439,12 +495,34 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
   }
   if (std::getenv("JOURNAL_STREAM")) {
     // One line for the journal, with a priority: warning when not clean.
-    std::cerr << (clean ? "<6>" : "<4>") << "mailward check: " << (clean ? "clean" : "NOT clean") << ": "
-              << (*plan)->changes.size() << " drift changes, " << (*plan)->conflicts.size() << " conflicts, "
-              << (audit ? audit->findings.size() : 0) << " Dovecot findings, " << (probes_ok ? "probes ok" : "a probe failed")
+    std::cerr << (clean ? "<6>" : "<4>") << CheckSummary(clean, **plan, audit, failing_findings, o.fail_on, probes, o.probe)
               << "\n";
   }
   return clean ? exit_code::kOk : exit_code::kChanges;
+}
+
+}  // namespace
+
+int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
+  if (!o.metrics_file.empty() && !IsDirectory(DirOf(o.metrics_file)))
+    return ReportError(g, "check", Status::Io(DirOf(o.metrics_file) +
+                                              ": the metrics directory does not exist: create it (node_exporter's "
+                                              "--collector.textfile.directory) or fix --metrics-file"));
+  CheckMetrics metrics;
+  metrics.last_apply = ReadLastApply(g.state_dir);
+  auto started = std::chrono::steady_clock::now();
+  int rc = RunCheck(g, o, metrics);
+  if (o.metrics_file.empty()) return rc;
+  // Written however the check ended: on an error, mailward_up 0 and only what it learned.
+  metrics.timestamp = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  metrics.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  Status s = WriteMetrics(o.metrics_file, metrics);
+  if (!s.ok()) {
+    std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward check: error: cannot write the metrics: "
+              << s.message() << "\n";
+    return exit_code::kError;
+  }
+  return rc;
 }
 
 int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
@@ -464,11 +542,30 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "apply", ls);
   PendingConfirm pending;
-  if (ReadPending(g.state_dir, &pending))
-    return ReportError(g, "apply", Status::Error(Code::kRefused,
-                                          "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
-                                              " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
-                                              "nothing was applied"));
+  if (ReadPending(g.state_dir, &pending)) {
+    std::string why;
+    if (!PendingIsStale(g.state_dir, pending, &why))
+      return ReportError(g, "apply", Status::Error(Code::kRefused,
+                                            "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
+                                                " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
+                                                "nothing was applied"));
+    // Nobody will ever confirm or revert it (a reboot, a killed watchdog): not confirmed.
+    Status rs = ResolveStalePending(g.state_dir, pending, why);
+    c->notes.push_back("an earlier apply --confirm was never confirmed (" + why + "): " +
+                       (rs.ok() ? "reverted to " + pending.snapshot + " first"
+                                : "its revert failed (" + rs.message() + "); applying the policy anyway") +
+                       ", see " + g.state_dir + "/confirm.log");
+  } else if (PendingRecordExists(g.state_dir)) {
+    // A record that cannot be read: its watchdog still reverts by its last reading of it.
+    if (AnyWatchdogAlive(g.state_dir))
+      return ReportError(g, "apply", Status::Error(Code::kRefused,
+                                            g.state_dir + "/pending-confirm cannot be read, and an apply --confirm watchdog "
+                                            "still runs: run 'mailward confirm' (keep the applied policy) or 'mailward "
+                                            "rollback' first; nothing was applied"));
+    EndPending(g.state_dir, "damaged pending confirmation record with no watchdog left: removed, nothing reverted");
+    c->notes.push_back("removed a damaged " + g.state_dir + "/pending-confirm that no watchdog was waiting on");
+  }
+  ResolveUncommitted(g.state_dir);
   if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
     return ReportError(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
 
@@ -476,6 +573,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   std::unique_ptr<BackendPlan> plan;
   Snapshot snapshot;
   std::string snapshot_path;
+  const bool confirming = ao.confirm_seconds > 0;
+  bool armed = false;
   int attempts = 0;
   for (;;) {
     auto p = [&] {
@@ -490,24 +589,50 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       if (!snap.ok()) return ReportError(g, "apply", snap.status());
       snapshot = std::move(snap.value());
       Phase save("save snapshot");
-      auto saved = SaveSnapshot(g.state_dir, snapshot);
+      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation);
       if (!saved.ok())
         return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
       snapshot_path = *saved;
+      if (confirming) {
+        // Armed before the commit: from here on, whatever happens to this process, the watchdog
+        // reverts at the deadline unless the apply is confirmed (or disarms it itself).
+        Status ws = ArmConfirm(g.state_dir, snapshot_path, ao.confirm_seconds);
+        if (!ws.ok()) {
+          RemoveSnapshot(snapshot_path);
+          return ReportError(g, "apply", ws.WithContext("nothing was applied"));
+        }
+        armed = true;
+      }
     }
+    TestPausePoint("before-commit");
     Status s = [&] {
       Phase phase("apply batch");
       return be.Apply(*plan);
     }();
     if (s.ok()) break;
-    // Nothing was applied: this attempt's snapshot is not a rollback point.
+    // Nothing was applied: this attempt's snapshot is not a rollback point, nor a revert.
+    if (armed) DisarmConfirm(g.state_dir, "the apply failed and changed nothing (" + s.message() + ")");
+    armed = false;
     if (!snapshot_path.empty()) {
-      unlink(snapshot_path.c_str());
-      unlink(AttachmentOf(snapshot_path).c_str());
+      RemoveSnapshot(snapshot_path);
       snapshot_path.clear();
     }
     if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
     return ReportError(g, "apply", s);
+  }
+  // Committed: the confirm deadline counts from now.
+  Status committed = armed ? CommitPending(g.state_dir, ao.confirm_seconds) : Status::Ok();
+  if (!snapshot_path.empty()) MarkCommitted(snapshot_path);
+  TestPausePoint("after-commit");
+  if (!committed.ok()) {
+    Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
+    if (rs.ok()) {
+      DisarmConfirm(g.state_dir, "the apply could not record its commit and put the old state back");
+      RemoveSnapshot(snapshot_path);
+    }
+    return ReportError(g, "apply", committed.WithContext(rs.ok() ? "cannot record the pending confirmation; reverted"
+                                                                  : "cannot record the pending confirmation; REVERT FAILED (" +
+                                                                        rs.message() + "), the watchdog retries at the deadline"));
   }
 
   // Verify: read back and compare with the policy.
@@ -529,11 +654,21 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     if (!verified) {
       // Only this apply's own commit is undone (the backend checks nobody committed since).
       Status rs = be.RestoreOwnCommit(*plan, snapshot.bytes, ReadAttachment(snapshot_path));
+      if (rs.ok()) {
+        // Back where it started: no revert pending, and no no-op rollback point.
+        if (armed) DisarmConfirm(g.state_dir, "verification failed and the apply rolled back itself");
+        RemoveSnapshot(snapshot_path);
+      } else if (armed && rs.code() == Code::kGenerationMoved) {
+        // Another process committed after this apply: its state is not ours to revert.
+        DisarmConfirm(g.state_dir, "verification failed and another process committed after this apply; its state is left alone");
+      }
       Status vs = Status::Error(Code::kVerifyFailed,
                                 "verification failed: " + verify_error +
                                     (rs.ok() ? "; rolled back to the previous state"
-                                     : rs.code() == Code::kGenerationMoved ? "; " + rs.message()
-                                                                           : "; ROLLBACK FAILED: " + rs.message()));
+                                     : rs.code() == Code::kGenerationMoved
+                                         ? "; " + rs.message()
+                                         : "; ROLLBACK FAILED: " + rs.message() +
+                                               (armed ? " (the confirm watchdog tries again at its deadline)" : "")));
       return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
     }
   }
@@ -541,27 +676,34 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
   // since a stopped service is not the firewall's doing.
+  TestPausePoint("probes");
   std::vector<JudgedProbe> probes;
   if (ao.probe) probes = ProbeOpenPortsLocally(l->policy);
 
-  // Commit-confirmed: a detached watchdog reverts unless `mailward confirm` (or, with
-  // --auto-confirm, this run's own checks) confirms first.
+  // Commit-confirmed: the watchdog armed before the commit reverts unless `mailward confirm`
+  // (or, with --auto-confirm, this run's own checks) confirms first.
   json confirm = nullptr;
   std::string confirm_text;
-  if (ao.confirm_seconds > 0 && !plan->in_sync()) {
-    Status ws = StartConfirmWatchdog(g.state_dir, snapshot_path, ao.confirm_seconds);
-    if (!ws.ok()) {
-      Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
-      return ReportError(g, "apply", ws.WithContext(rs.ok() ? "reverted" : "REVERT FAILED: " + rs.message()));
-    }
+  if (armed) {
     bool probes_ok = true;
     for (const auto& p : probes) probes_ok &= p.as_policy.value_or(true);
-    bool sessions_ok = CheckLockout(l->policy, SshSessionsFor(l->policy)).ok();
+    // The sessions seen before the apply and those seen now: a session the new rules cut may
+    // no longer be listed, and its peer no longer reaches its port.
+    auto now_sessions = SshSessionsFor(l->policy);
+    for (const auto& s : sessions) {
+      bool dup = false;
+      for (const auto& n : now_sessions) dup |= n.client == s.client && n.port == s.port;
+      if (!dup) now_sessions.push_back(s);
+    }
+    Status lockout = CheckLockout(l->policy, now_sessions);
     std::string why;
     if (!probes_ok) why = "a probe of an open port failed";
-    else if (!sessions_ok) why = "the policy closes the port of an SSH session";
+    else if (!lockout.ok()) why = "the policy closes the port of an SSH session to its client";
+    PendingConfirm now_pending;
+    if (why.empty() && ReadPending(g.state_dir, &now_pending) && BootMs() >= now_pending.deadline_ms)
+      why = "the checks outlasted the --confirm time";  // the watchdog reverts once this apply ends
     bool auto_ok = ao.auto_confirm && why.empty();
-    if (auto_ok) ConfirmPending(g.state_dir);
+    if (auto_ok) ConfirmPending(g.state_dir, "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off");
     confirm = {{"seconds", ao.confirm_seconds},
                {"pending", !auto_ok},
                {"auto_confirmed", auto_ok},
@@ -571,7 +713,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     confirm_text = auto_ok ? "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off\n"
                            : "NOT CONFIRMED: reverts in " + std::to_string(ao.confirm_seconds) +
                                  " s unless 'mailward confirm' runs" + (why.empty() ? "" : " (" + why + ")") + "\n";
-  } else if (ao.confirm_seconds > 0) {
+  } else if (confirming) {
     confirm = {{"seconds", ao.confirm_seconds}, {"pending", false}, {"auto_confirmed", false},
                {"reason", "nothing changed: nothing to confirm"}};
   }
@@ -583,7 +725,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
     j["confirm"] = confirm;
-    std::cout << j.dump(2) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     PrintPlanText(g, *c, *plan, "applied");
     if (!plan->in_sync()) std::cout << "verified: the ruleset read back matches the policy\n";
@@ -593,6 +735,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     }
     std::cout << confirm_text;
   }
+  if (confirm.is_null() || !confirm["pending"].get<bool>()) (void)RecordLastApply(g.state_dir);  // for the metrics
   return exit_code::kOk;
 }
 
@@ -600,32 +743,257 @@ int CmdConfirm(const GlobalOptions& g) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "confirm", ls);
+  PendingConfirm pending;
+  std::string why;
+  if (ReadPending(g.state_dir, &pending) && PendingIsStale(g.state_dir, pending, &why)) {
+    Status rs = ResolveStalePending(g.state_dir, pending, why);
+    return ReportError(g, "confirm", Status::Error(Code::kRefused,
+                                            "nothing to confirm: the pending apply --confirm can no longer be kept (" + why +
+                                                "), so it counts as not confirmed: " +
+                                                (rs.ok() ? "reverted to " + pending.snapshot : "its revert FAILED: " + rs.message()) +
+                                                " (see " + g.state_dir + "/confirm.log); apply again to keep the policy"));
+  }
   bool done = ConfirmPending(g.state_dir);
   if (!done)
     return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
                                                             "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
-  if (Json(g)) std::cout << json{{"command", "confirm"}, {"confirmed", true}}.dump(2) << "\n";
+  (void)RecordLastApply(g.state_dir);  // for the metrics
+  if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
 
-int CmdRollback(const GlobalOptions& g) {
+int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "rollback", ls);
-  ConfirmPending(g.state_dir);  // a pending revert is superseded by this rollback
-  auto snaps = ListFiles(g.state_dir + "/snapshots", ".snap");
+  // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
+  PendingConfirm pending;
+  bool has_pending = ReadPending(g.state_dir, &pending);
+  const bool damaged_pending = !has_pending && PendingRecordExists(g.state_dir);
+  ResolveUncommitted(g.state_dir);
+  if (has_pending && !Exists(pending.snapshot)) {
+    // Its apply was killed before committing (or its snapshot is gone): nothing to revert.
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': its apply never committed, nothing to revert");
+    has_pending = false;
+  }
+  auto snaps = ListSnapshots(g.state_dir);
   if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
-  if (snaps->empty()) return ReportError(g, "rollback", Status::Io("no snapshot to roll back to in " + g.state_dir + "/snapshots"));
-  auto data = ReadFile(snaps->back());
+  if (snaps->empty()) {
+    return ReportError(g, "rollback", Status::Error(Code::kNotFound,
+                                             "no snapshot to roll back to: " + g.state_dir + "/snapshots holds none (no apply "
+                                             "through this state directory changed the firewall, or every earlier state was "
+                                             "rolled back already); nothing was changed"));
+  }
+  // --to N: the state before apply N; the rollback points after it go with it.
+  size_t pick = snaps->size() - 1;
+  if (o.to) {
+    bool found = false;
+    for (size_t i = 0; i < snaps->size(); ++i)
+      if ((*snaps)[i].seq == *o.to) {
+        pick = i;
+        found = true;
+      }
+    if (!found) {
+      std::string have;
+      for (const auto& sf : *snaps) have += (have.empty() ? "" : ", ") + std::to_string(sf.seq);
+      return ReportError(g, "rollback", Status::Error(Code::kNotFound, "no snapshot " + std::to_string(*o.to) + " in " +
+                                                                           g.state_dir + "/snapshots (there are: " + have +
+                                                                           "; 'mailward snapshots' lists them); nothing was changed"));
+    }
+  }
+  const std::string newest = (*snaps)[pick].path;
+  auto data = ReadFile(newest, Follow::kNoSymlinks);
   if (!data.ok()) return ReportError(g, "rollback", data.status());
   auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
-  Status s = be->Restore(*data, ReadAttachment(snaps->back()));
+  Status s = be->Restore(*data, ReadAttachment(newest));
   if (!s.ok()) return ReportError(g, "rollback", s);
-  unlink(snaps->back().c_str());
-  unlink(AttachmentOf(snaps->back()).c_str());
-  if (Json(g)) std::cout << json{{"command", "rollback"}, {"restored", snaps->back()}}.dump(2) << "\n";
-  else if (!g.quiet) std::cout << "rolled back to the state saved in " << snaps->back() << "\n";
+  for (size_t i = snaps->size(); i-- > pick;) RemoveSnapshot((*snaps)[i].path);
+  if (has_pending || damaged_pending)
+    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
+  // Say when the result no longer matches the policy (a rollback after a repair of hand-made
+  // drift brings the hand-made state back).
+  std::optional<size_t> differs;
+  if (auto l = Load(g); l.ok()) {
+    if (auto c = ChooseBackend(g, l->policy); c.ok()) {
+      PlanOptions po;
+      po.analyze_conflicts = false;
+      if (auto plan = c->backend->Plan(l->desired, po); plan.ok()) differs = (*plan)->changes.size();
+    }
+  }
+  if (Json(g)) {
+    std::cout << DumpJson(json{{"command", "rollback"},
+                               {"restored", newest},
+                               {"policy_changes", differs ? json(*differs) : json(nullptr)}})
+              << "\n";
+  } else if (!g.quiet) {
+    std::cout << "rolled back to the state saved in " << newest << "\n";
+    if (differs && *differs > 0)
+      std::cout << "note: the firewall now differs from the policy " << g.policy << " (" << *differs
+                << " changes): 'mailward plan' shows them, 'mailward apply' puts the policy back\n";
+  }
+  return exit_code::kOk;
+}
+
+/// `mailward status`: the effective state, like `ufw status verbose`: the backend and why, each
+/// port of the policy with what it means and whether every path does it (the engine's
+/// judgement), drift, the last apply and a pending confirm. Changes nothing.
+int CmdStatus(const GlobalOptions& g) {
+  auto l = Load(g);
+  if (!l.ok()) return ReportError(g, "status", l.status());
+  auto c = ChooseBackend(g, l->policy);
+  if (!c.ok()) return ReportError(g, "status", c.status());
+  auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
+  if (!plan.ok()) return ReportError(g, "status", plan.status());
+  JudgePaths(*l, *c, false, plan->get());
+  const BackendPlan& bp = **plan;
+
+  json ports = json::array();
+  struct Row {
+    std::string port, name, meaning, v4, v6;
+  };
+  std::vector<Row> rows;
+  for (const auto& p : l->policy.ports) {
+    std::string meaning;
+    json allow = json::array();
+    if (p.state == PortState::kOpen) {
+      meaning = "open";
+    } else {
+      meaning = std::string("closed") + (p.action == Action::kReject ? " (reject)" : "");
+      std::string lists;
+      for (const auto& a : p.allow) {
+        size_t n = l->policy.allowlists.count(a) ? l->policy.allowlists.at(a).entries.size() : 0;
+        allow.push_back({{"name", a}, {"entries", n}});
+        lists += (lists.empty() ? "" : ", ") + a + " (" + std::to_string(n) + (n == 1 ? " entry)" : " entries)");
+      }
+      meaning += lists.empty() ? " to all" : " except " + lists;
+    }
+    if (p.rate_limit) meaning += ", rate limit " + p.rate_limit->text;
+    json fam = json::object();
+    std::string cells[2];
+    for (int f = 0; f < 2; ++f) {
+      const char* fname = f == 0 ? "ipv4" : "ipv6";
+      std::vector<const Conflict*> mine;
+      for (const auto& x : bp.conflicts)
+        if (x.port == p.port && x.family == fname) mine.push_back(&x);
+      json cj = json::array();
+      for (const auto* x : mine) cj.push_back(x->kind + " (" + x->owner + ")");
+      fam[fname] = {{"as_policy", mine.empty()}, {"conflicts", cj}};
+      cells[f] = mine.empty() ? "ok" : "NOT: " + mine.front()->kind + " (" + mine.front()->owner + ")" +
+                                           (mine.size() > 1 ? " +" + std::to_string(mine.size() - 1) : "");
+    }
+    ports.push_back({{"port", p.port},
+                     {"name", p.name},
+                     {"state", p.state == PortState::kOpen ? "open" : "closed"},
+                     {"action", p.action == Action::kReject ? "reject" : "drop"},
+                     {"allow", allow},
+                     {"rate_limit", p.rate_limit ? json(p.rate_limit->text) : json(nullptr)},
+                     {"effective", meaning},
+                     {"families", fam}});
+    rows.push_back({std::to_string(p.port), p.name, meaning, cells[0], cells[1]});
+  }
+
+  // The last apply: the newest snapshot was taken just before it.
+  json last = nullptr;
+  std::string last_text = "never (no snapshot in " + g.state_dir + ")";
+  if (auto snaps = ListSnapshots(g.state_dir); snaps.ok() && !snaps->empty()) {
+    const auto& sf = snaps->back();
+    struct stat st;
+    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+    char buf[64] = "?";
+    std::time_t t = static_cast<std::time_t>(when);
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+    last = {{"snapshot", sf.path}, {"seq", sf.seq}, {"time", when}};
+    last_text = std::string(buf) + " (snapshot " + std::to_string(sf.seq) + ": 'mailward rollback' restores the state before it)";
+  }
+  json pending = nullptr;
+  std::string pending_text = "none";
+  PendingConfirm pc;
+  if (ReadPending(g.state_dir, &pc)) {
+    long long left = pc.deadline - static_cast<long long>(std::time(nullptr));
+    pending = {{"deadline", pc.deadline}, {"seconds_left", left}, {"snapshot", pc.snapshot}};
+    pending_text = "reverts in " + std::to_string(std::max(0LL, left)) + " s unless 'mailward confirm' runs";
+  }
+  bool enforced = bp.in_sync() && bp.conflicts.empty();
+  if (Json(g)) {
+    json j = {{"command", "status"},
+              {"backend", c->backend->name()},
+              {"backend_reason", c->reason},
+              {"in_sync", bp.in_sync()},
+              {"drift_changes", bp.changes.size()},
+              {"enforced", enforced},
+              {"ports", ports},
+              {"conflicts", json::array()},
+              {"source_restrictions", bp.restrictions.size()},
+              {"last_apply", last},
+              {"pending_confirm", pending},
+              {"notes", bp.notes}};
+    for (const auto& x : bp.conflicts) j["conflicts"].push_back(ConflictToJson(x));
+    std::cout << DumpJson(j) << "\n";
+    return exit_code::kOk;
+  }
+  if (g.quiet) return exit_code::kOk;
+  std::cout << "Status: " << (enforced ? "enforced" : bp.in_sync() ? "applied, but not on every path (see below)" : "NOT in sync with the policy")
+            << "\nBackend: " << c->backend->name() << " (" << c->reason << ")"
+            << "\nDrift: " << (bp.in_sync() ? "none" : std::to_string(bp.changes.size()) + " changes ('mailward plan' lists them)")
+            << "\nLast apply: " << last_text << "\nPending confirm: " << pending_text << "\n\n";
+  size_t w[5] = {4, 7, 9, 4, 4};
+  for (const auto& r : rows) {
+    w[0] = std::max(w[0], r.port.size());
+    w[1] = std::max(w[1], r.name.size());
+    w[2] = std::max(w[2], r.meaning.size());
+    w[3] = std::max(w[3], r.v4.size());
+  }
+  auto pad = [](const std::string& s, size_t n) { return s + std::string(n > s.size() ? n - s.size() : 0, ' '); };
+  std::cout << pad("Port", w[0] + 2) << pad("Service", w[1] + 2) << pad("Effective", w[2] + 2) << pad("IPv4", w[3] + 2)
+            << "IPv6\n";
+  for (const auto& r : rows)
+    std::cout << pad(r.port, w[0] + 2) << pad(r.name, w[1] + 2) << pad(r.meaning, w[2] + 2) << pad(r.v4, w[3] + 2) << r.v6
+              << "\n";
+  if (!bp.conflicts.empty()) std::cout << "\nConflicts:\n" << ConflictsText(bp.conflicts, UseColor());
+  if (!bp.restrictions.empty())
+    std::cout << "\n" << bp.restrictions.size() << " rules elsewhere block only some sources (ban lists, anti-spoofing); "
+              << "'mailward check --verbose' lists them\n";
+  for (const auto& n : bp.notes) std::cout << "note: " << n << "\n";
+  return exit_code::kOk;
+}
+
+/// `mailward snapshots`: the rollback points, oldest first: sequence number, when, the backend
+/// that made it, whether its apply committed.
+int CmdSnapshots(const GlobalOptions& g) {
+  auto snaps = ListSnapshots(g.state_dir);
+  if (!snaps.ok()) return ReportError(g, "snapshots", snaps.status());
+  json list = json::array();
+  for (const auto& sf : *snaps) {
+    struct stat st;
+    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+    auto head = ReadFile(sf.path, Follow::kNoSymlinks);
+    std::string backend = "unknown";
+    if (head.ok()) backend = BackendForSnapshot(*head, BackendConfig{g.state_dir})->name();
+    bool committed = !Exists(sf.path.substr(0, sf.path.size() - 5) + ".uncommitted");
+    list.push_back({{"id", sf.seq}, {"time", when}, {"backend", backend}, {"path", sf.path},
+                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed}});
+  }
+  if (Json(g)) {
+    std::cout << DumpJson(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}}) << "\n";
+    return exit_code::kOk;
+  }
+  if (g.quiet) return exit_code::kOk;
+  if (list.empty()) {
+    std::cout << "no snapshots in " << g.state_dir << "/snapshots (no apply through this state directory changed the firewall)\n";
+    return exit_code::kOk;
+  }
+  std::cout << "ID    TIME                     BACKEND    SIZE      (mailward rollback --to ID restores the state before that apply)\n";
+  for (const auto& j : list) {
+    char buf[64] = "?";
+    std::time_t t = static_cast<std::time_t>(j["time"].get<long long>());
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+    char line[256];
+    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-9zu%s\n", static_cast<unsigned long long>(j["id"].get<uint64_t>()),
+                  buf, j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
+                  j["committed"].get<bool>() ? "" : " (its apply never committed)");
+    std::cout << line;
+  }
   return exit_code::kOk;
 }
 

@@ -2,6 +2,8 @@
 // SPEC.md; main() only parses arguments.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "util/status.h"
@@ -42,8 +44,18 @@ int CmdConfirm(const GlobalOptions& g);
 struct CheckOptions {
   bool probe = true;         ///< probe the open ports locally (--no-probe: skip)
   std::string metrics_file;  ///< Prometheus textfile output, written atomically
+  /// Dovecot findings at this severity or worse fail the check (exit 2); milder ones are
+  /// reported only. critical | high | medium | low | info.
+  std::string fail_on = "info";
 };
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
-int CmdRollback(const GlobalOptions& g);
+struct RollbackOptions {
+  std::optional<uint64_t> to;  ///< --to ID: the state before that apply (default: the last one)
+};
+int CmdRollback(const GlobalOptions& g, const RollbackOptions& o);
+/// The rollback points, oldest first (0, 1).
+int CmdSnapshots(const GlobalOptions& g);
+/// The effective state of every port of the policy, like `ufw status verbose` (0, 1 on error).
+int CmdStatus(const GlobalOptions& g);
 
 }  // namespace mw

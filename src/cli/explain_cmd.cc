@@ -47,7 +47,8 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
 
   auto hv = ReadHostView({});
   if (!hv.ok()) return ReportError(g, "explain", hv.status());
-  auto flows = analysis::CandidateFlows(hv->interfaces, src.family, o.port);
+  auto flows = analysis::CandidateFlows(hv->interfaces, src.family, o.port,
+                                        hv->forwarding[src.family == Family::kV4 ? 0 : 1]);
   analysis::Flow flow = flows.front();
   if (!o.iif.empty()) {
     bool found = false;
@@ -105,7 +106,7 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
               {"policy", expected ? json(expectation) : json(nullptr)},
               {"as_policy", as_policy},
               {"notes", hv->notes}};
-    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "tcp " << o.from << " -> " << to << ":" << o.port
               << (flow.iif ? " arriving on " + *flow.iif : std::string()) << "\n";

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "report/report.h"
+#include "util/text.h"
 
 namespace mw {
 namespace {
@@ -87,7 +88,7 @@ json ProbeJson(const JudgedProbe& p) {
   if (r.tls)
     tls = {{"version", r.tls->version}, {"cipher", r.tls->cipher}, {"subject", r.tls->subject},
            {"not_after", r.tls->not_after}, {"days_left", r.tls->days_left}};
-  return {{"port", r.port},
+  return Utf8Safe({{"port", r.port},
           {"host", r.host},
           {"state", r.state},
           {"protocol", probe::ProtoName(r.proto)},
@@ -103,7 +104,7 @@ json ProbeJson(const JudgedProbe& p) {
           {"cleartext_login", r.cleartext_login},
           {"cleartext_evidence", r.cleartext_evidence.empty() ? json(nullptr) : json(r.cleartext_evidence)},
           {"tls", tls},
-          {"error", r.error.empty() ? json(nullptr) : json(r.error)}};
+          {"error", r.error.empty() ? json(nullptr) : json(r.error)}});
 }
 
 std::string ProbeText(const std::vector<JudgedProbe>& probes, bool color) {
@@ -128,8 +129,9 @@ std::string ProbeText(const std::vector<JudgedProbe>& probes, bool color) {
       if (r.tls) d += ", " + r.tls->version + " " + r.tls->cipher + ", cert " + r.tls->subject + " expires " +
                       r.tls->not_after + " (" + std::to_string(r.tls->days_left) + " days)";
     }
-    if (!d.empty()) out += "  " + d;
-    out += "\n      " + p.reason + "\n";
+    // What a server sent (mechanisms, certificate subject) is escaped: no terminal escapes.
+    if (!d.empty()) out += "  " + Excerpt(d, 400);
+    out += "\n      " + Excerpt(p.reason, 400) + "\n";
   }
   return out;
 }
@@ -151,8 +153,9 @@ int CmdProbe(const GlobalOptions& g, const ProbeOptions& o) {
   if (g.format == "json") {
     json results = json::array();
     for (const auto& j : judged) results.push_back(ProbeJson(j));
-    std::cout << json{{"command", "probe"}, {"as_policy", ok}, {"source", o.source.empty() ? json(nullptr) : json(o.source)},
-                      {"results", results}}.dump(2) << "\n";
+    std::cout << DumpJson(json{{"command", "probe"}, {"as_policy", ok},
+                                {"source", o.source.empty() ? json(nullptr) : json(o.source)}, {"results", results}})
+              << "\n";
   } else if (!g.quiet) {
     std::cout << ProbeText(judged, UseColor());
     std::cout << (ok ? "as the policy says\n" : "NOT as the policy says\n");

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "util/fs.h"
+#include "util/text.h"
 
 namespace mw::dovecot {
 namespace {
@@ -21,6 +22,7 @@ constexpr int kMaxIncludeDepth = 32;        // files including files; siblings o
 constexpr size_t kMaxSectionDepth = 100000;
 constexpr size_t kMaxFileBytes = 16u << 20;
 constexpr size_t kMaxValueBytes = 1u << 20;  // `x = $x $x` repeated doubles each time
+constexpr size_t kMaxIncludeFiles = 10000;   // files read in all (doveconf takes 1000 in one glob)
 
 class DiskFileSource : public FileSource {
  public:
@@ -34,6 +36,7 @@ class DiskFileSource : public FileSource {
     globfree(&g);
     return out;
   }
+  bool Private(const std::string& path) override { return !WorldReadable(path); }
   std::string Canonical(const std::string& path) override {
     char buf[PATH_MAX];
     return realpath(path.c_str(), buf) ? std::string(buf) : path;
@@ -69,14 +72,34 @@ std::string StrUnescape(const std::string& s) {
   return out;
 }
 
+/// The matches of one `!include` glob not read yet: opened one after another from the including
+/// frame when the one before ends, so 1000 matches are 1000 siblings read in turn, not 1000 files
+/// held at once. Their names count as open from the include line on (as on Dovecot's input stack).
+struct Pending {
+  std::vector<std::string> paths;  ///< last first: popped from the back
+  int depth = 0;
+  bool try_only = false;
+  std::string where;  ///< "file:line: " of the include line
+};
+
 struct Frame {
   std::string path;
   std::string text;
   size_t pos = 0;
   int line = 0;
   int depth = 0;
-  bool listed = false;  ///< in Config::files (when its reading starts, so in reading order)
+  bool hide = false;  ///< not readable by others: errors quote nothing of it
+  Pending pending;
 };
+
+/// Setting names and section types: what a Dovecot setting name can be made of. Anything else is
+/// an unknown setting to doveconf too, and is refused without quoting more than an excerpt.
+bool ValidKey(const std::string& k) {
+  if (k.empty()) return false;
+  return std::all_of(k.begin(), k.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '/' || c == '.' || c == '@';
+  });
+}
 
 /// Dovecot's fix_relative_path: relative to the directory of the file being read.
 std::string FixRelative(const std::string& path, const std::string& from) {
@@ -312,23 +335,41 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
   std::string full_line;              // a line continued with '\', across files as in Dovecot
   std::string full_file;
   int full_line_no = 0;
+  std::string full_private;           // a file others cannot read that full_line comes from
 
-  auto open = [&](const std::string& p, int depth, bool try_only, const std::string& where) -> Status {
+  size_t files_read = 0;
+  // Reads `p` and pushes it; its canonical name is already in open_files (the caller checked
+  // for recursion). A file !include_try cannot read is dropped from open_files and skipped.
+  auto open = [&](const std::string& p, const std::string& canon, int depth, bool try_only,
+                  const std::string& where) -> Status {
     if (depth > kMaxIncludeDepth) return Status::Invalid(where + "includes nested deeper than 32 files");
-    std::string canon = files.Canonical(p);
-    if (open_files.count(canon)) return Status::Invalid(where + "Recursive include file: " + p);
-    auto text = files.Read(p);
+    if (++files_read > kMaxIncludeFiles)
+      return Status::Invalid(where + "more than " + std::to_string(kMaxIncludeFiles) + " files included in all");
+    auto text = files.Read(p);  // a FIFO or a device is refused at once (ReadFile)
     if (!text.ok()) {
-      if (try_only) return Status::Ok();
+      if (try_only) {
+        open_files.erase(canon);
+        return Status::Ok();
+      }
       return Status::Invalid(where + text.status().message());
     }
     if (text->size() > kMaxFileBytes) return Status::Invalid(where + p + ": larger than 16 MiB");
-    if (text->find('\0') != std::string::npos) return Status::Invalid(p + ": binary data (NUL bytes), not a Dovecot config");
-    open_files.insert(canon);
-    stack.push_back(Frame{p, std::move(text.value()), 0, 0, depth});
+    if (text->find('\0') != std::string::npos)
+      return Status::Invalid(where + p + ": binary data (NUL bytes), not a Dovecot config");
+    cfg.files.push_back(p);
+    Frame fr{p, std::move(text.value()), 0, 0, depth};
+    fr.hide = files.Private(p);
+    stack.push_back(std::move(fr));
     return Status::Ok();
   };
-  MW_RETURN_IF_ERROR(open(path, 0, false, ""));
+  // What an error may quote of a file's text: nothing from a file others cannot read (an
+  // `!include /etc/shadow`), else a short escaped excerpt.
+  auto quote_of = [&](const std::string& file, bool hide, const std::string& text, bool quotes = true) {
+    if (hide) return std::string("(content not shown: ") + file + " is not readable by others)";
+    return quotes ? "'" + Excerpt(text) + "'" : Excerpt(text);
+  };
+  open_files.insert(files.Canonical(path));
+  MW_RETURN_IF_ERROR(open(path, files.Canonical(path), 0, false, ""));
   bool first_setting = true;
   auto cur_filter = [&] { return sections.empty() ? 0 : cfg.sections[static_cast<size_t>(sections.back())].filter; };
   // The non-filter section path around the current line: "service/imap-login/inet_listener/imap/",
@@ -340,7 +381,16 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
 
   while (!stack.empty()) {
     Frame& f = stack.back();
-    if (!f.listed) cfg.files.push_back(f.path), f.listed = true;
+    if (!f.pending.paths.empty()) {
+      // The next match of this frame's include glob; `f` may move when it is pushed.
+      std::string next = std::move(f.pending.paths.back());
+      f.pending.paths.pop_back();
+      const int depth = f.pending.depth;
+      const bool try_only = f.pending.try_only;
+      const std::string where = f.pending.where;
+      MW_RETURN_IF_ERROR(open(next, files.Canonical(next), depth, try_only, where));
+      continue;
+    }
     if (f.pos >= f.text.size()) {
       open_files.erase(files.Canonical(f.path));
       stack.pop_back();
@@ -353,6 +403,11 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
     ++f.line;
     const std::string file = f.path;
     const int depth = f.depth;
+    const bool hide = f.hide;
+    // Whose text an error would quote (a continued line: the private part's file, if any).
+    const std::string* quote_file = &file;
+    bool quote_hide = hide;
+    auto quote = [&](const std::string& text, bool quotes) { return quote_of(*quote_file, quote_hide, text, quotes); };
     int line_no = f.line;
     std::string where = file + ":" + std::to_string(line_no);
 
@@ -382,7 +437,8 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       line.pop_back();
       while (!line.empty() && IsWhite(line.back())) line.pop_back();
       if (!line.empty()) {
-        if (full_line.empty()) full_file = file, full_line_no = line_no;
+        if (full_line.empty()) full_file = file, full_line_no = line_no, full_private.clear();
+        if (hide) full_private = file;  // a continued line quotes nothing if a part is private
         full_line += line + " ";
       }
       continue;
@@ -392,6 +448,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       full_line.clear();
       where = full_file + ":" + std::to_string(full_line_no);
       line_no = full_line_no;
+      if (!hide && !full_private.empty()) quote_file = &full_private, quote_hide = true;
     }
     // The key runs to a blank or '='.
     size_t k = 0;
@@ -408,18 +465,26 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       if (matches.empty()) {
         if (try_only) continue;
         if (pattern.find_first_of("*?[{") == std::string::npos)
-          return Status::Invalid(where + ": " + pattern + ": cannot open: No such file or directory (!include)");
-        return Status::Invalid(where + ": !include " + pattern + ": no matching files");
+          return Status::Invalid(where + ": " + quote(pattern, false) +
+                                 ": cannot open: No such file or directory (!include)");
+        return Status::Invalid(where + ": !include " + quote(pattern, false) + ": no matching files");
       }
-      // Pushed last first, so the first match is read first (and siblings count as open, as in
-      // Dovecot's input stack).
-      for (auto it = matches.rbegin(); it != matches.rend(); ++it)
-        MW_RETURN_IF_ERROR(open(*it, depth + 1, try_only, where + ": "));
+      if (depth + 1 > kMaxIncludeDepth) return Status::Invalid(where + ": includes nested deeper than 32 files");
+      // Every match counts as open from here on (siblings are on Dovecot's input stack too),
+      // checked last first as Dovecot pushes them; then they are read one after another, the
+      // first match first.
+      for (auto it = matches.rbegin(); it != matches.rend(); ++it) {
+        std::string canon = files.Canonical(*it);
+        if (!open_files.insert(canon).second)
+          return Status::Invalid(where + ": Recursive include file: " + *it);
+      }
+      f.pending = Pending{std::vector<std::string>(matches.rbegin(), matches.rend()), depth + 1, try_only, where + ": "};
       continue;
     }
 
     if (!rest.empty() && rest[0] == '=') {
-      if (key.empty()) return Status::Invalid(where + ": a setting without a name: " + line.substr(0, 80));
+      if (key.empty()) return Status::Invalid(where + ": a setting without a name: " + quote(line, true));
+      if (!ValidKey(key)) return Status::Invalid(where + ": bad setting name " + quote(key, true));
       std::string v = rest.substr(1);
       size_t vb = 0;
       while (vb < v.size() && IsWhite(v[vb])) ++vb;
@@ -460,8 +525,8 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
           }
           have_runtime = true;
           if (value.size() > kMaxValueBytes || runtime.size() > kMaxValueBytes)
-            return Status::Invalid(where + ": the value of " + key + " grows beyond 1 MiB through $" + key +
-                                   " references");
+            return Status::Invalid(where + ": the value of " + quote(key, true) +
+                                   " grows beyond 1 MiB by $setting expansion (does it repeat itself, like x = $x $x?)");
           if (end == std::string::npos) break;
           value += ' ';
           runtime += ' ';
@@ -478,10 +543,10 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
         std::string l = Lower(value);
         if (l == "yes" || l == "y" || value == "1") value = "yes";
         else if (l == "no") value = "no";
-        else return Status::Invalid(where + ": Invalid boolean value: " + value + " (use yes or no)");
+        else return Status::Invalid(where + ": Invalid boolean value: " + quote(value, false) + " (use yes or no)");
       }
       if (spath == "ssl" && value != "yes" && value != "no" && value != "required")
-        return Status::Invalid(where + ": Invalid value: " + value + " (ssl is yes, no or required)");
+        return Status::Invalid(where + ": Invalid value: " + quote(value, false) + " (ssl is yes, no or required)");
       if (!cfg.is_24 && spath == key && IsAuthSetting(key)) {
         const Filter& fl = cfg.filters[static_cast<size_t>(filter)];
         if (Bits(fl.remote) > 0 || Bits(fl.local) > 0 || !fl.local_name.empty())
@@ -524,11 +589,12 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
       while (w < tail.size() && IsWhite(tail[w])) ++w;
       tail.erase(0, w);
       if (tail.empty() || tail[0] != '{')
-        return Status::Invalid(where + ": expected 'key = value', 'section [name] {' or '}' (Dovecot: Expecting '{'): " +
-                               line.substr(0, 80));
+        return Status::Invalid(where + ": expected 'key = value', a section or '}': " + quote(line, true) +
+                               " (Dovecot: Expecting '{')");
     }
-    if (tail.size() > 1) return Status::Invalid(where + ": Garbage after '{': " + line.substr(0, 80));
-    if (key.empty()) return Status::Invalid(where + ": a section without a type: " + line.substr(0, 80));
+    if (tail.size() > 1) return Status::Invalid(where + ": Garbage after '{': " + quote(line, true));
+    if (key.empty()) return Status::Invalid(where + ": a section without a type: " + quote(line, true));
+    if (!ValidKey(key)) return Status::Invalid(where + ": bad section name " + quote(key, true));
     if (sections.size() >= kMaxSectionDepth) return Status::Invalid(where + ": sections nested too deeply");
 
     Section sec{key, name, file, line_no, sections.empty() ? -1 : sections.back(), cur_filter(), false};
@@ -555,7 +621,7 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
           auto slash = name.find('/');
           auto addr = files.Resolve(name.substr(0, slash));
           if (!addr || !ParseNet(*addr + (slash == std::string::npos ? "" : name.substr(slash)), &n))
-            return Status::Invalid(where + ": " + key + " '" + name + "': not an address, a network or a host name that resolves");
+            return Status::Invalid(where + ": " + key + " " + quote(name, true) + ": not an address, a network or a host name that resolves");
           n.text = name;
         }
         const auto& pn = is_local ? parent.local : parent.remote;
@@ -584,8 +650,9 @@ Result<Config> Parse(const std::string& path, FileSource& files) {
   for (size_t i = 0; i < cfg.settings.size(); ++i) cfg.by_path[cfg.settings[i].path].push_back(i);
   for (int i : sections) {
     const Section& s = cfg.sections[static_cast<size_t>(i)];
-    cfg.warnings.push_back(s.file + ":" + std::to_string(s.line) + ": section '" + s.type +
-                           (s.name.empty() ? "" : " " + s.name) + "' is never closed (Dovecot accepts it)");
+    cfg.warnings.push_back(s.file + ":" + std::to_string(s.line) + ": section " +
+                           quote_of(s.file, files.Private(s.file), s.type + (s.name.empty() ? "" : " " + s.name)) +
+                           " is never closed (Dovecot accepts it)");
   }
   return cfg;
 }

@@ -30,6 +30,9 @@ class FileSource {
   /// Paths matching a glob pattern with braces (glob(3) with GLOB_BRACE: each brace alternative
   /// in order, each one's matches sorted); an empty list when none match.
   virtual std::vector<std::string> Glob(const std::string& pattern) = 0;
+  /// Whether others than root cannot read the file (it may hold secrets): errors then quote
+  /// nothing of it.
+  virtual bool Private(const std::string& path) { (void)path; return false; }
   /// A canonical name for cycle detection (realpath on disk).
   virtual std::string Canonical(const std::string& path) = 0;
   /// The first address of a host name, as Dovecot's `remote NAME { }` resolves it (getaddrinfo

@@ -17,6 +17,7 @@ struct LiveRule {
   uint64_t handle = 0;
   std::string key;   ///< its mailward comment, empty when none
   std::string body;  ///< canonical rendering of its expressions
+  std::string text;  ///< the rule in nft syntax, for people (plans, deletions)
 };
 
 /// A set as read from the kernel.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "util/text.h"
+
 namespace mw {
 
 namespace {
@@ -37,7 +39,7 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
     addr_part = text.substr(0, slash);
     std::string_view p = text.substr(slash + 1);
     if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit)) {
-      *error = "bad prefix length '" + std::string(p) + "' in '" + std::string(text) + "'";
+      *error = "bad prefix length '" + Excerpt(p, 8) + "' in '" + Excerpt(text) + "'";
       return false;
     }
     std::from_chars(p.data(), p.data() + p.size(), prefix);
@@ -51,7 +53,7 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   }
   char buf[INET6_ADDRSTRLEN + 1];
   if (addr_part.empty() || addr_part.size() >= sizeof buf) {
-    *error = "'" + std::string(text) + "' is not an IPv4 or IPv6 address";
+    *error = "'" + Excerpt(text) + "' is not an IPv4 or IPv6 address";
     return false;
   }
   std::memcpy(buf, addr_part.data(), addr_part.size());
@@ -61,7 +63,7 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   } else if (inet_pton(AF_INET6, buf, c.addr.b.data()) == 1) {
     c.family = Family::kV6;
   } else {
-    *error = "'" + std::string(text) + "' is not an IPv4 or IPv6 address";
+    *error = "'" + Excerpt(text) + "' is not an IPv4 or IPv6 address";
     return false;
   }
   int max = c.family == Family::kV4 ? 32 : 128;
@@ -76,7 +78,7 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   Addr net = c.addr;
   for (int bit = prefix; bit < max; ++bit) net.b[bit / 8] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
   if (!(net == c.addr)) {
-    *error = "'" + std::string(text) + "' has host bits set; did you mean " +
+    *error = "'" + Excerpt(text) + "' has host bits set; did you mean " +
              FormatAddr(c.family, net) + "/" + std::to_string(prefix) + "?";
     return false;
   }

@@ -1,6 +1,7 @@
 #include "policy/policy.h"
 
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <yaml-cpp/yaml.h>
 
@@ -11,6 +12,7 @@
 #include <set>
 
 #include "util/fs.h"
+#include "util/text.h"
 
 namespace mw {
 
@@ -74,6 +76,23 @@ namespace {
 constexpr size_t kMaxErrors = 50;
 constexpr size_t kMaxPolicyBytes = 16u << 20;
 constexpr size_t kMaxAllowlistFileBytes = 512u << 20;
+constexpr uint64_t kMaxRatePerSecond = 10000;
+constexpr uint32_t kMaxBurst = 10000;
+
+constexpr const char* kEveryAddress =
+    "0.0.0.0/0 and ::/0 allow every address: give the port 'state: open' instead of an allowlist";
+
+/// A port's name as written (its key): printable UTF-8, no control characters (no ANSI escapes,
+/// NUL or newlines to reach a terminal or a log), at most 64 bytes.
+bool ValidPortName(const std::string& s) {
+  if (s.empty() || s.size() > 64 || !IsValidUtf8(s)) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return false;
+    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) < 0xA0) return false;  // C1 controls
+  }
+  return true;
+}
 
 bool ValidName(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;
@@ -99,8 +118,19 @@ class Loader {
   }
   SourcePos AtFile() const { return SourcePos{file_, 0, 0}; }
 
-  void LoadText(const std::string& text, const std::string& file) {
+  /// How an error quotes a token of `file` (default: the file being read): a short escaped
+  /// excerpt in quotes, or nothing at all when others cannot read that file (a policy pointed
+  /// at /etc/shadow must not print its hashes).
+  std::string Q(const std::string& token, const std::string& file = "", size_t max = 80) const {
+    const std::string& f = file.empty() ? file_ : file;
+    if (private_files_.count(f)) return "(content not shown: " + f + " is not readable by others)";
+    return "'" + Excerpt(token, max) + "'";
+  }
+
+  void LoadText(const std::string& text, const std::string& file, bool hide = false) {
     file_ = file;
+    hide_ = hide;
+    if (hide) private_files_.insert(file);
     if (text.size() > kMaxPolicyBytes) {
       Error(AtFile(), "policy file is larger than 16 MiB");
       return;
@@ -156,7 +186,7 @@ class Loader {
       if (!p_->allowlists.count(ref.first)) {
         std::string known;
         for (const auto& [n, a] : p_->allowlists) known += (known.empty() ? "" : ", ") + n;
-        Error(ref.second, "unknown allowlist '" + ref.first + "'" +
+        Error(ref.second, "unknown allowlist " + Q(ref.first, ref.second.file) +
                               (known.empty() ? " (no allowlists are defined)" : " (defined: " + known + ")"));
       }
     }
@@ -191,14 +221,14 @@ class Loader {
       std::string key = k.Scalar();
       auto [pos, inserted] = seen.emplace(key, At(k));
       if (!inserted) {
-        Error(At(k), "duplicate key '" + key + "' (first at line " + std::to_string(pos->second.line) + ")");
+        Error(At(k), "duplicate key " + Q(key) + " (first at line " + std::to_string(pos->second.line) + ")");
         continue;
       }
       if (allowed.size() > 0 &&
           std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
         std::string list;
         for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        Error(At(k), "unknown key '" + key + "' (expected one of: " + list + ")");
+        Error(At(k), "unknown key " + Q(key) + " (expected one of: " + list + ")");
         continue;
       }
       fn(key, k, v);
@@ -217,7 +247,7 @@ class Loader {
   void Version(const YAML::Node& v) {
     std::string s;
     if (!Scalar(v, "'version'", &s)) return;
-    if (s != "1") Error(At(v), "unsupported version '" + s + "' (this mailward reads version 1)");
+    if (s != "1") Error(At(v), "unsupported version " + Q(s) + " (this mailward reads version 1)");
   }
 
   void Backend(const YAML::Node& v) {
@@ -229,7 +259,7 @@ class Loader {
     else if (s == "iptables") k = BackendKind::kIptables;
     else if (s == "ufw") k = BackendKind::kUfw;
     else {
-      Error(At(v), "unknown backend '" + s + "' (expected auto, nftables, iptables or ufw)");
+      Error(At(v), "unknown backend " + Q(s) + " (expected auto, nftables, iptables or ufw)");
       return;
     }
     if (backend_set_ && k != p_->backend) {
@@ -250,7 +280,7 @@ class Loader {
     }
     ForEachKey(v, {}, [&](const std::string& name, const YAML::Node& k, const YAML::Node& body) {
       if (!ValidName(name)) {
-        Error(At(k), "allowlist name '" + name + "' must be 1-32 letters, digits, '_' or '-'");
+        Error(At(k), "allowlist name " + Q(name) + " must be 1-32 letters, digits, '_' or '-'");
         return;
       }
       Allowlist& al = p_->allowlists[name];
@@ -261,13 +291,17 @@ class Loader {
       if (body.IsSequence()) {
         for (const YAML::Node& item : body) {
           if (!item.IsScalar()) {
-            Error(At(item), "allowlist '" + name + "': each entry must be an address or CIDR");
+            Error(At(item), "allowlist " + Q(name) + ": each entry must be an address or CIDR");
             continue;
           }
           Cidr c;
           std::string err;
           if (!ParseCidr(item.Scalar(), &c, &err)) {
-            Error(At(item), "allowlist '" + name + "': " + err);
+            Error(At(item), "allowlist " + Q(name) + ": " + (hide_ ? "not an IPv4 or IPv6 address or CIDR" : err));
+            continue;
+          }
+          if (c.prefix == 0) {
+            Error(At(item), "allowlist " + Q(name) + ": " + kEveryAddress);
             continue;
           }
           al.entries.push_back(c);
@@ -277,7 +311,7 @@ class Loader {
           std::string path;
           if (!Scalar(f, "'file'", &path)) return;
           if (path.empty()) {
-            Error(At(f), "allowlist '" + name + "': empty file name");
+            Error(At(f), "allowlist " + Q(name) + ": empty file name");
             return;
           }
           if (path[0] != '/') path = DirOf(file_) + "/" + path;
@@ -286,21 +320,31 @@ class Loader {
       } else if (body.IsNull()) {
         // An empty list: allowed (nobody is allowlisted).
       } else {
-        Error(At(body), "allowlist '" + name + "' must be a list of addresses or {file: PATH}");
+        Error(At(body), "allowlist " + Q(name) + " must be a list of addresses or {file: PATH}");
       }
     });
   }
 
   void ReadAllowlistFile(Allowlist& al, const std::string& path, const SourcePos& at) {
+    // Root reads it and opens ports by it: it must be root's own, in root's own directories.
+    Status trusted = CheckTrusted(path, TrustedKind::kPolicy);
+    if (!trusted.ok() && trusted.code() == Code::kRefused) {
+      Error(at, "allowlist " + Q(al.name) + ": " + trusted.message());
+      return;
+    }
     auto text = ReadFile(path);
     if (!text.ok()) {
-      Error(at, "allowlist '" + al.name + "': " + text.status().message());
+      Error(at, "allowlist " + Q(al.name) + ": " + text.status().message());
       return;
     }
     if (text->size() > kMaxAllowlistFileBytes) {
-      Error(at, "allowlist '" + al.name + "': " + path + " is larger than 512 MiB");
+      Error(at, "allowlist " + Q(al.name) + ": " + path + " is larger than 512 MiB");
       return;
     }
+    // A file others cannot read (file: /etc/shadow) may hold secrets: its errors quote nothing.
+    const bool quote = WorldReadable(path);
+    const std::string hidden = "not an address or CIDR (content not shown: " + path +
+                               " is not readable by others; is it really an allowlist?)";
     al.files.push_back(path);
     const std::string& s = *text;
     const size_t n = s.size();
@@ -324,9 +368,10 @@ class Loader {
         auto where = [&] { return SourcePos{path, line, static_cast<int>(b - pos) + 1}; };
         Cidr c;
         std::string err;
-        if (extra) Error(where(), "one address or CIDR per line, found '" + std::string(s.data() + b, i - b) + "'");
-        else if (ParseCidr(tok, &c, &err)) al.entries.push_back(c);
-        else Error(where(), err);
+        if (extra) Error(where(), quote ? "one address or CIDR per line, found '" + Excerpt(std::string_view(s.data() + b, i - b)) + "'" : hidden);
+        else if (!ParseCidr(tok, &c, &err)) Error(where(), quote ? err : hidden);
+        else if (c.prefix == 0) Error(where(), kEveryAddress);
+        else al.entries.push_back(c);
       } else if (extra) {
         Error(SourcePos{path, line, static_cast<int>(e - pos) + 1}, "unexpected text");
       }
@@ -371,12 +416,17 @@ class Loader {
       return;
     }
     ForEachKey(v, {}, [&](const std::string& name, const YAML::Node& k, const YAML::Node& body) {
+      if (!ValidPortName(name)) {
+        Error(At(k), "port name " + Q(name, file_, 40) +
+                         " must be 1-64 printable characters (no control characters, escapes or newlines)");
+        return;
+      }
       PortPolicy pp;
       pp.name = name;
       pp.where = At(k);
       pp.port = KnownServicePort(name);
       if (!body.IsMap()) {
-        Error(At(body), "port '" + name + "' must be a mapping with at least 'state'");
+        Error(At(body), "port " + Q(name) + " must be a mapping with at least 'state'");
         return;
       }
       bool have_state = false, ok = true;
@@ -388,13 +438,13 @@ class Loader {
                      if (!Scalar(val, "'state'", &s)) { ok = false; return; }
                      if (s == "open") pp.state = PortState::kOpen;
                      else if (s == "closed") pp.state = PortState::kClosed;
-                     else { Error(At(val), "state must be 'open' or 'closed', not '" + s + "'"); ok = false; }
+                     else { Error(At(val), "state must be 'open' or 'closed', not " + Q(s)); ok = false; }
                    } else if (key == "port") {
                      if (!Scalar(val, "'port'", &s)) { ok = false; return; }
                      int n = -1;
                      auto r = std::from_chars(s.data(), s.data() + s.size(), n);
                      if (r.ec != std::errc() || r.ptr != s.data() + s.size() || n < 1 || n > 65535) {
-                       Error(At(val), "port '" + s + "' is not a number from 1 to 65535");
+                       Error(At(val), "port " + Q(s) + " is not a number from 1 to 65535");
                        ok = false;
                      } else {
                        pp.port = static_cast<uint16_t>(n);
@@ -403,7 +453,7 @@ class Loader {
                      if (!Scalar(val, "'action'", &s)) { ok = false; return; }
                      if (s == "drop") pp.action = Action::kDrop;
                      else if (s == "reject") pp.action = Action::kReject;
-                     else { Error(At(val), "action must be 'drop' or 'reject', not '" + s + "'"); ok = false; }
+                     else { Error(At(val), "action must be 'drop' or 'reject', not " + Q(s)); ok = false; }
                    } else if (key == "allow") {
                      if (!val.IsSequence()) {
                        Error(At(val), "'allow' must be a list of allowlist names, e.g. [office]");
@@ -417,7 +467,7 @@ class Loader {
                          continue;
                        }
                        if (std::find(pp.allow.begin(), pp.allow.end(), item.Scalar()) != pp.allow.end()) {
-                         Error(At(item), "allowlist '" + item.Scalar() + "' is listed twice");
+                         Error(At(item), "allowlist " + Q(item.Scalar()) + " is listed twice");
                          continue;
                        }
                        pp.allow.push_back(item.Scalar());
@@ -436,17 +486,17 @@ class Loader {
                    }
                  });
       if (!have_state) {
-        Error(At(k), "port '" + name + "' needs 'state: open' or 'state: closed'");
+        Error(At(k), "port " + Q(name) + " needs 'state: open' or 'state: closed'");
         ok = false;
       }
       if (pp.port == 0) {
-        Error(At(k), "'" + name +
-                         "' is not a known service (imap, imaps, pop3, pop3s, submission, "
+        Error(At(k), Q(name) +
+                         " is not a known service (imap, imaps, pop3, pop3s, submission, "
                          "submissions, smtp, managesieve); give it 'port:'");
         ok = false;
       }
       if (pp.state == PortState::kOpen && !pp.allow.empty() && ok) {
-        Error(At(k), "port '" + name + "' is open to everyone; 'allow' only applies to closed ports");
+        Error(At(k), "port " + Q(name) + " is open to everyone; 'allow' only applies to closed ports");
         ok = false;
       }
       if (!ok) return;
@@ -461,7 +511,7 @@ class Loader {
     });
   }
 
-  static bool ParseRate(const std::string& s, RateLimit* rl, std::string* err) {
+  bool ParseRate(const std::string& s, RateLimit* rl, std::string* err) const {
     // "N/unit" or "N/unit burst M"
     std::string main = s, burst;
     auto sp = s.find(" burst ");
@@ -471,7 +521,7 @@ class Loader {
     }
     auto slash = main.find('/');
     auto bad = [&] {
-      *err = "rate_limit '" + s + "' must look like 20/minute (units: second, minute, hour, day), "
+      *err = "rate_limit " + Q(s) + " must look like 20/minute (units: second, minute, hour, day), "
              "optionally followed by 'burst N'";
       return false;
     };
@@ -485,11 +535,23 @@ class Loader {
     else if (unit == "hour") rl->unit_seconds = 3600;
     else if (unit == "day") rl->unit_seconds = 86400;
     else return bad();
+    // iptables' hashlimit (and its kernel side) take at most 10000 a second and a burst of at
+    // most 10000; nftables the same, so that a policy means the same on every backend.
+    if (static_cast<uint64_t>(n) > kMaxRatePerSecond * rl->unit_seconds) {
+      *err = "rate_limit " + Q(s) + " is too high: at most " + std::to_string(kMaxRatePerSecond) +
+             "/second (" + std::to_string(kMaxRatePerSecond * 60) + "/minute, " + std::to_string(kMaxRatePerSecond * 3600) +
+             "/hour, " + std::to_string(kMaxRatePerSecond * 86400) + "/day)";
+      return false;
+    }
     rl->count = n;
     if (!burst.empty()) {
       uint32_t b = 0;
       auto rb = std::from_chars(burst.data(), burst.data() + burst.size(), b);
       if (rb.ec != std::errc() || rb.ptr != burst.data() + burst.size()) return bad();
+      if (b < 1 || b > kMaxBurst) {
+        *err = "rate_limit " + Q(s) + ": burst must be from 1 to " + std::to_string(kMaxBurst);
+        return false;
+      }
       rl->burst = b;
     }
     rl->text = s;
@@ -531,6 +593,8 @@ class Loader {
   std::string file_;
   std::vector<std::string> errors_;
   bool truncated_ = false;
+  bool hide_ = false;  ///< the file being read is not readable by others
+  std::set<std::string> private_files_;
   bool backend_set_ = false, dovecot_set_ = false;
   SourcePos backend_pos_, dovecot_pos_;
   std::vector<std::pair<uint16_t, std::pair<std::string, SourcePos>>> allow_refs_;
@@ -541,12 +605,18 @@ class Loader {
 Result<std::vector<std::string>> PolicyFiles(const std::string& path) {
   std::vector<std::string> files;
   auto add_dropins = [&](const std::string& dir) -> Status {
-    auto more = ListFiles(dir + "/policy.d", ".yaml");
+    std::string d = dir + "/policy.d";
+    struct stat st;
+    if (lstat(d.c_str(), &st) != 0) return Status::Ok();  // no drop-ins
+    // Someone else's policy.d beside root's policy (in /tmp, say) must not add to it.
+    MW_RETURN_IF_ERROR(CheckTrusted(d, TrustedKind::kPolicy));
+    auto more = ListFiles(d, ".yaml");
     if (!more.ok()) return more.status();
     files.insert(files.end(), more->begin(), more->end());
     return Status::Ok();
   };
   if (IsDirectory(path)) {
+    MW_RETURN_IF_ERROR(CheckTrusted(path, TrustedKind::kPolicy));
     if (Exists(path + "/policy.yaml")) {
       files.push_back(path + "/policy.yaml");
       MW_RETURN_IF_ERROR(add_dropins(path));
@@ -556,13 +626,14 @@ Result<std::vector<std::string>> PolicyFiles(const std::string& path) {
       files = *all;
     }
     if (files.empty()) return Status::Invalid(path + ": no policy files (*.yaml) in this directory");
-    return files;
+  } else {
+    if (!Exists(path)) return Status::Invalid(path + ": policy file not found");
+    files.push_back(path);
+    auto slash = path.rfind('/');
+    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (base == "policy.yaml") MW_RETURN_IF_ERROR(add_dropins(DirOf(path)));
   }
-  if (!Exists(path)) return Status::Invalid(path + ": policy file not found");
-  files.push_back(path);
-  auto slash = path.rfind('/');
-  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  if (base == "policy.yaml") MW_RETURN_IF_ERROR(add_dropins(DirOf(path)));
+  for (const auto& f : files) MW_RETURN_IF_ERROR(CheckTrusted(f, TrustedKind::kPolicy));
   return files;
 }
 
@@ -575,7 +646,7 @@ Result<Policy> LoadPolicy(const std::vector<std::string>& files) {
       loader.RawError(text.status().message());
       continue;
     }
-    loader.LoadText(*text, f);
+    loader.LoadText(*text, f, !WorldReadable(f));
   }
   loader.Finish();
   Status s = loader.Result();

@@ -1,5 +1,7 @@
 #include "report/report.h"
 
+#include "util/text.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -33,6 +35,31 @@ nlohmann::json ConflictToJson(const Conflict& c) {
   return j;
 }
 
+nlohmann::json Utf8Safe(nlohmann::json j) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (!IsValidUtf8(s)) j = ToValidUtf8(s);
+  } else if (j.is_array()) {
+    for (auto& e : j) e = Utf8Safe(std::move(e));
+  } else if (j.is_object()) {
+    bool keys_ok = true;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      keys_ok &= IsValidUtf8(it.key());
+      it.value() = Utf8Safe(std::move(it.value()));
+    }
+    if (!keys_ok) {
+      nlohmann::json out = nlohmann::json::object();
+      for (auto it = j.begin(); it != j.end(); ++it) out[ToValidUtf8(it.key())] = std::move(it.value());
+      j = std::move(out);
+    }
+  }
+  return j;
+}
+
+std::string DumpJson(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 nlohmann::json PolicySummaryJson(const Policy& p) {
   nlohmann::json ports = nlohmann::json::array();
   for (const auto& pp : p.ports) {
@@ -47,12 +74,12 @@ nlohmann::json PolicySummaryJson(const Policy& p) {
   }
   nlohmann::json lists = nlohmann::json::object();
   for (const auto& [name, al] : p.allowlists) lists[name] = {{"entries", al.entries.size()}, {"files", al.files}};
-  return {{"files", p.files},
+  return Utf8Safe({{"files", p.files},
           {"backend", BackendName(p.backend)},
           {"ports", ports},
           {"allowlists", lists},
           {"dovecot", p.dovecot.enabled ? nlohmann::json{{"config", p.dovecot.config}, {"ignore", p.dovecot.ignore}}
-                                        : nlohmann::json(nullptr)}};
+                                        : nlohmann::json(nullptr)}});
 }
 
 std::string PlanText(const std::vector<Change>& changes, bool color, bool verbose) {

@@ -18,6 +18,12 @@ bool UseColor();
 /// ANSI colour for a finding severity.
 const char* SeverityRankColor(const std::string& severity);
 
+/// `j` with every string (values and keys) made valid UTF-8 (bad bytes become U+FFFD): a
+/// probed greeting, a Latin-1 file name or value must not make dump() throw.
+nlohmann::json Utf8Safe(nlohmann::json j);
+/// The one way mailward prints a JSON document: indented, invalid UTF-8 replaced, never throws.
+std::string DumpJson(const nlohmann::json& j);
+
 nlohmann::json ChangeToJson(const Change& c);
 nlohmann::json ConflictToJson(const Conflict& c);
 nlohmann::json PolicySummaryJson(const Policy& p);

@@ -19,6 +19,7 @@ enum class Code {
   kBusy,            ///< another mailward holds the lock
   kVerifyFailed,    ///< applied, verification failed, rolled back
   kRefused,         ///< a safety check refused the operation
+  kNotFound,        ///< what the command works on is not there (no snapshot to roll back to)
   kInternal,
   kUsage,           ///< a command-line argument is wrong
 };

@@ -80,6 +80,10 @@ class MemoryFiles : public dovecot::FileSource, public dovecot::FileStat {
     for (const auto& p : parts) out += "/" + p;
     return out;
   }
+  bool Private(const std::string& path) override {
+    auto it = files_.find(Canonical(path));
+    return it != files_.end() && !(it->second.second.mode & S_IROTH);
+  }
   std::optional<dovecot::FileMode> Stat(const std::string& path) override {
     auto it = files_.find(Canonical(path));
     if (it == files_.end()) return std::nullopt;

@@ -5,8 +5,8 @@ import os
 import subprocess
 import unittest
 
-from mwtest import (ALLOWED_V4, ALLOWED_V6, assert_mail_policy_reachability, MailwardCase, other_tables, run,
-                    Sandbox, Topology)
+from mwtest import (ALLOWED_V4, ALLOWED_V6, MAILWARD, assert_mail_policy_reachability, MailwardCase, other_tables, run,
+                    PLAIN_V4, PLAIN_V6, Sandbox, Topology)
 
 POLICY = """\
 version: 1
@@ -76,6 +76,102 @@ class Reachability(MailwardCase):
         rc, j = self.mw_json(self.topo.in_host, "plan", policy=self.policy)
         self.assertEqual(rc, 0)
         self.assertTrue(j["in_sync"])
+
+
+class Status(MailwardCase):
+    """`mailward status`: each port's effective state per family, checked against real
+    connections from the client namespace."""
+
+    def setUp(self):
+        super().setUp()
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.topo.serve([110, 143, 993])
+        self.policy = self.write("policy.yaml", POLICY)
+
+    def status(self):
+        rc, j = self.mw_json(self.topo.in_host, "status", policy=self.policy)
+        self.assertEqual(rc, 0, j)
+        return j
+
+    def assert_status_matches_connections(self, j):
+        """A port/family reads as_policy exactly when real connections from the plain and the
+        allowlisted source behave as the policy says."""
+        reach = self.topo.reach()
+        want = {143: ("filtered", "open"), 110: ("closed", "closed"), 993: ("open", "open")}
+        for p in j["ports"]:
+            for fam, (plain, allowed) in (("ipv4", (PLAIN_V4, ALLOWED_V4)), ("ipv6", (PLAIN_V6, ALLOWED_V6))):
+                real_ok = (reach[(p["port"], plain)], reach[(p["port"], allowed)]) == want[p["port"]]
+                # "closed" and "filtered" both keep a plain source out of a closed port.
+                if p["port"] == 143 and reach[(143, plain)] in ("closed", "filtered"):
+                    real_ok = reach[(143, allowed)] == "open"
+                self.assertEqual(p["families"][fam]["as_policy"], real_ok, (p, fam, reach))
+
+    def test_before_and_after_apply_and_with_an_admin_table_in_the_way(self):
+        j = self.status()
+        self.assertFalse(j["in_sync"])
+        self.assertFalse(j["enforced"])
+        self.assertIsNone(j["last_apply"])
+        self.assert_status_matches_connections(j)
+        self.assertEqual(self.mw(self.topo.in_host, "apply", "--no-probe", policy=self.policy).returncode, 0)
+        j = self.status()
+        self.assertTrue(j["enforced"], j)
+        self.assertEqual(j["last_apply"]["seq"], 1)
+        self.assertIsNone(j["pending_confirm"])
+        by_port = {p["port"]: p for p in j["ports"]}
+        self.assertEqual(by_port[143]["effective"], "closed except office (2 entries)")
+        self.assertEqual(by_port[110]["effective"], "closed (reject) to all")
+        self.assertEqual(by_port[993]["effective"], "open")
+        self.assert_status_matches_connections(j)
+        # An admin's IPv4 table that drops everything but 22 blocks 993 and the allowlisted 143.
+        self.topo.in_host(["nft", "-f", self.write("strict.nft", """\
+table ip strict {
+  chain input { type filter hook input priority filter; policy drop;
+    tcp dport 22 accept
+  }
+}
+""")])
+        j = self.status()
+        self.assertFalse(j["enforced"])
+        by_port = {p["port"]: p for p in j["ports"]}
+        self.assertFalse(by_port[993]["families"]["ipv4"]["as_policy"])
+        self.assertTrue(by_port[993]["families"]["ipv6"]["as_policy"])
+        self.assertEqual(by_port[993]["families"]["ipv4"]["conflicts"], ["open-port-blocked (table ip strict)"])
+        self.assert_status_matches_connections(j)
+        text = self.mw(self.topo.in_host, "status", policy=self.policy).stdout
+        self.assertIn("Status: applied, but not on every path", text)
+        self.assertIn("fix: nft insert rule ip strict input tcp dport 993 accept", text)
+
+
+class Init(MailwardCase):
+    def test_starter_policy_from_the_listening_ports_never_overwrites(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        out = os.path.join(self.dir, "etc", "mailward", "policy.yaml")
+        listen = ("import socket,subprocess,sys\n"
+                  "ss=[socket.socket() for _ in range(2)]\n"
+                  "ss[0].bind(('0.0.0.0',143)); ss[1].bind(('0.0.0.0',993)); [s.listen() for s in ss]\n"
+                  "p=subprocess.run(sys.argv[1:],capture_output=True,text=True)\n"
+                  "print(p.returncode); print(p.stdout); print(p.stderr, file=sys.stderr)\n")
+        p = ns.run(["python3", "-c", listen, MAILWARD, "init", "-o", out])
+        self.assertEqual(p.stdout.split("\n")[0], "0", p.stderr)
+        text = open(out).read()
+        self.assertIn("imap:", text)
+        self.assertIn("imaps:", text)
+        self.assertEqual(os.stat(out).st_mode & 0o777, 0o644)
+        self.assertEqual(self.mw(ns.run, "--policy", out, "validate").returncode, 0)
+        # The written policy does what it says: 143 closed, 993 open.
+        rc, j = self.mw_json(ns.run, "validate", policy=out)
+        states = {x["port"]: x["state"] for x in j["ports"]}
+        self.assertEqual(states, {143: "closed", 993: "open"})
+        # Never overwritten without --force.
+        open(out, "a").write("# the admin's edit\n")
+        p = self.mw(ns.run, "init", "-o", out)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("exists: not overwritten", p.stderr)
+        self.assertIn("the admin's edit", open(out).read())
+        self.assertEqual(self.mw(ns.run, "init", "-o", out, "--force").returncode, 0)
+        self.assertNotIn("the admin's edit", open(out).read())
 
 
 class Coexistence(MailwardCase):
@@ -188,6 +284,37 @@ class Rollback(MailwardCase):
         self.mw(ns.run, "rollback", check=True)  # before the first apply: no table at all
         self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, "")
 
+    def test_snapshots_listed_and_rollback_to_an_id_says_when_the_policy_differs(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policies = [self.write(f"p{i}.yaml", POLICY.replace("state: open", f"state: open\n    rate_limit: {i}/second"))
+                    for i in (1, 2, 3)]
+        states = []
+        for p in policies:
+            states.append(ns.run(["nft", "list", "ruleset"]).stdout)
+            self.mw(ns.run, "apply", "--no-probe", policy=p, check=True)
+        rc, j = self.mw_json(ns.run, "snapshots")
+        self.assertEqual(rc, 0, j)
+        self.assertEqual([s["id"] for s in j["snapshots"]], [1, 2, 3])
+        self.assertTrue(all(s["backend"] == "nftables" and s["committed"] for s in j["snapshots"]), j)
+        # An unknown id changes nothing and lists what there is.
+        before = ns.run(["nft", "list", "ruleset"]).stdout
+        p = self.mw(ns.run, "rollback", "--to", "9", policy=policies[2])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no snapshot 9", p.stderr)
+        self.assertIn("there are: 1, 2, 3", p.stderr)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, before)
+        # --to 2: the state before the second apply; snapshots 2 and 3 go; the policy now differs.
+        rc, j = self.mw_json(ns.run, "rollback", "--to", "2", policy=policies[2])
+        self.assertEqual(rc, 0, j)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, states[1])
+        self.assertGreater(j["policy_changes"], 0)
+        text = self.mw(ns.run, "snapshots").stdout
+        self.assertIn("1 ", text)
+        self.assertNotIn("\n2 ", text)
+        self.assertEqual(self.mw(ns.run, "rollback", policy=policies[0]).returncode, 0)
+        self.assertEqual(ns.run(["nft", "list", "ruleset"]).stdout, "")
+
 
 class Drift(MailwardCase):
     def setUp(self):
@@ -220,7 +347,7 @@ class Drift(MailwardCase):
 
     def test_chain_flushed(self):
         self.ns.run(["nft", "flush", "chain", "inet", "mailward", "prerouting"])
-        self.assert_repaired([("add", "rule")] * 6)
+        self.assert_repaired([("add", "rule")] * 7)  # loopback, not-local, 110, 143 allow v4/v6, 143 closed, 993 open
 
     def test_element_removed(self):
         self.ns.run(["nft", "delete", "element", "inet", "mailward", "allow_office_hosts_v4", "{", ALLOWED_V4, "}"])

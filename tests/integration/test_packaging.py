@@ -1,10 +1,12 @@
 """Running it for real: install layout, systemd units (verified, sandboxing scored), the .deb
 (contents and dependencies), --help and --version from an install, the metrics file and the
 journal priorities of `check`."""
+import json
 import os
 import re
 import subprocess
 import tempfile
+import time
 import unittest
 
 from mwtest import MAILWARD, MailwardCase, Sandbox, run
@@ -68,6 +70,112 @@ class Install(unittest.TestCase):
         self.assertIn("RandomizedDelaySec=", timer)
 
 
+def unit_values(text, key):
+    """Every value of `key=` in a unit file, split on whitespace, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(key + "="):
+            out += line[len(key) + 1:].split()
+    return out
+
+
+DEBIAN_NFTABLES_CONF = """#!/usr/sbin/nft -f
+
+flush ruleset
+
+table inet filter {
+	chain input {
+		type filter hook input priority filter;
+	}
+	chain forward {
+		type filter hook forward priority filter;
+	}
+	chain output {
+		type filter hook output priority filter;
+	}
+}
+"""
+
+
+class BootAndReload(MailwardCase):
+    """mailward-apply.service runs where nftables.service does (before network-pre.target, after
+    every other firewall loader) and applies again when nftables.service reloads or restarts."""
+
+    def setUp(self):
+        super().setUp()
+        self.unit = read(os.path.join(SOURCE, "systemd", "mailward-apply.service"))
+
+    def test_ordering_and_condition(self):
+        u = self.unit
+        self.assertEqual(unit_values(u, "DefaultDependencies"), ["no"])
+        self.assertIn("network-pre.target", unit_values(u, "Before"))
+        self.assertIn("network-pre.target", unit_values(u, "Wants"))
+        self.assertNotIn("network-pre.target", unit_values(u, "After"))
+        for other in ("nftables.service", "ufw.service", "netfilter-persistent.service", "local-fs.target"):
+            self.assertIn(other, unit_values(u, "After"), other)
+        self.assertEqual(unit_values(u, "ConditionPathExists"), ["/etc/mailward/policy.yaml"])
+        for rel in ("PartOf", "ReloadPropagatedFrom"):
+            self.assertIn("nftables.service", unit_values(u, rel), rel)
+            self.assertIn("netfilter-persistent.service", unit_values(u, rel), rel)
+        self.assertEqual(unit_values(u, "RemainAfterExit"), ["yes"])  # so that a reload reaches it
+
+    def unit_argv(self, key, policy):
+        """The unit's command, pointed at the build and at this test's policy and state dir."""
+        argv = unit_values(self.unit, key)
+        self.assertEqual(argv[0], "/usr/sbin/mailward")
+        argv = [MAILWARD] + [self.state if a == "/var/lib/mailward" else a for a in argv[1:]]
+        return argv + ["--policy", policy]
+
+    def test_reload_of_debian_nftables_conf_puts_the_table_back(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("policy.yaml", "version: 1\nbackend: nftables\nallowlists:\n  office: [198.51.100.0/24]\n"
+                            "ports:\n  imap: {state: closed, allow: [office]}\n  imaps: {state: open}\n")
+        conf = self.write("nftables.conf", DEBIAN_NFTABLES_CONF)
+        has_table = lambda: ns.run(["nft", "list", "tables"]).stdout.count("table inet mailward") == 1
+        # Boot: nftables.service (ExecStart=nft -f /etc/nftables.conf), then this unit's ExecStart.
+        ns.run(["nft", "-f", conf])
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_table())
+        self.assertIn("table inet filter", ns.run(["nft", "list", "tables"]).stdout)
+        # `systemctl reload nftables`: nftables.service's ExecReload flushes the whole ruleset ...
+        ns.run(["nft", "-f", conf])
+        self.assertFalse(has_table())
+        # ... and the reload propagates to this unit, whose ExecReload runs after it.
+        t0 = time.monotonic()
+        ns.run(self.unit_argv("ExecReload", policy))
+        elapsed = time.monotonic() - t0
+        self.assertTrue(has_table())
+        self.assertLess(elapsed, 5.0)
+        plan = run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                    "plan"], check=False)
+        self.assertEqual(plan.returncode, 0, plan.stdout + plan.stderr)
+        # The admin's table survived beside it.
+        self.assertIn("table inet filter", ns.run(["nft", "list", "tables"]).stdout)
+        # `systemctl restart nftables`: ExecStop flushes, ExecStart loads, PartOf= restarts this unit.
+        ns.run(["nft", "flush", "ruleset"])
+        ns.run(["nft", "-f", conf])
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_table())
+
+    def test_netfilter_persistent_restart_puts_the_chain_back(self):
+        # netfilter-persistent loads /etc/iptables/rules.v4 with iptables-restore, which replaces
+        # the whole filter table; PartOf= restarts this unit after it.
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        policy = self.write("policy.yaml", "version: 1\nbackend: iptables\nports:\n  imap: {state: closed}\n")
+        rules = self.write("rules.v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                           "-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+        has_chain = lambda: ":MAILWARD" in ns.run(["iptables-save", "-t", "filter"]).stdout
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_chain())
+        ns.run(["iptables-restore", rules])
+        self.assertFalse(has_chain())
+        ns.run(self.unit_argv("ExecStart", policy))
+        self.assertTrue(has_chain())
+        self.assertIn("--dport 22 -j ACCEPT", ns.run(["iptables-save", "-t", "filter"]).stdout)
+
+
 class Deb(unittest.TestCase):
     def test_deb_contents_and_dependencies(self):
         with tempfile.TemporaryDirectory(prefix="mwdeb") as d:
@@ -87,36 +195,188 @@ class Deb(unittest.TestCase):
                 self.assertIn(lib, depends)
 
 
+TLS_SERVER = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 993)); s.listen(8)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        t.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\\r\\n")
+        t.recv(100)
+        t.close()
+    except (ssl.SSLError, OSError):
+        c.close()
+"""
+
+
+def metrics(text):
+    """{name+labels: value} of an exposition text (comments left out)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
 class Metrics(MailwardCase):
+    def setUp(self):
+        super().setUp()
+        self.ns = Sandbox()
+        self.addCleanup(self.ns.close)
+        # A textfile directory as node_exporter's package makes it: others may enter it.
+        self.prom_dir = os.path.join(self.dir, "node-exporter")
+        os.makedirs(self.prom_dir)
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.prom_dir, 0o755)
+        self.prom = os.path.join(self.prom_dir, "mailward.prom")
+        self.env = dict(os.environ, JOURNAL_STREAM="8:1234")
+
+    def check(self, policy, *args, umask=None):
+        return run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                    "-q", "check", "--metrics-file", self.prom, *args], check=False, env=self.env,
+                   preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+    def promtool(self):
+        p = run(["promtool", "check", "metrics"], check=False, input=read(self.prom))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
     def test_metrics_file_and_journal_priority(self):
-        ns = Sandbox()
-        self.addCleanup(ns.close)
         policy = self.write("p.yaml", "version: 1\nports:\n  imap: {state: closed}\n  imaps: {state: open}\n")
-        prom = os.path.join(self.dir, "mailward.prom")
-        env = dict(os.environ, JOURNAL_STREAM="8:1234")
-        p = run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
-                 "check", "--metrics-file", prom], check=False, env=env)
+        p = self.check(policy)
         self.assertEqual(p.returncode, 2)
         self.assertIn("<4>mailward check: NOT clean", p.stderr)
-        text = read(prom)
-        self.assertIn("mailward_up 1\n", text)
-        self.assertIn("mailward_in_sync 0\n", text)
-        self.assertRegex(text, r"mailward_drift_changes [1-9]")
-        self.assertIn('mailward_probe_as_policy{host="127.0.0.1",port="993"} 0', text)
-        self.assertIn('mailward_dovecot_findings{severity="critical"} 0', text)
+        self.assertIn("1 of 1 probes failed", p.stderr)
+        self.assertIn("Dovecot audit skipped", p.stderr)
+        text = read(self.prom)
+        m = metrics(text)
+        self.assertEqual(m["mailward_up"], 1)
+        self.assertEqual(m["mailward_in_sync"], 0)
+        self.assertGreaterEqual(m["mailward_drift_changes"], 1)
+        self.assertEqual(m['mailward_probe_as_policy{host="127.0.0.1",port="993"}'], 0)
+        self.assertEqual(m['mailward_backend_info{backend="nftables"}'], 1)
+        self.assertIn('mailward_firewall_manager_active{manager="ufw"}', m)
+        self.assertIn('mailward_firewall_manager_active{manager="firewalld"}', m)
+        self.assertNotIn("mailward_dovecot_findings", text)  # no dovecot block: not audited, not "0"
+        self.assertNotIn("mailward_last_apply_success_timestamp_seconds", text)  # never applied
         self.assertRegex(text, r"mailward_last_run_timestamp_seconds \d+\.\d+")
-        self.assertEqual([f for f in os.listdir(self.dir) if ".tmp" in f], [])  # written by rename
-        run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
+        self.assertEqual([f for f in os.listdir(self.prom_dir) if ".tmp" in f], [])  # written by rename
+        self.promtool()
+        before = time.time()
+        run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
              "apply", "--no-probe"])
-        run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
-             "check", "--no-probe", "--metrics-file", prom], env=env)
-        self.assertIn("mailward_in_sync 1\n", read(prom))
-        # An error still writes the file, with mailward_up 0.
+        p = self.check(policy, "--no-probe")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # --no-probe says so, and claims nothing about probes.
+        self.assertIn("<6>mailward check: clean", p.stderr)
+        self.assertIn("probes skipped (--no-probe)", p.stderr)
+        self.assertNotIn("probes ok", p.stderr)
+        text = read(self.prom)
+        m = metrics(text)
+        self.assertEqual(m["mailward_in_sync"], 1)
+        self.assertNotIn("mailward_probe_", text)
+        self.assertGreaterEqual(m["mailward_last_apply_success_timestamp_seconds"], before - 1)
+        self.promtool()
+
+    def test_failure_writes_only_what_is_known(self):
         bad = self.write("bad.yaml", "version: 2\n")
-        p = run([MAILWARD, "--policy", bad, "check", "--metrics-file", prom], check=False, env=env)
+        p = self.check(bad)
         self.assertEqual(p.returncode, 1)
         self.assertIn("<3>mailward check: error", p.stderr)
-        self.assertIn("mailward_up 0\n", read(prom))
+        text = read(self.prom)
+        m = metrics(text)
+        self.assertEqual(m["mailward_up"], 0)
+        for unknown in ("mailward_in_sync", "mailward_conflicts", "mailward_drift_changes", "mailward_dovecot_findings",
+                        "mailward_probe_", "mailward_backend_info"):
+            self.assertNotIn(unknown, text)
+        self.assertIn("mailward_last_run_timestamp_seconds", m)
+        self.promtool()
+
+    def test_missing_metrics_directory_is_an_error(self):
+        policy = self.write("p.yaml", "version: 1\nports:\n  imap: {state: closed}\n")
+        missing = os.path.join(self.dir, "no-such-dir", "mailward.prom")
+        p = run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                 "check", "--metrics-file", missing], check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("metrics directory does not exist", p.stderr)
+
+    def test_readable_by_node_exporter_despite_umask(self):
+        policy = self.write("p.yaml", "version: 1\nports:\n  imap: {state: closed}\n")
+        self.check(policy, "--no-probe", umask=0o077)  # the unit's UMask=0077
+        self.assertEqual(os.stat(self.prom).st_mode & 0o777, 0o644)
+        # node_exporter runs as an unprivileged user (prometheus): read it as nobody.
+        p = run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", self.prom], check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("mailward_up 1", p.stdout)
+
+    def test_cert_expiry_per_probed_port(self):
+        d = self.dir
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem", "-out",
+             f"{d}/cert.pem", "-days", "2", "-subj", "/CN=mail.test"])
+        server = subprocess.Popen(["nsenter", "-t", str(self.ns.pid), "-n", "python3", "-c", TLS_SERVER,
+                                   f"{d}/cert.pem", f"{d}/key.pem"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (server.kill(), server.wait(), server.stdout.close()))
+        self.assertEqual(server.stdout.readline().strip(), "ready")
+        policy = self.write("p.yaml", "version: 1\nports:\n  imaps: {state: open}\n")
+        self.check(policy)
+        m = metrics(read(self.prom))
+        key = '{host="127.0.0.1",port="993"}'
+        self.assertEqual(m["mailward_probe_open" + key], 1)
+        left = m["mailward_tls_cert_expiry_seconds" + key]
+        self.assertGreater(left, 86400)          # -days 2: between one and two days left
+        self.assertLessEqual(left, 2 * 86400)
+        self.assertAlmostEqual(m["mailward_tls_cert_not_after_timestamp_seconds" + key], time.time() + left, delta=120)
+        self.promtool()
+
+    def test_sigpipe_does_not_kill_mailward(self):
+        # OpenSSL writes a probe's close_notify with write(): a peer that already closed must give
+        # EPIPE, not SIGPIPE (which killed applies between their commit and their confirm). Shown
+        # deterministically with stdout, a pipe whose reader is gone before mailward starts.
+        r, w = os.pipe()
+        os.close(r)
+        p = subprocess.run([MAILWARD, "--help"], stdout=w, stderr=subprocess.DEVNULL)
+        os.close(w)
+        self.assertNotEqual(p.returncode, -13)
+
+
+class FailOn(MailwardCase):
+    """check --fail-on: findings below the threshold are reported, not failed."""
+
+    def test_fail_on_threshold(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        conf = self.write("dovecot.conf", "mail_debug = yes\n")  # one low finding
+        os.chmod(conf, 0o644)
+        policy = self.write("p.yaml", f"version: 1\nports:\n  imap: {{state: closed}}\ndovecot:\n  config: {conf}\n")
+        run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state, "-q",
+             "apply", "--no-probe"])
+        env = dict(os.environ, JOURNAL_STREAM="8:1234")
+        def check(*args):
+            return run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                        "check", "--no-probe", *args], check=False, env=env)
+        p = check()  # default: every finding fails
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("1 Dovecot findings (1 at or above --fail-on info)", p.stderr)
+        p = check("--fail-on", "low")
+        self.assertEqual(p.returncode, 2)
+        p = check("--fail-on", "medium")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("mail-debug", p.stdout)  # still reported
+        self.assertIn("<6>mailward check: clean", p.stderr)
+        self.assertIn("1 Dovecot findings (0 at or above --fail-on medium)", p.stderr)
+        j = json.loads(run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
+                            "--format", "json", "check", "--no-probe", "--fail-on", "high"], check=False).stdout)
+        self.assertEqual((j["fail_on"], j["probed"], j["probes"], j["clean"]), ("high", False, [], True))
+        p = check("--fail-on", "bogus")
+        self.assertEqual(p.returncode, 1)
+        # The check unit uses medium.
+        unit = read(os.path.join(SOURCE, "systemd", "mailward-check.service"))
+        self.assertIn("--fail-on medium", unit)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,26 @@ class UfwCase(MailwardCase):
         self.h.run(["ufw", "allow", "993/tcp"])
 
 
+class HandEditedTuple(UfwCase):
+    def test_a_second_comment_in_a_tuple_never_crashes_plan_check_or_apply(self):
+        self.mw(self.h.run, "apply", "--no-probe", policy=self.policy, check=True)
+        path = os.path.join(self.h.etc, "user.rules")
+        with open(path) as f:
+            text = f.read()
+        ours = " in comment=6d61696c77617264\n"
+        self.assertIn(ours, text)
+        with open(path, "w") as f:
+            f.write(text.replace(ours, " in comment=zz comment=6d61696c77617264\n", 1))
+        for argv in (["plan"], ["check", "--no-probe"], ["apply", "--no-probe"]):
+            p = self.mw(self.h.run, "--format", "json", *argv, policy=self.policy)
+            self.assertIn(p.returncode, (0, 1, 2), (argv, p.stderr))
+            j = json.loads(p.stdout)
+            if p.returncode == 1:
+                self.assertTrue(j["error"]["message"], j)
+            else:
+                self.assertIn("changes", j)
+
+
 class Reachability(UfwCase):
     def test_reachability_admin_rules_and_ufw_reloads(self):
         self.h.topo.serve([110, 143, 993])

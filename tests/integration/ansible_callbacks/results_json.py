@@ -28,7 +28,7 @@ class CallbackModule(CallbackBase):
     def _add(self, result, **extra):
         r = dict(result._result)
         r.update(extra)
-        self.tasks.append({"task": result._task.get_name(), "result": r})
+        self.tasks.append({"task": result._task.get_name(), "host": result._host.get_name(), "result": r})
 
     def v2_runner_on_ok(self, result):
         self._add(result)

@@ -1,0 +1,123 @@
+#include "cli/snapshots.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "model/ruleset.h"
+#include "util/fs.h"
+
+namespace mw {
+namespace {
+
+std::string Stem(const std::string& snap_path) { return snap_path.substr(0, snap_path.size() - 5); }
+std::string MarkerOf(const std::string& snap_path) { return Stem(snap_path) + ".uncommitted"; }
+
+/// "00000000000000000042.snap" -> 42; false for anything but digits.
+bool SeqOf(const std::string& path, uint64_t* seq) {
+  size_t slash = path.rfind('/');
+  std::string name = path.substr(slash == std::string::npos ? 0 : slash + 1);
+  if (name.size() <= 5) return false;
+  std::string digits = name.substr(0, name.size() - 5);
+  if (digits.empty() || digits.size() > 20 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return false;
+  errno = 0;
+  unsigned long long v = std::strtoull(digits.c_str(), nullptr, 10);
+  if (errno == ERANGE) return false;
+  *seq = v;
+  return true;
+}
+
+}  // namespace
+
+std::string AttachmentOf(const std::string& snap_path) { return Stem(snap_path) + ".elements"; }
+
+std::string ReadAttachment(const std::string& snap_path) {
+  auto a = ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
+  return a.ok() ? *a : "";
+}
+
+Result<std::vector<SnapshotFile>> ListSnapshots(const std::string& state_dir) {
+  auto files = ListFiles(state_dir + "/snapshots", ".snap");
+  if (!files.ok()) return files.status();
+  std::vector<SnapshotFile> out;
+  for (const auto& f : *files) {
+    SnapshotFile s;
+    if (!SeqOf(f, &s.seq)) continue;
+    s.path = f;
+    out.push_back(std::move(s));
+  }
+  std::sort(out.begin(), out.end(), [](const SnapshotFile& a, const SnapshotFile& b) { return a.seq < b.seq; });
+  return out;
+}
+
+uint64_t NextSnapshotSeq(const std::vector<SnapshotFile>& existing) {
+  return existing.empty() ? 1 : existing.back().seq + 1;
+}
+
+Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap, uint32_t generation) {
+  std::string dir = state_dir + "/snapshots";
+  MW_RETURN_IF_ERROR(MakeDirs(dir));
+  MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
+  auto existing = ListSnapshots(state_dir);
+  if (!existing.ok()) return existing.status();
+  char name[64];
+  std::snprintf(name, sizeof name, "/%020llu.snap", static_cast<unsigned long long>(NextSnapshotSeq(*existing)));
+  std::string path = dir + name;
+  RemoveSnapshot(path);  // leftovers of a number freed by a rollback
+  // The marker first: once the snapshot exists, it is known to be uncommitted until the apply says so.
+  MW_RETURN_IF_ERROR(WriteFileAtomic(MarkerOf(path), std::to_string(generation) + "\n", Durability::kNoFsync));
+  if (!snap.attachment_path.empty()) {
+    std::string att = AttachmentOf(path);
+    if (link(snap.attachment_path.c_str(), att.c_str()) != 0) {
+      std::string e = std::strerror(errno);
+      RemoveSnapshot(path);
+      return Status::Io(att + ": cannot link " + snap.attachment_path + ": " + e);
+    }
+  }
+  Status w = WriteFileAtomic(path, snap.bytes, Durability::kFsync);
+  if (!w.ok()) {
+    RemoveSnapshot(path);
+    return w;
+  }
+  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) RemoveSnapshot((*existing)[i].path);
+  return path;
+}
+
+void MarkCommitted(const std::string& snap_path) { unlink(MarkerOf(snap_path).c_str()); }
+
+void RemoveSnapshot(const std::string& snap_path) {
+  unlink(snap_path.c_str());
+  unlink(AttachmentOf(snap_path).c_str());
+  unlink(MarkerOf(snap_path).c_str());
+}
+
+void ResolveUncommitted(const std::string& state_dir) {
+  auto markers = ListFiles(state_dir + "/snapshots", ".uncommitted");
+  if (!markers.ok()) return;
+  for (const auto& m : *markers) {
+    std::string snap = m.substr(0, m.size() - 12) + ".snap";
+    auto bytes = ReadFile(snap, Follow::kNoSymlinks);
+    auto gen_text = ReadFile(m, Follow::kNoSymlinks);
+    if (!bytes.ok()) {  // a marker without its snapshot: nothing to keep
+      RemoveSnapshot(snap);
+      continue;
+    }
+    if (!gen_text.ok()) continue;
+    char* end = nullptr;
+    unsigned long long want = std::strtoull(gen_text->c_str(), &end, 10);
+    if (end == gen_text->c_str()) continue;
+    PlanOptions o;
+    o.analyze_conflicts = false;
+    o.max_items = 1;
+    auto plan = BackendForSnapshot(*bytes, BackendConfig{state_dir})->Plan(Ruleset{}, o);
+    if (!plan.ok()) continue;  // cannot tell: keep it, and the marker, for a later look
+    if ((*plan)->generation == want) RemoveSnapshot(snap);  // never committed
+    else MarkCommitted(snap);
+  }
+}
+
+}  // namespace mw
