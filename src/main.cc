@@ -87,6 +87,10 @@ int main(int argc, char** argv) {
   mw::AuditOptions audit_opts;
   audit_dovecot->add_option("--config", audit_opts.config,
                             "dovecot.conf (default: the policy's dovecot.config, else /etc/dovecot/dovecot.conf)");
+  audit_dovecot->add_option("--engine", audit_opts.engine,
+                            "auto (doveconf when installed), doveconf (its values, the parser's file:line) or builtin")
+      ->check(CLI::IsMember({"auto", "doveconf", "builtin"}))
+      ->capture_default_str();
   audit_dovecot->add_flag("--fix", audit_opts.fix,
                           "write a hardening drop-in into conf.d/, check it with doveconf, and say how to reload");
   auto* probe = app.add_subcommand("probe", "probe the policy's ports on HOST (0 as the policy says, 2 not, 1 error)");

@@ -101,9 +101,12 @@ TEST(DovecotParse, IncludesRelativeGlobAndTry) {
 }
 
 TEST(DovecotParse, Errors) {
+  // A section never closed: Dovecot accepts it, so does mailward, with a warning.
   MemoryFiles a;
   a.Add("/etc/dovecot/dovecot.conf", "protocol imap {\n  mail_debug = yes\n");
-  EXPECT_HAS(ParseError(a), "/etc/dovecot/dovecot.conf:1: section 'protocol imap' is never closed");
+  Config ca = MustParse(a);
+  ASSERT_EQ(ca.warnings.size(), 1u);
+  EXPECT_HAS(ca.warnings[0], "/etc/dovecot/dovecot.conf:1: section 'protocol imap' is never closed");
   MemoryFiles b;
   b.Add("/etc/dovecot/dovecot.conf", "auth_debug = yes\n}\n");
   EXPECT_HAS(ParseError(b), "dovecot.conf:2: '}' without an open section");
@@ -124,7 +127,7 @@ TEST(DovecotParse, Errors) {
   MemoryFiles g;
   g.Add("/etc/dovecot/dovecot.conf", "!include_try conf.d/*.conf\n");
   g.Add("/etc/dovecot/conf.d/x.conf", "passdb {\n");
-  EXPECT_HAS(ParseError(g), "conf.d/x.conf:1: section 'passdb' is never closed");
+  EXPECT_HAS(MustParse(g).warnings.at(0), "conf.d/x.conf:1: section 'passdb' is never closed");
   MemoryFiles h;
   EXPECT_HAS(ParseError(h), "cannot open");
 }
@@ -159,11 +162,13 @@ TEST(DovecotParse, AGlobOfAThousandSiblingsIsNotNesting) {
 TEST(DovecotParse, SelfDoublingExpansionIsBounded) {
   MemoryFiles fs;
   std::string text = "x = aaaaaaaaaaaaaaaa\n";
-  for (int i = 0; i < 40; ++i) text += "x = $x$x\n";
+  // `$x` expands where it is a word of its own (Dovecot's config_write_keyvariable): 16 bytes,
+  // doubled plus a blank per line, pass 1 MiB on line 17.
+  for (int i = 0; i < 40; ++i) text += "x = $x $x\n";
   fs.Add("/etc/dovecot/dovecot.conf", text);
   auto start = std::chrono::steady_clock::now();
   std::string e = ParseError(fs);
-  EXPECT_HAS(e, "dovecot.conf:18: the value of 'x' grows beyond 1 MiB by $setting expansion");
+  EXPECT_HAS(e, "dovecot.conf:17: the value of 'x' grows beyond 1 MiB by $setting expansion");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
   // Ordinary growth is fine.
   MemoryFiles ok;
@@ -193,6 +198,37 @@ TEST(DovecotParse, ErrorsQuoteNothingOfAFileOthersCannotRead) {
   std::string m = ParseError(big);
   EXPECT_LT(m.size(), 300u);
   EXPECT_HAS(m, "'" + std::string(80, 'w') + "...'");
+}
+
+TEST(DovecotParse, PrivateTextStaysHiddenAcrossContinuationsIncludesAndWarnings) {
+  // A private file's last line continued into the readable file that included it.
+  MemoryFiles cont;
+  cont.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\nrest\n");
+  cont.Add("/etc/dovecot/secret.conf.ext", "SECRET_A \\\n", 0600);
+  std::string e = ParseError(cont);
+  EXPECT_EQ(e.find("SECRET"), std::string::npos) << e;
+  EXPECT_HAS(e, "(content not shown: /etc/dovecot/secret.conf.ext is not readable by others)");
+  // An include named in a private file that does not exist.
+  MemoryFiles inc;
+  inc.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\n");
+  inc.Add("/etc/dovecot/secret.conf.ext", "!include SECRET_B.conf\n", 0600);
+  e = ParseError(inc);
+  EXPECT_EQ(e.find("SECRET"), std::string::npos) << e;
+  EXPECT_HAS(e, "content not shown");
+  // A section a private file never closes: the warning names the place, not the text.
+  MemoryFiles open;
+  open.Add("/etc/dovecot/dovecot.conf", "!include secret.conf.ext\n");
+  open.Add("/etc/dovecot/secret.conf.ext", "plugin SECRET_C {\n", 0600);
+  Config c = MustParse(open);
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_EQ(c.warnings[0].find("SECRET"), std::string::npos) << c.warnings[0];
+  EXPECT_HAS(c.warnings[0], "/etc/dovecot/secret.conf.ext:1: section (content not shown");
+  // Matches of one glob are open together, as on Dovecot's input stack, though read one by one.
+  MemoryFiles sib;
+  sib.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\n");
+  sib.Add("/etc/dovecot/conf.d/a.conf", "!include b.conf\n");
+  sib.Add("/etc/dovecot/conf.d/b.conf", "x = 1\n");
+  EXPECT_HAS(ParseError(sib), "conf.d/a.conf:1: Recursive include file: /etc/dovecot/conf.d/b.conf");
 }
 
 TEST(DovecotParse, AFifoIncludeIsRefusedAtOnce) {
@@ -248,7 +284,9 @@ TEST(DovecotAudit, LoggingFindings) {
   EXPECT_EQ(Ids("auth_debug_passwords = yes\n"), Ids_t{"auth-debug-passwords"});
   EXPECT_EQ(Ids("auth_verbose_passwords = plain\n"), Ids_t{"auth-verbose-passwords"});
   EXPECT_EQ(Ids("mail_debug = yes\n"), Ids_t{"mail-debug"});
-  EXPECT_EQ(Ids("protocol imap {\n mail_debug = yes\n}\n"), Ids_t{"mail-debug"});
+  EXPECT_EQ(Ids("protocols = imap\nprotocol imap {\n mail_debug = yes\n}\n"), Ids_t{"mail-debug"});
+  // Only enabled protocols are evaluated.
+  EXPECT_EQ(Ids("protocols = pop3\nprotocol imap {\n mail_debug = yes\n}\n"), Ids_t{});
   // Overridden later: not a finding.
   EXPECT_EQ(Ids("auth_debug = yes\nauth_debug = no\n"), Ids_t{});
 }
@@ -286,7 +324,8 @@ TEST(DovecotAudit, CleartextAuth) {
   EXPECT_EQ(Ids("remote 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
   EXPECT_EQ(Ids("remote ::1 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{});
   EXPECT_EQ(Ids("remote 10.0.0.0/8 {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
-  EXPECT_EQ(Ids("protocol imap {\n  disable_plaintext_auth = no\n}\n"), Ids_t{"cleartext-auth"});
+  EXPECT_EQ(Ids("protocols = lmtp imap\nprotocol imap {\n  disable_plaintext_auth = no\n}\n"),
+            (Ids_t{"cleartext-auth", "plaintext-listener"}));
   // Listener closed with port = 0, pop3 not enabled: only the setting itself.
   EXPECT_EQ(Ids("protocols = imap\ndisable_plaintext_auth = no\n"
                 "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n"),
@@ -345,6 +384,234 @@ TEST(DovecotAudit, IgnoreList) {
   ASSERT_EQ(r.findings.size(), 1u);
   EXPECT_EQ(r.findings[0].id, "mail-debug");
   EXPECT_EQ(r.ignored, std::vector<std::string>{"auth-debug"});
+}
+
+
+// ---- Agreement with doveconf 2.3.19 (each case was a disagreement found by test_dovecot_diff.py) ----
+
+TEST(DovecotDoveconf, BraceGlobIncludeAndSectionAcrossFiles) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "!include d/{b,a}.conf\n");
+  fs.Add("/etc/dovecot/d/b.conf", "protocol imap {\n  mail_debug = yes\n");
+  fs.Add("/etc/dovecot/d/a.conf", "  ssl = no\n}\nauth_debug = yes\n");
+  Config c = MustParse(fs);
+  // GLOB_BRACE keeps the alternatives' order: b before a.
+  EXPECT_EQ(c.files, (std::vector<std::string>{"/etc/dovecot/dovecot.conf", "/etc/dovecot/d/b.conf", "/etc/dovecot/d/a.conf"}));
+  EXPECT_EQ(c.Global("ssl"), nullptr);  // inside protocol imap, closed in a.conf
+  EXPECT_EQ(c.Lookup("ssl", Context{"imap", {}, {}, ""})->value, "no");
+  EXPECT_EQ(c.Global("auth_debug")->value, "yes");
+  EXPECT_TRUE(c.warnings.empty());
+}
+
+TEST(DovecotDoveconf, ValueEndingInBraceIsAValue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "login_greeting = hello {\nauth_debug = yes\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("login_greeting")->value, "hello {");
+  EXPECT_TRUE(c.sections.empty());
+}
+
+TEST(DovecotDoveconf, CommentsNeverContinue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "# was: auth_verbose_passwords = sha1 \\\nauth_verbose_passwords = plain\n"
+         "auth_mechanisms = login \\\n# a comment line drops the continued line\nmail_debug = yes\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_verbose_passwords")->value, "plain");
+  EXPECT_EQ(c.Global("auth_mechanisms"), nullptr);  // dropped, as doveconf does
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  AuditResult r = Audit(c, fs, {});
+  ASSERT_FALSE(r.findings.empty());
+  EXPECT_EQ(r.findings[0].id, "auth-verbose-passwords");
+  EXPECT_EQ(r.findings[0].severity, "critical");
+}
+
+TEST(DovecotDoveconf, ContinuationJoinsWithOneBlank) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "auth_mechanisms = plain\\\nanonymous\nprotocols = imap   \\\n \\\n\t  pop3\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "plain anonymous");
+  EXPECT_EQ(c.Global("protocols")->value, "imap pop3");
+}
+
+TEST(DovecotDoveconf, OwnKeyReferencesOnly) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "auth_mechanisms = $auth_mechanisms  login\n"        // the default, then one blank
+         "auth_anonymous_username = anon $ssl $auth_mechanisms\n"  // other keys: as written
+         "login_greeting = $login_greeting$login_greeting\n"  // not a whole token: as written
+         "protocol imap {\n  auth_mechanisms = $auth_mechanisms cram-md5\n}\n"
+         "mail_debug = y\nmail_debug = $mail_debug\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "plain login");
+  EXPECT_EQ(c.Global("auth_anonymous_username")->value, "anon $ssl $auth_mechanisms");
+  EXPECT_EQ(c.Global("login_greeting")->value, "$login_greeting$login_greeting");
+  EXPECT_EQ(c.Lookup("auth_mechanisms", Context{"imap", {}, {}, ""})->value, "plain login cram-md5");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+}
+
+TEST(DovecotDoveconf, SelfDoublingIsBounded) {
+  MemoryFiles fs;
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "login_greeting = $login_greeting $login_greeting\n";
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  EXPECT_HAS(ParseError(fs), "grows beyond 1 MiB");
+}
+
+TEST(DovecotDoveconf, KeyFileWithBlankAndRuntimeValue) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/mech.txt", "plain anonymous");
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_mechanisms = < mech.txt\nssl_key = <  /k.pem\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_mechanisms")->value, "<mech.txt");  // as doveconf -h prints it
+  EXPECT_EQ(c.Global("auth_mechanisms")->runtime, "plain anonymous");
+  EXPECT_EQ(c.Global("ssl_key")->value, "</k.pem");
+  EXPECT_EQ(Audit(c, fs, {}).findings.at(0).id, "anonymous-login");
+}
+
+TEST(DovecotDoveconf, BooleansAsDovecotReadsThem) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_debug = 1\nmail_debug = y\nauth_debug_passwords = Y\ndisable_plaintext_auth = NO\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_debug")->value, "yes");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  EXPECT_EQ(c.Global("auth_debug_passwords")->value, "yes");
+  EXPECT_EQ(c.Global("disable_plaintext_auth")->value, "no");
+  MemoryFiles bad;
+  bad.Add("/etc/dovecot/dovecot.conf", "auth_debug = 0\n");  // doveconf: Invalid boolean value
+  EXPECT_HAS(ParseError(bad), "Invalid boolean value: 0");
+  MemoryFiles enum_case;  // ssl is an enum, compared exactly
+  enum_case.Add("/etc/dovecot/dovecot.conf", "ssl = Yes\n");
+  EXPECT_HAS(ParseError(enum_case), "Invalid value: Yes");
+}
+
+TEST(DovecotDoveconf, QuotedValueEndingInEscapedQuote) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "auth_anonymous_username = \"guest\\\"\nlogin_greeting = \"a\" b\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("auth_anonymous_username")->value, "guest");
+  EXPECT_EQ(c.Global("login_greeting")->value, "\"a\" b");  // not quoted at both ends: as written
+}
+
+TEST(DovecotDoveconf, RemoteEverywhereIsGlobal) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "remote 0.0.0.0/0 {\n  ssl = no\n}\nremote ::/0 {\n  mail_debug = yes\n}\n");
+  Config c = MustParse(fs);
+  EXPECT_EQ(c.Global("ssl")->value, "no");
+  EXPECT_EQ(c.Global("mail_debug")->value, "yes");
+  // A global assignment wins over them, wherever it is (doveconf: root filter first).
+  MemoryFiles fs2;
+  fs2.Add("/etc/dovecot/dovecot.conf", "remote 0.0.0.0/0 {\n  ssl = no\n}\nssl = required\n");
+  EXPECT_EQ(MustParse(fs2).Global("ssl")->value, "required");
+  EXPECT_EQ(Ids("remote 0.0.0.0/0 {\n  ssl = no\n}\n"), Ids_t{"ssl-disabled"});
+}
+
+TEST(DovecotDoveconf, AuthSettingsAreRefusedInRemoteBlocks) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "remote 10.0.0.0/8 {\n  ssl = no\n  auth_debug = yes\n}\n");
+  EXPECT_HAS(ParseError(fs), "dovecot.conf:3: Auth settings not supported inside local/remote blocks: auth_debug");
+  MemoryFiles ok;  // in a protocol block they are fine
+  ok.Add("/etc/dovecot/dovecot.conf", "protocol imap {\n  auth_debug = yes\n}\n");
+  MustParse(ok);
+}
+
+TEST(DovecotDoveconf, WideGlobIsNotDeepNesting) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "!include conf.d/*.conf\n");
+  for (int i = 0; i < 40; ++i) fs.Add("/etc/dovecot/conf.d/" + std::to_string(100 + i) + ".conf", "mail_debug = no\n");
+  EXPECT_EQ(MustParse(fs).files.size(), 41u);
+  MemoryFiles deep;
+  for (int i = 0; i < 40; ++i)
+    deep.Add("/etc/dovecot/" + std::to_string(i) + ".conf", "!include " + std::to_string(i + 1) + ".conf\n");
+  deep.Add("/etc/dovecot/40.conf", "");
+  deep.Add("/etc/dovecot/dovecot.conf", "!include 0.conf\n");
+  EXPECT_HAS(ParseError(deep), "nested deeper than 32");
+}
+
+// ---- Findings in every filter context Dovecot evaluates ----
+
+std::vector<std::pair<std::string, std::vector<std::string>>> IdsAndContexts(const std::string& text) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  for (const auto& f : Audit(MustParse(fs), fs, {}).findings) out.push_back({f.id, f.contexts});
+  std::sort(out.begin(), out.end());
+  return out;
+}
+using IC = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+TEST(DovecotContexts, Pop3SslYesUnderGlobalRequired) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap pop3\nssl = required\ndisable_plaintext_auth = no\n"
+                           "protocol pop3 {\n  ssl = yes\n}\n"),
+            (IC{{"cleartext-auth", {"protocol=pop3"}}, {"plaintext-listener", {"listener pop3-login/pop3"}}}));
+}
+
+TEST(DovecotContexts, ScopedTlsAndLogging) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap pop3\nprotocol imap {\n  ssl = no\n}\n"),
+            (IC{{"ssl-disabled", {"protocol=imap"}}}));
+  EXPECT_EQ(IdsAndContexts("protocols = pop3\nprotocol pop3 {\n  ssl_min_protocol = ANY\n}\n"
+                           "remote 192.0.2.0/24 {\n  ssl_min_protocol = TLSv1.1\n}\n"),
+            (IC{{"weak-tls-protocol", {"protocol=pop3"}},
+                {"weak-tls-protocol", {"remote=192.0.2.0/24", "protocol=pop3 remote=192.0.2.0/24"}}}));
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nprotocol imap {\n  auth_debug = yes\n  auth_verbose_passwords = plain\n}\n"),
+            (IC{{"auth-debug", {"protocol=imap"}}, {"auth-verbose-passwords", {"protocol=imap"}}}));
+  // Loopback-only blocks: loopback counts as secured.
+  EXPECT_EQ(IdsAndContexts("remote 127.0.0.0/8 {\n  ssl = no\n  disable_plaintext_auth = no\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("local 127.0.0.1 {\n  disable_plaintext_auth = no\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("local 192.0.2.1 {\n  disable_plaintext_auth = no\n}\n"),
+            (IC{{"cleartext-auth", {"local=192.0.2.1"}}}));
+}
+
+TEST(DovecotContexts, ConflictingFiltersAreAWarning) {
+  // doveconf -f protocol=pop3 -f remote=10.1.2.3: "Conflict in setting ssl".
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf",
+         "protocols = pop3\nprotocol pop3 {\n  ssl = yes\n}\nremote 10.0.0.0/8 {\n  ssl = required\n}\n");
+  auto r = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_HAS(r.warnings[0], "protocol=pop3 remote=10.0.0.0/8: two filters that are not nested both set ssl");
+}
+
+TEST(DovecotContexts, MailDebugOnlyWhereItIsTheSetting) {
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nplugin {\n  mail_debug = yes\n}\n"), IC{});
+  EXPECT_EQ(IdsAndContexts("protocols = imap\nprotocol imap {\n  mail_debug = yes\n  mail_debug = no\n}\n"), IC{});
+}
+
+TEST(DovecotContexts, TrustedNetworkWithHostBits) {
+  MemoryFiles fs;
+  fs.Add("/etc/dovecot/dovecot.conf", "login_trusted_networks = 192.0.2.7 10.1.2.3/8\n");
+  auto r = Audit(MustParse(fs), fs, {});
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].id, "trusted-networks-broad");
+  EXPECT_HAS(r.findings[0].message, "10.0.0.0/8");
+}
+
+TEST(DovecotContexts, ListenersByTheirOwnSsl) {
+  const std::string head = "protocols = imap\ndisable_plaintext_auth = no\n";
+  // Implicit TLS on 143 is not cleartext; the default imaps stays TLS.
+  EXPECT_EQ(IdsAndContexts(head + "service imap-login {\n  inet_listener imap {\n    port = 143\n    ssl = yes\n  }\n}\n"),
+            (IC{{"cleartext-auth", {"", "protocol=imap"}}}));
+  // An extra cleartext listener is.
+  EXPECT_EQ(IdsAndContexts(head + "service imap-login {\n  inet_listener imap {\n    port = 0\n  }\n"
+                                  "  inet_listener extra {\n    port = 1143\n  }\n}\n"),
+            (IC{{"cleartext-auth", {"", "protocol=imap"}}, {"plaintext-listener", {"listener imap-login/extra"}}}));
+}
+
+
+TEST(DovecotContexts, ManyRemoteBlocksAreBoundedAndFast) {
+  MemoryFiles fs;
+  std::string text = "protocols = imap pop3\n";
+  for (int i = 0; i < 5000; ++i)
+    text += "remote 10." + std::to_string(i / 250) + "." + std::to_string(i % 250) + ".0/24 {\n  ssl = no\n}\n";
+  fs.Add("/etc/dovecot/dovecot.conf", text);
+  auto start = std::chrono::steady_clock::now();
+  auto r = Audit(MustParse(fs), fs, {});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  EXPECT_EQ(r.contexts.size(), 255u);
+  ASSERT_FALSE(r.warnings.empty());
+  EXPECT_HAS(r.warnings.back(), "only the first ones were judged");
+  EXPECT_FALSE(r.findings.empty());
 }
 
 }  // namespace

@@ -71,6 +71,47 @@ TEST(Probe, LocalProbeCannotJudgeAClosedPort) {
   EXPECT_NE(j[0].reason.find("loopback"), std::string::npos);
 }
 
+
+probe::Result WithTls(uint16_t port, long days_left, const char* version) {
+  probe::Result r = R(port, "open");
+  r.tls = probe::TlsInfo{version, "TLS_AES_256_GCM_SHA384", "/CN=mail.test", "2026-11-25T13:00:00Z", days_left};
+  return r;
+}
+
+TEST(Probe, ExpiredCertificateIsNeverAsPolicy) {
+  Policy p = TestPolicy();  // no tls block: only an expired certificate is wrong
+  auto j = JudgeProbes(p, {WithTls(993, -1, "TLSv1.3"), WithTls(993, 0, "TLSv1.3"), WithTls(993, 3, "TLSv1")}, "");
+  EXPECT_EQ(j[0].as_policy, false);
+  EXPECT_NE(j[0].reason.find("expired 1 day(s) ago"), std::string::npos) << j[0].reason;
+  EXPECT_EQ(j[1].as_policy, true);
+  EXPECT_EQ(j[2].as_policy, true);
+}
+
+TEST(Probe, TlsPolicyGlobalAndPerPort) {
+  auto p = ParsePolicyText(
+      "version: 1\ntls: {min_days_left: 14, min_version: TLSv1.2}\nports:\n  imaps: {state: open}\n"
+      "  pop3s: {state: open, tls: {min_days_left: 2}}\n  submissions: {state: open, tls: {min_version: TLSv1.3}}\n");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->TlsFor(nullptr).min_days_left, 14);
+  auto j = JudgeProbes(*p, {WithTls(993, 10, "TLSv1.3"), WithTls(995, 10, "TLSv1.3"), WithTls(995, 10, "TLSv1.1"),
+                            WithTls(465, 30, "TLSv1.2"), WithTls(465, 30, "TLSv1.3")},
+                       "");
+  EXPECT_EQ(j[0].as_policy, false);  // 10 < 14
+  EXPECT_NE(j[0].reason.find("min_days_left: 14"), std::string::npos) << j[0].reason;
+  EXPECT_EQ(j[1].as_policy, true);   // the port's 2 days
+  EXPECT_EQ(j[2].as_policy, false);  // the global TLSv1.2 floor still holds there
+  EXPECT_NE(j[2].reason.find("min_version: TLSv1.2"), std::string::npos) << j[2].reason;
+  EXPECT_EQ(j[3].as_policy, false);  // the port asks for TLSv1.3
+  EXPECT_EQ(j[4].as_policy, true);
+}
+
+TEST(Probe, TlsPolicyErrors) {
+  auto bad = ParsePolicyText("version: 1\ntls: {min_days_left: -3}\nports:\n  imaps: {state: open, tls: {min_version: TLSv9}}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("min_days_left '-3'"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("min_version 'TLSv9'"), std::string::npos) << bad.status().message();
+}
+
 }  // namespace
 TEST(Probe, WhatAServerSentIsEscapedInTextAndValidUtf8InJson) {
   JudgedProbe j;

@@ -9,6 +9,23 @@ namespace mw {
 namespace {
 using json = nlohmann::json;
 
+/// What is wrong with the TLS a port spoke, judged against the policy's `tls` (an expired
+/// certificate is wrong even without one), or nullopt.
+std::optional<std::string> TlsProblem(const TlsPolicy& t, const probe::Result& r) {
+  if (!r.tls) return std::nullopt;
+  const auto& tls = *r.tls;
+  int min_days = t.min_days_left.value_or(0);
+  if (!tls.not_after.empty() && tls.days_left < min_days) {
+    if (tls.days_left < 0)
+      return "the certificate expired " + std::to_string(-tls.days_left) + " day(s) ago (" + tls.not_after + ")";
+    return "the certificate expires in " + std::to_string(tls.days_left) + " day(s) (" + tls.not_after +
+           "), fewer than the policy's min_days_left: " + std::to_string(min_days);
+  }
+  if (t.min_version && TlsVersionRank(tls.version) < TlsVersionRank(*t.min_version))
+    return "TLS " + tls.version + " was negotiated, older than the policy's min_version: " + *t.min_version;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::vector<JudgedProbe> JudgeProbes(const Policy& policy, const std::vector<probe::Result>& results,
@@ -46,10 +63,14 @@ std::vector<JudgedProbe> JudgeProbes(const Policy& policy, const std::vector<pro
       j.reason = "the service answered, then: " + r.error;
     } else if (r.cleartext_login && !r.tls && !local) {
       j.as_policy = false;
-      j.reason = "a password login is offered in cleartext and no TLS upgrade is possible";
+      j.reason = "a password can be sent in cleartext and no TLS upgrade is possible" +
+                 (r.cleartext_evidence.empty() ? "" : " (" + r.cleartext_evidence + ")");
     } else if (r.cleartext_login && !local) {
       j.as_policy = false;
-      j.reason = "a password login is offered before TLS (no LOGINDISABLED / login before STARTTLS)";
+      j.reason = "a password can be sent before TLS" + (r.cleartext_evidence.empty() ? "" : " (" + r.cleartext_evidence + ")");
+    } else if (auto bad = TlsProblem(policy.TlsFor(pp), r)) {
+      j.as_policy = false;
+      j.reason = *bad;
     } else {
       j.as_policy = true;
       j.reason = allowlisted ? "open to this allowlisted source, as the policy says" : "open, as the policy says";
@@ -81,6 +102,7 @@ json ProbeJson(const JudgedProbe& p) {
           {"login_disabled", r.login_disabled},
           {"auth_cleartext", r.auth_cleartext},
           {"cleartext_login", r.cleartext_login},
+          {"cleartext_evidence", r.cleartext_evidence.empty() ? json(nullptr) : json(r.cleartext_evidence)},
           {"tls", tls},
           {"error", r.error.empty() ? json(nullptr) : json(r.error)}});
 }

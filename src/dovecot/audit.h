@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +24,9 @@ struct Finding {
   int line = 0;
   std::string message;   ///< why it is risky
   std::string fix;
+  /// The filter contexts where it holds ("" the global one, "protocol=pop3", "remote=10.0.0.0/8
+  /// protocol=imap", "listener imap-login/imap"), in the order they were judged.
+  std::vector<std::string> contexts;
 };
 
 /// Ownership and mode of a file, for the permission checks.
@@ -46,16 +50,41 @@ struct Effective {
   int line = 0;
 };
 
+/// One filter context the audit judged (besides the global one) and the values it met there.
+struct ContextValues {
+  Context context;
+  std::map<std::string, Effective> settings;
+};
+
+/// Where the values come from. The builtin parser always gives file:line; an oracle (doveconf)
+/// may give the value itself: `Get(key, ctx)` returns nullopt to keep the parser's value.
+class ValueOracle {
+ public:
+  virtual ~ValueOracle() = default;
+  virtual std::optional<std::string> Get(const std::string& key, const Context& ctx) = 0;
+  /// A hint: these keys will be asked for in `ctx` (one doveconf run instead of one per key).
+  virtual void Prefetch(const std::vector<std::string>& keys, const Context& ctx) { (void)keys, (void)ctx; }
+};
+
 struct AuditResult {
   std::string version;  ///< "2.3" or "2.4"
   std::vector<std::string> files;
   std::vector<Finding> findings;       ///< sorted by severity, then file and line
   std::vector<std::string> ignored;    ///< ids silenced by the policy
-  std::map<std::string, Effective> effective;  ///< the settings the audit judged
+  std::map<std::string, Effective> effective;  ///< the settings the audit judged (global context)
+  std::vector<ContextValues> contexts;         ///< every other context judged, with its values
+  std::string engine = "builtin";              ///< which engine judged the values
+  std::vector<std::string> warnings;
 };
 
+/// The keys the audit judges in every context (the JSON `settings` map).
+const std::vector<std::string>& JudgedKeys(bool is_24);
+
 /// Audits a parsed configuration. `ignore` lists finding ids to leave out.
-AuditResult Audit(const Config& cfg, FileStat& stat, const std::vector<std::string>& ignore);
+/// `oracle` (optional) supplies the effective values (doveconf); `files` reads `key = <file`
+/// contents (auth_mechanisms = <file).
+AuditResult Audit(const Config& cfg, FileStat& stat, const std::vector<std::string>& ignore,
+                  ValueOracle* oracle = nullptr, FileSource* files = nullptr);
 
 /// Severity rank: critical 0 ... info 4.
 int SeverityRank(const std::string& s);

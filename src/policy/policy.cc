@@ -1,6 +1,8 @@
 #include "policy/policy.h"
 
+#include <strings.h>
 #include <sys/stat.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -27,6 +29,24 @@ const char* BackendName(BackendKind k) {
     case BackendKind::kUfw: return "ufw";
   }
   return "?";
+}
+
+int TlsVersionRank(const std::string& version) {
+  static const char* names[] = {"SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"};
+  for (int i = 0; i < 5; ++i)
+    if (strcasecmp(version.c_str(), names[i]) == 0) return i;
+  if (strcasecmp(version.c_str(), "TLSv1.0") == 0) return 1;
+  return -1;
+}
+
+TlsPolicy Policy::TlsFor(const PortPolicy* port) const {
+  TlsPolicy t = tls.value_or(TlsPolicy{});
+  if (port && port->tls) {
+    if (port->tls->min_days_left) t.min_days_left = port->tls->min_days_left;
+    if (port->tls->min_version) t.min_version = port->tls->min_version;
+    t.where = port->tls->where;
+  }
+  return t;
 }
 
 bool InAllowlists(const Policy& policy, const PortPolicy& port, const std::string& address) {
@@ -133,12 +153,12 @@ class Loader {
       return;
     }
     if (!root.IsMap()) {
-      Error(At(root), "the policy must be a mapping of keys (version, backend, allowlists, ports, dovecot)");
+      Error(At(root), "the policy must be a mapping of keys (version, backend, allowlists, ports, dovecot, tls)");
       return;
     }
     p_->files.push_back(file);
     bool have_version = false;
-    ForEachKey(root, {"version", "backend", "allowlists", "ports", "dovecot"},
+    ForEachKey(root, {"version", "backend", "allowlists", "ports", "dovecot", "tls"},
                [&](const std::string& key, const YAML::Node& k, const YAML::Node& v) {
                  if (key == "version") {
                    have_version = true;
@@ -151,6 +171,9 @@ class Loader {
                    Ports(v);
                  } else if (key == "dovecot") {
                    Dovecot(k, v);
+                 } else if (key == "tls") {
+                   TlsPolicy t = p_->tls.value_or(TlsPolicy{});
+                   if (Tls(v, &t)) p_->tls = t;
                  }
                });
     if (!have_version) Error(At(root), "missing 'version: 1'");
@@ -356,6 +379,36 @@ class Loader {
     }
   }
 
+  /// `tls: {min_days_left: N, min_version: TLSv1.2}`; fields given override those in *t.
+  bool Tls(const YAML::Node& v, TlsPolicy* t) {
+    if (!v.IsMap()) {
+      Error(At(v), "'tls' must be a mapping, e.g. {min_days_left: 14, min_version: TLSv1.2}");
+      return false;
+    }
+    bool ok = true;
+    t->where = At(v);
+    ForEachKey(v, {"min_days_left", "min_version"}, [&](const std::string& key, const YAML::Node&, const YAML::Node& val) {
+      std::string s;
+      if (!Scalar(val, "'" + key + "'", &s)) { ok = false; return; }
+      if (key == "min_days_left") {
+        int n = -1;
+        auto r = std::from_chars(s.data(), s.data() + s.size(), n);
+        if (r.ec != std::errc() || r.ptr != s.data() + s.size() || n < 0 || n > 3650) {
+          Error(At(val), "min_days_left '" + s + "' is not a number of days from 0 to 3650");
+          ok = false;
+        } else {
+          t->min_days_left = n;
+        }
+      } else if (TlsVersionRank(s) < 0) {
+        Error(At(val), "min_version '" + s + "' is not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3");
+        ok = false;
+      } else {
+        t->min_version = s;
+      }
+    });
+    return ok;
+  }
+
   void Ports(const YAML::Node& v) {
     if (v.IsNull()) return;
     if (!v.IsMap()) {
@@ -377,7 +430,7 @@ class Loader {
         return;
       }
       bool have_state = false, ok = true;
-      ForEachKey(body, {"state", "port", "allow", "action", "rate_limit"},
+      ForEachKey(body, {"state", "port", "allow", "action", "rate_limit", "tls"},
                  [&](const std::string& key, const YAML::Node&, const YAML::Node& val) {
                    std::string s;
                    if (key == "state") {
@@ -426,6 +479,10 @@ class Loader {
                      std::string err;
                      if (!ParseRate(s, &rl, &err)) { Error(At(val), err); ok = false; }
                      else pp.rate_limit = rl;
+                   } else if (key == "tls") {
+                     TlsPolicy t;
+                     if (Tls(val, &t)) pp.tls = t;
+                     else ok = false;
                    }
                  });
       if (!have_state) {

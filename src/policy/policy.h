@@ -41,6 +41,17 @@ struct Allowlist {
   SourcePos where;
 };
 
+/// What the probes require of a port's TLS: `tls: {min_days_left: 14, min_version: TLSv1.2}`
+/// globally or per port (a port's fields override the global ones).
+struct TlsPolicy {
+  std::optional<int> min_days_left;   ///< the certificate must have at least this many days left
+  std::optional<std::string> min_version;  ///< "TLSv1.2": the negotiated version must not be older
+  SourcePos where;
+};
+
+/// A TLS version's rank (SSLv3 0, TLSv1 1, TLSv1.1 2, TLSv1.2 3, TLSv1.3 4), -1 if unknown.
+int TlsVersionRank(const std::string& version);
+
 struct PortPolicy {
   std::string name;  ///< the key: a service name or the admin's label
   uint16_t port = 0;
@@ -48,6 +59,7 @@ struct PortPolicy {
   Action action = Action::kDrop;
   std::vector<std::string> allow;
   std::optional<RateLimit> rate_limit;
+  std::optional<TlsPolicy> tls;
   SourcePos where;
 };
 
@@ -62,7 +74,10 @@ struct Policy {
   std::map<std::string, Allowlist> allowlists;
   std::vector<PortPolicy> ports;  ///< sorted by port number
   DovecotPolicy dovecot;
+  std::optional<TlsPolicy> tls;    ///< the global TLS requirements of the probes
   std::vector<std::string> files;  ///< the policy files read, in merge order
+  /// The TLS requirements for a port: its own fields, else the global ones.
+  TlsPolicy TlsFor(const PortPolicy* port) const;
 };
 
 /// Whether `address` is in one of `port`'s allow lists (false for an unparsable address).

@@ -182,8 +182,13 @@ class Conn {
         std::strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
         info->not_after = t;
       }
+      // Whole days left, rounded down: expired six hours ago is -1, not 0 (ASN1_TIME_diff gives
+      // days and seconds with the same sign, so days alone truncates towards zero).
       int days = 0, secs = 0;
-      if (ASN1_TIME_diff(&days, &secs, nullptr, na) == 1) info->days_left = days;
+      if (ASN1_TIME_diff(&days, &secs, nullptr, na) == 1) {
+        long long total = static_cast<long long>(days) * 86400 + secs;
+        info->days_left = static_cast<long>(total >= 0 ? total / 86400 : -((-total + 86399) / 86400));
+      }
       X509_free(cert);
     }
     return true;
@@ -270,6 +275,27 @@ bool Upgrade(Conn& c, Result& r, const std::string& command, const char* ok) {
   return Handshake(c, r);
 }
 
+/// SASL mechanisms that carry the password itself (CRAM-MD5, DIGEST-MD5, SCRAM-* do not).
+bool PasswordMechanism(const std::string& mech) {
+  std::string u = Upper(mech);
+  return u == "PLAIN" || u == "LOGIN";
+}
+
+/// Starts a SASL exchange for `mech` with `command` and cancels it at once with "*": a "+"
+/// continuation means the server would take a password now. No credentials are sent.
+/// Returns the server's first answer.
+std::string TrySasl(Conn& c, const std::string& command, bool* accepted, std::string* err) {
+  std::string line;
+  *accepted = false;
+  if (!c.Write(command + "\r\n", err) || !c.ReadLine(&line, err)) return line;
+  if (line.rfind("+", 0) == 0 && line.rfind("+OK", 0) != 0) {
+    *accepted = true;
+    std::string end;
+    if (c.Write("*\r\n", err)) c.ReadLine(&end, err);  // "-ERR Authentication aborted" / "a NO ..."
+  }
+  return line;
+}
+
 void Imap(Conn& c, Result& r, bool implicit_tls) {
   std::string line, err;
   if (implicit_tls && !Handshake(c, r)) return;
@@ -302,7 +328,31 @@ void Imap(Conn& c, Result& r, bool implicit_tls) {
       if (u == "LOGINDISABLED") r.login_disabled = true;
       if (u.rfind("AUTH=", 0) == 0) r.auth_cleartext.push_back(cap.substr(5));
     }
-    r.cleartext_login = !r.login_disabled;
+    // A password can cross when LOGIN is not disabled (RFC 3501: LOGINDISABLED says it is), or
+    // when a password mechanism is accepted before TLS.
+    if (!r.login_disabled) {
+      r.cleartext_login = true;
+      r.cleartext_evidence = "no LOGINDISABLED: LOGIN is allowed before TLS";
+    } else {
+      int n = 0;
+      for (const auto& mech : r.auth_cleartext) {
+        if (!PasswordMechanism(mech)) continue;
+        bool accepted = false;
+        std::string tag = "s" + std::to_string(++n);
+        std::string answer = TrySasl(c, tag + " AUTHENTICATE " + Upper(mech), &accepted, &err);
+        if (!err.empty()) {
+          r.error = err;
+          return;
+        }
+        if (accepted) {
+          r.cleartext_login = true;
+          r.cleartext_evidence = "AUTHENTICATE " + Upper(mech) + " accepted before TLS";
+          break;
+        }
+        r.cleartext_evidence = "AUTHENTICATE " + Upper(mech) + " refused before TLS: " + Clip(answer);
+      }
+      if (r.cleartext_evidence.empty()) r.cleartext_evidence = "LOGINDISABLED and no password mechanism before TLS";
+    }
     if (r.starttls && !Upgrade(c, r, "a2 STARTTLS", "a2 OK")) return;
   }
   c.Write("a9 LOGOUT\r\n", &err);
@@ -329,16 +379,48 @@ void Pop3(Conn& c, Result& r, bool implicit_tls) {
     for (int i = 0; i < kMaxLines && c.ReadLine(&line, &err) && line != "."; ++i) r.capabilities.push_back(line);
   }
   if (!implicit_tls) {
+    bool user = false;
     for (const auto& cap : r.capabilities) {
       std::string u = Upper(cap);
       if (u == "STLS") r.starttls = true;
-      if (u == "USER") r.cleartext_login = true;
+      if (u == "USER") user = true;
       if (u.rfind("SASL", 0) == 0) {
         auto words = SplitWords(cap);
         for (size_t i = 1; i < words.size(); ++i) r.auth_cleartext.push_back(words[i]);
       }
     }
-    if (!r.auth_cleartext.empty()) r.cleartext_login = true;
+    // Decided the way a client finds out, without a password: USER with a made-up name (Dovecot
+    // with ssl = required advertises USER but answers "-ERR [AUTH] Plaintext authentication
+    // disallowed"), then each password mechanism started and cancelled.
+    if (user) {
+      if (!c.Write("USER mailward-probe\r\n", &err) || !c.ReadLine(&line, &err)) {
+        r.error = err;
+        return;
+      }
+      if (line.rfind("+OK", 0) == 0) {
+        r.cleartext_login = true;
+        r.cleartext_evidence = "USER accepted before TLS: PASS would follow in cleartext";
+      } else {
+        r.cleartext_evidence = "USER refused before TLS: " + Clip(line);
+      }
+    }
+    for (const auto& mech : r.auth_cleartext) {
+      if (r.cleartext_login || !PasswordMechanism(mech)) continue;
+      bool accepted = false;
+      std::string answer = TrySasl(c, "AUTH " + Upper(mech), &accepted, &err);
+      if (!err.empty()) {
+        r.error = err;
+        return;
+      }
+      if (accepted) {
+        r.cleartext_login = true;
+        r.cleartext_evidence = "AUTH " + Upper(mech) + " accepted before TLS";
+      } else {
+        r.cleartext_evidence += std::string(r.cleartext_evidence.empty() ? "" : "; ") + "AUTH " + Upper(mech) +
+                                " refused before TLS: " + Clip(answer);
+      }
+    }
+    if (r.cleartext_evidence.empty()) r.cleartext_evidence = "no USER and no password mechanism before TLS";
     if (r.starttls && !Upgrade(c, r, "STLS", "+OK")) return;
   }
   c.Write("QUIT\r\n", &err);

@@ -36,7 +36,10 @@ struct Result {
   bool starttls = false;             ///< STARTTLS / STLS offered
   bool login_disabled = false;       ///< IMAP LOGINDISABLED before TLS
   std::vector<std::string> auth_cleartext;  ///< SASL mechanisms offered before TLS
-  bool cleartext_login = false;      ///< a password login is offered before TLS
+  bool cleartext_login = false;      ///< a password can cross before TLS (checked without sending one)
+  /// How cleartext_login was decided: "USER accepted before TLS", "AUTHENTICATE PLAIN refused
+  /// before TLS: ...", "no LOGINDISABLED: LOGIN allowed before TLS"...
+  std::string cleartext_evidence;
   std::optional<TlsInfo> tls;        ///< after STARTTLS or implicit TLS
   std::string error;                 ///< what went wrong after the connection, if anything
 };

@@ -26,10 +26,39 @@ class MemoryFiles : public dovecot::FileSource, public dovecot::FileStat {
     if (it == files_.end()) return Status::Io(path + ": cannot open: No such file or directory");
     return it->second.first;
   }
+  /// Like glob(3) with GLOB_BRACE: each brace alternative in order, its matches sorted.
   std::vector<std::string> Glob(const std::string& pattern) override {
     std::vector<std::string> out;
-    for (const auto& [p, f] : files_)
-      if (fnmatch(pattern.c_str(), p.c_str(), FNM_PATHNAME) == 0) out.push_back(p);
+    for (const auto& alt : ExpandBraces(pattern)) {
+      if (alt.find_first_of("*?[") == std::string::npos) {  // a plain name: glob returns it as written
+        if (files_.count(Canonical(alt))) out.push_back(alt);
+        continue;
+      }
+      for (const auto& [p, f] : files_)  // std::map: sorted
+        if (fnmatch(alt.c_str(), p.c_str(), FNM_PATHNAME) == 0) out.push_back(p);
+    }
+    return out;
+  }
+  static std::vector<std::string> ExpandBraces(const std::string& s) {
+    size_t open = s.find('{');
+    if (open == std::string::npos) return {s};
+    int depth = 0;
+    size_t close = std::string::npos;
+    std::vector<size_t> commas;
+    for (size_t i = open; i < s.size(); ++i) {
+      if (s[i] == '{') ++depth;
+      else if (s[i] == '}' && --depth == 0) { close = i; break; }
+      else if (s[i] == ',' && depth == 1) commas.push_back(i);
+    }
+    if (close == std::string::npos) return {s};
+    std::vector<std::string> out;
+    size_t start = open + 1;
+    commas.push_back(close);
+    for (size_t c : commas) {
+      for (const auto& e : ExpandBraces(s.substr(0, open) + s.substr(start, c - start) + s.substr(close + 1)))
+        out.push_back(e);
+      start = c + 1;
+    }
     return out;
   }
   std::string Canonical(const std::string& path) override {

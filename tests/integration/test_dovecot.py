@@ -101,7 +101,6 @@ class Findings(MailwardCase):
 
     def test_bad_configs_fail_fast_with_file_and_line(self):
         cases = {
-            "unterminated": ("protocol imap {\n  mail_debug = yes\n", ":1: section 'protocol imap' is never closed"),
             "cycle": ("!include cycle.conf\n", "Recursive include file"),
             "missing": ("!include nothere.conf\n", "nothere.conf: cannot open"),
             "junk": ("auth_debug = yes\n\x00\x01\x02ELF", "binary data"),
@@ -111,14 +110,81 @@ class Findings(MailwardCase):
             with self.subTest(case=name):
                 path = self.write(name == "cycle" and "cycle.conf" or name + ".conf", text)
                 t = time.monotonic()
-                rc, j, err = audit(path)
+                rc, j, err = audit(path, "--engine", "builtin")
                 self.assertLess(time.monotonic() - t, 20)
                 if msg is None:
                     self.assertEqual(rc, 0, err)
+                    # doveconf refuses plugin { plugin { } }: with it as the engine, so does the audit.
+                    rc, j, err = audit(path, "--engine", "doveconf")
+                    self.assertEqual(rc, 1)
+                    self.assertIn("Section not allowed here", err)
                 else:
                     self.assertEqual(rc, 1)
                     self.assertIn(msg, j["error"]["message"])
                     self.assertIn(msg, err)
+
+
+    def test_unclosed_section_is_accepted_with_a_warning_like_doveconf(self):
+        path = self.write("open.conf", "protocols = imap\nprotocol imap {\n  mail_debug = yes\n")
+        self.assertEqual(run(["doveconf", "-c", path, "-f", "protocol=imap", "-h", "mail_debug"]).stdout, "yes\n")
+        for engine in ("builtin", "doveconf"):
+            rc, j, err = audit(path, "--engine", engine)
+            self.assertEqual((rc, j["engine"]), (2, engine), err)
+            self.assertEqual([(f["id"], f["contexts"]) for f in j["findings"]], [("mail-debug", ["protocol=imap"])])
+            self.assertIn(":2: section 'protocol imap' is never closed", j["warnings"][0])
+
+
+class Engines(MailwardCase):
+    def test_doveconf_values_and_the_parsers_file_and_line(self):
+        """--engine doveconf takes doveconf's values; the builtin parser names file:line; auto picks
+        doveconf where it is installed; the JSON says which one judged."""
+        conf = self.write("e.conf", "protocols = imap pop3\nssl = required\ndisable_plaintext_auth = no\n"
+                                    "protocol pop3 {\n  ssl = yes\n}\n")
+        got = {}
+        for engine in ("auto", "doveconf", "builtin"):
+            rc, j, err = audit(conf, "--engine", engine)
+            self.assertEqual(rc, 2, err)
+            got[engine] = j
+        self.assertEqual(got["auto"]["engine"], "doveconf")
+        self.assertEqual(got["builtin"]["engine"], "builtin")
+        for engine, j in got.items():
+            f = [x for x in j["findings"] if x["id"] == "cleartext-auth"][0]
+            self.assertEqual((f["contexts"], f["line"], f["value"]), (["protocol=pop3"], 3, "no"), engine)
+            pop3 = [c for c in j["contexts"] if c["context"] == "protocol=pop3"][0]
+            self.assertEqual((pop3["settings"]["ssl"]["value"], pop3["settings"]["ssl"]["line"]), ("yes", 5))
+        # Includes nested 40 deep: mailward's parser stops at 32, doveconf does not. The doveconf
+        # engine then judges doveconf's normalized output (`doveconf -n -P`) and says so.
+        for i in range(40):
+            self.write(f"n{i}.conf", f"!include n{i + 1}.conf\n")
+        self.write("n40.conf", "auth_debug = yes\nremote 192.0.2.0/24 {\n  ssl = no\n}\n")
+        nested = self.write("nested.conf", "!include n0.conf\n")
+        self.assertEqual(audit(nested, "--engine", "builtin")[0], 1)
+        rc, j, err = audit(nested, "--engine", "doveconf")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("judged on `doveconf -n` output", j["warnings"][0])
+        self.assertEqual(sorted((f["id"], tuple(f["contexts"])) for f in j["findings"]),
+                         [("auth-debug", ("", "remote=192.0.2.0/24")), ("ssl-disabled", ("remote=192.0.2.0/24",))])
+        # A 2.4 config on this 2.3 host: auto judges it with the builtin parser and says why.
+        conf24 = self.write("24.conf", "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n"
+                                       "auth_allow_cleartext = yes\n")
+        rc, j, err = audit(conf24)
+        self.assertEqual((rc, j["engine"], j["version"]), (2, "builtin", "2.4"), err)
+        self.assertIn("judged by the builtin parser", j["warnings"][0])
+        self.assertEqual([f["id"] for f in j["findings"]], ["cleartext-auth"])
+        self.assertEqual(audit(conf24, "--engine", "doveconf")[0], 1)  # asked for explicitly: doveconf's error
+        # A host without doveconf (a config repository in CI): auto falls back to the builtin parser.
+        env = dict(os.environ, PATH=self.dir)
+        p = run([MAILWARD, "--policy", "/nonexistent", "--format", "json", "audit", "dovecot", "--config", conf],
+                check=False, env=env)
+        self.assertEqual((p.returncode, json.loads(p.stdout)["engine"]), (2, "builtin"))
+        p = run([MAILWARD, "--policy", "/nonexistent", "audit", "dovecot", "--engine", "doveconf", "--config", conf],
+                check=False, env=env)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("doveconf is not installed", p.stderr)
+        p = run([MAILWARD, "--policy", "/nonexistent", "audit", "dovecot", "--engine", "nonsense", "--config", conf],
+                check=False)
+        self.assertNotIn(p.returncode, (0, 2))
+        self.assertIn("nonsense", p.stderr)
 
 
 class Fix(MailwardCase):

@@ -175,6 +175,26 @@ class Secrets(MailwardCase):
             self.assertNotIn("TOPSECRET", p.stdout + p.stderr, argv)
             self.assertIn("not readable by others", p.stdout + p.stderr, argv)
 
+    @unittest.skipUnless(shutil.which("doveconf"), "doveconf not installed")
+    def test_doveconf_errors_quote_nothing_of_a_file_others_cannot_read(self):
+        # doveconf's own messages quote the text ("Unknown setting: ..."): whether the builtin
+        # parser refuses the line (a name no setting has) or doveconf does (a plausible name),
+        # only the position reaches the output.
+        for line, engines in (("TOPSECRET! = 1\n", ("auto", "doveconf", "builtin")),
+                              ("topsecret_token = 1\n", ("auto", "doveconf")),
+                              ("plugin {\n  x = 1\n}\nTOPSECRET {\n}\n", ("auto", "doveconf"))):
+            secret = self.write("private.conf", line)
+            os.chmod(secret, 0o600)
+            conf = self.write("dovecot.conf", f"auth_debug = no\n!include {secret}\n")
+            for engine in engines:
+                for fmt in ("text", "json"):
+                    p = run([MAILWARD, "--format", fmt, "audit", "dovecot", "--config", conf, "--engine", engine],
+                            check=False)
+                    self.assertEqual(p.returncode, 1, (line, engine, fmt, p.stdout, p.stderr))
+                    out = (p.stdout + p.stderr).lower()
+                    self.assertNotIn("topsecret", out, (line, engine, fmt))
+                    self.assertIn("not readable by others", out, (line, engine, fmt))
+
     def test_a_huge_dovecot_value_is_not_echoed_whole(self):
         conf = self.write("dovecot.conf", "ssl_min_protocol = " + "x" * (5 << 20) + "\nauth_mechanisms = plain "
                           + "y" * (1 << 20) + "\n")

@@ -24,23 +24,46 @@ ports:
 """
 
 
-def start_dovecot(ns, d):
+def expired_certificate(d, hours_ago):
+    """A self-signed certificate that expired `hours_ago` hours ago (python's cryptography)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=3))
+            .not_valid_after(now - datetime.timedelta(hours=hours_ago)).sign(key, hashes.SHA256()))
+    with open(f"{d}/key.pem", "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    with open(f"{d}/cert.pem", "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def start_dovecot(ns, d, ssl="yes", disable_plaintext_auth="yes", auth_mechanisms="plain", expired=False, extra=""):
     os.makedirs(f"{d}/run")
     os.makedirs(f"{d}/state")
     os.makedirs(f"{d}/mail")
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem", "-out",
-         f"{d}/cert.pem", "-days", "2", "-subj", "/CN=mail.test"])
+    if expired:
+        expired_certificate(d, 6)
+    else:
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem", "-out",
+             f"{d}/cert.pem", "-days", "2", "-subj", "/CN=mail.test"])
     with open(f"{d}/dovecot.conf", "w") as f:
         f.write(textwrap.dedent(f"""\
             base_dir = {d}/run
             state_dir = {d}/state
             protocols = imap pop3
             listen = *, ::
-            ssl = yes
+            ssl = {ssl}
             ssl_cert = <{d}/cert.pem
             ssl_key = <{d}/key.pem
-            disable_plaintext_auth = yes
-            auth_mechanisms = plain
+            disable_plaintext_auth = {disable_plaintext_auth}
+            auth_mechanisms = {auth_mechanisms}
             passdb {{
               driver = static
               args = password=secret
@@ -51,7 +74,7 @@ def start_dovecot(ns, d):
             }}
             mail_location = maildir:{d}/mail/%u
             log_path = {d}/dovecot.log
-            """))
+            """) + extra)
     os.chmod(d, 0o755)
     # Dovecot daemonises: its children must not hold our pipes open.
     subprocess.run(["ip", "netns", "exec", ns, "dovecot", "-c", f"{d}/dovecot.conf"], check=True,
@@ -141,6 +164,144 @@ class RealDovecot(MailwardCase):
         self.assertTrue(any("loopback" in r["reason"] for r in local))
         # apply's own verification probed the open ports locally.
         self.assertTrue(all(r["state"] == "open" for r in json.loads(apply.stdout)["probes"]))
+
+
+def stop_dovecot(ns, d):
+    """doveadm stop, then waits until the master (its pid from our own base_dir) is gone."""
+    pidfile = f"{d}/run/master.pid"
+    pid = None
+    if os.path.exists(pidfile):
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+    subprocess.run(["ip", "netns", "exec", ns, "doveadm", "-c", f"{d}/dovecot.conf", "stop"],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if pid is None or not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+
+
+CLIENT_POP3 = r"""
+import poplib, sys
+p = poplib.POP3(sys.argv[1], 110, timeout=5)
+caps = p.capa()
+try:
+    print("USER", p.user("mailward-probe").decode())
+except poplib.error_proto as e:
+    print("USER", e.args[0].decode())
+print("SASL", " ".join(caps.get("SASL", [])))
+p.quit()
+"""
+CLIENT_IMAP = r"""
+import imaplib, sys
+m = imaplib.IMAP4(sys.argv[1], 143, timeout=5)
+print(" ".join(m.capabilities))
+m.logout()
+"""
+
+
+class ProbeVerdicts(MailwardCase):
+    """Probe verdicts against a real Dovecot per configuration, each cross-checked with poplib,
+    imaplib or openssl s_client from the same client namespace (a network client: not loopback)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.topo = Topology()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.topo.close()
+
+    def dovecot(self, **conf):
+        d = tempfile.mkdtemp(prefix="mwdovecot")
+        self.dirs = getattr(self, "dirs", []) + [d]
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
+        start_dovecot(self.topo.host, d, **conf)
+        self.addCleanup(stop_dovecot, self.topo.host, d)
+
+    def probe(self, policy_text):
+        policy = self.write("p.yaml", policy_text)
+        p = run(["ip", "netns", "exec", self.topo.client, MAILWARD, "--policy", policy, "--format", "json", "probe",
+                 HOST_V4, "--timeout", "4", "--deadline", "20"], check=False)
+        return p.returncode, {r["port"]: r for r in json.loads(p.stdout)["results"]}
+
+    def client(self, code):
+        return run(["ip", "netns", "exec", self.topo.client, "python3", "-c", code, HOST_V4]).stdout
+
+    OPEN = "version: 1\nports:\n  imap: {state: open}\n  pop3: {state: open}\n"
+
+    def test_ssl_required_refuses_user_before_tls(self):
+        self.dovecot(ssl="required", disable_plaintext_auth="no")
+        rc, r = self.probe(self.OPEN)
+        self.assertEqual(rc, 0, r)
+        self.assertFalse(r[110]["cleartext_login"], r[110])
+        self.assertIn("USER refused before TLS", r[110]["cleartext_evidence"])
+        self.assertFalse(r[143]["cleartext_login"], r[143])
+        self.assertTrue(r[110]["as_policy"] and r[143]["as_policy"])
+        out = self.client(CLIENT_POP3)
+        self.assertIn("USER -ERR [AUTH] Plaintext authentication disallowed", out)
+        self.assertIn("LOGINDISABLED", self.client(CLIENT_IMAP))
+
+    def test_cleartext_allowed_is_seen_like_a_client_sees_it(self):
+        self.dovecot(ssl="yes", disable_plaintext_auth="no")
+        rc, r = self.probe(self.OPEN)
+        self.assertEqual(rc, 2)
+        self.assertTrue(r[110]["cleartext_login"])
+        self.assertIn("USER accepted before TLS", r[110]["cleartext_evidence"])
+        self.assertFalse(r[110]["as_policy"])
+        self.assertEqual(r[110]["tls"]["version"], "TLSv1.3")  # STLS still works after the USER check
+        self.assertTrue(r[143]["cleartext_login"])
+        self.assertFalse(r[143]["as_policy"])
+        self.assertIn("USER +OK", self.client(CLIENT_POP3))
+        self.assertNotIn("LOGINDISABLED", self.client(CLIENT_IMAP))
+
+    def test_pop3_block_weakening_global_required_audit_and_probe_agree(self):
+        """ssl = required globally, protocol pop3 { ssl = yes }, disable_plaintext_auth = no: POP3
+        logs users in over cleartext. The audit reports it for protocol=pop3, the probe sees it, a
+        real client does it."""
+        self.dovecot(ssl="required", disable_plaintext_auth="no", extra="protocol pop3 {\n  ssl = yes\n}\n")
+        conf = [os.path.join(d, "dovecot.conf") for d in self.dirs][-1]
+        a = run([MAILWARD, "--policy", "/nonexistent", "--format", "json", "audit", "dovecot", "--config", conf],
+                check=False)
+        findings = {(f["id"], tuple(f["contexts"])) for f in json.loads(a.stdout)["findings"]}
+        self.assertIn(("cleartext-auth", ("protocol=pop3",)), findings)
+        self.assertIn(("plaintext-listener", ("listener pop3-login/pop3",)), findings)
+        self.assertFalse(any(c == ("protocol=imap",) for _, c in findings), findings)
+        rc, r = self.probe(self.OPEN)
+        self.assertTrue(r[110]["cleartext_login"])
+        self.assertFalse(r[110]["as_policy"])
+        self.assertFalse(r[143]["cleartext_login"])
+        code = ("import poplib,sys\np=poplib.POP3(sys.argv[1],110,timeout=5)\np.user('alice')\n"
+                "print(p.pass_('secret').decode(), flush=True);p.close()")
+        self.assertIn("+OK", self.client(code))  # a real login, password in cleartext
+
+    def test_cram_md5_alone_is_not_cleartext(self):
+        self.dovecot(ssl="yes", disable_plaintext_auth="yes", auth_mechanisms="plain cram-md5")
+        rc, r = self.probe(self.OPEN)
+        self.assertEqual(rc, 0, r)
+        self.assertEqual(r[110]["auth_cleartext"], ["CRAM-MD5"])
+        self.assertFalse(r[110]["cleartext_login"], r[110])
+        self.assertTrue(r[110]["as_policy"])
+        out = self.client(CLIENT_POP3)
+        self.assertIn("SASL CRAM-MD5", out)
+        self.assertIn("USER -ERR [AUTH]", out)
+
+    def test_expired_certificate(self):
+        self.dovecot(expired=True)
+        rc, r = self.probe("version: 1\nports:\n  imaps: {state: open}\n")
+        self.assertEqual(rc, 2)
+        self.assertEqual(r[993]["tls"]["days_left"], -1)  # six hours ago
+        self.assertFalse(r[993]["as_policy"])
+        self.assertIn("expired", r[993]["reason"])
+        # openssl agrees: the served certificate's end date has passed.
+        sc = run(["ip", "netns", "exec", self.topo.client, "openssl", "s_client", "-connect", f"{HOST_V4}:993"],
+                 input="", check=False).stdout
+        pem = sc[sc.index("-----BEGIN CERTIFICATE-----"):sc.index("-----END CERTIFICATE-----") + 25]
+        self.assertEqual(run(["openssl", "x509", "-noout", "-checkend", "0"], input=pem, check=False).returncode, 1)
+        # A policy floor in days judges a valid certificate too.
+        rc, r = self.probe("version: 1\ntls: {min_days_left: 0}\nports:\n  imaps: {state: open, tls: {min_version: TLSv1.3}}\n")
+        self.assertEqual(r[993]["as_policy"], False)
 
 
 MISBEHAVING = r"""
