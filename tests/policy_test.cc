@@ -63,7 +63,7 @@ ports:
     port: 2000
 dovecot:
   config: /etc/dovecot/dovecot.conf
-  ignore: [auth_debug]
+  ignore: [auth-debug]
 )";
 
 TEST(Policy, ParsesTheSpecExample) {
@@ -83,7 +83,7 @@ TEST(Policy, ParsesTheSpecExample) {
   EXPECT_EQ(p.ports[3].port, 2000);
   EXPECT_EQ(p.allowlists.at("office").entries.size(), 2u);
   EXPECT_TRUE(p.dovecot.enabled);
-  EXPECT_EQ(p.dovecot.ignore, std::vector<std::string>{"auth_debug"});
+  EXPECT_EQ(p.dovecot.ignore, std::vector<std::string>{"auth-debug"});  // a real finding id
 }
 
 TEST(Policy, ErrorsNameFileLineColumn) {

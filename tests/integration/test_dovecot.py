@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from mwtest import MAILWARD, MailwardCase, run
+from mwtest import Sandbox, MAILWARD, MailwardCase, run
 
 CONFIGS = {
     "plain": "protocols = imap pop3\nauth_mechanisms = plain login\n",
@@ -223,10 +223,11 @@ class CheckWithAudit(MailwardCase):
     def test_check_runs_the_audit_and_honours_ignore(self):
         conf = self.write("d.conf", "auth_debug = yes\n")
         base = "version: 1\nports:\n  imaps: {state: open}\ndovecot:\n  config: " + conf + "\n"
-        ns = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
-        self.addCleanup(lambda: (ns.kill(), ns.wait()))
-        time.sleep(0.05)
-        enter = lambda argv, check=False: run(["nsenter", "-t", str(ns.pid), "-n"] + argv, check=check)
+        # Sandbox waits until the namespace exists before anything enters it (a bare unshare +
+        # sleep could let apply run in the machine's own namespace).
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        enter = lambda argv, check=False: ns.run(argv, check=check)
         policy = self.write("policy.yaml", base)
         self.mw(enter, "apply", policy=policy, check=True)
         rc, j = self.mw_json(enter, "check", "--no-probe", policy=policy)
