@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <memory>
+#include <condition_variable>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -43,15 +46,55 @@ class Conn {
     if (fd_ >= 0) close(fd_);
   }
 
-  /// "open", "closed" or "filtered"; *err set on local failures.
-  std::string Connect(const std::string& host, uint16_t port, double* ms, std::string* err) {
+  /// Looks `host` up within the probe's deadline: a numeric address at once, a name in a thread
+  /// that is left behind (and cleans up after itself) when the resolver outlasts the deadline.
+  addrinfo* Resolve(const std::string& host, const std::string& port, std::string* err) {
     addrinfo hints{}, *res = nullptr;
     hints.ai_socktype = SOCK_STREAM;
-    std::string p = std::to_string(port);
-    if (getaddrinfo(host.c_str(), p.c_str(), &hints, &res) != 0 || !res) {
-      *err = "cannot resolve " + host;
-      return "filtered";
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) == 0 && res) return res;
+    struct Lookup {
+      std::mutex m;
+      std::condition_variable cv;
+      bool done = false, abandoned = false;
+      addrinfo* res = nullptr;
+      int rc = 0;
+    };
+    auto st = std::make_shared<Lookup>();
+    std::thread([st, host, port] {
+      addrinfo h{}, *r = nullptr;
+      h.ai_socktype = SOCK_STREAM;
+      int rc = getaddrinfo(host.c_str(), port.c_str(), &h, &r);
+      std::lock_guard<std::mutex> g(st->m);
+      if (st->abandoned) {
+        if (r) freeaddrinfo(r);
+        return;
+      }
+      st->res = r;
+      st->rc = rc;
+      st->done = true;
+      st->cv.notify_all();
+    }).detach();
+    std::unique_lock<std::mutex> lk(st->m);
+    if (!st->cv.wait_until(lk, end_, [&] { return st->done; })) {
+      st->abandoned = true;
+      *err = "name lookup of " + host + " did not finish within the deadline (" +
+             std::to_string(opt_.deadline_s).substr(0, 4) + " s)";
+      return nullptr;
     }
+    if (st->rc != 0 || !st->res) {
+      if (st->res) freeaddrinfo(st->res);
+      *err = "cannot resolve " + host + ": " + gai_strerror(st->rc);
+      return nullptr;
+    }
+    return st->res;
+  }
+
+  /// "open", "closed" or "filtered"; *err set on local failures.
+  std::string Connect(const std::string& host, uint16_t port, double* ms, std::string* err) {
+    std::string p = std::to_string(port);
+    addrinfo* res = Resolve(host, p, err);
+    if (!res) return "filtered";
     fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
       freeaddrinfo(res);

@@ -360,3 +360,35 @@ class Misbehaving(MailwardCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NameLookupDeadline(MailwardCase):
+    """A host name whose resolver never answers: the probe ends within --deadline, with a result
+    saying why, instead of waiting for the resolver's own timeouts (10 s and more)."""
+
+    def test_lookup_bounded_by_the_deadline(self):
+        ns = f"mwdns{os.getpid() % 100000}"
+        etc = f"/etc/netns/{ns}"
+        run(["ip", "netns", "add", ns])
+        self.addCleanup(lambda: run(["ip", "netns", "del", ns], check=False))
+        os.makedirs(etc, exist_ok=True)
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", etc]))
+        # `ip netns exec` gives this namespace its own resolv.conf: a resolver on a TEST-NET
+        # address behind a veth pair with nobody at the far end, where queries vanish unanswered.
+        with open(os.path.join(etc, "resolv.conf"), "w") as f:
+            f.write("nameserver 192.0.2.53\noptions timeout:5 attempts:2\n")
+        for argv in (["link", "set", "lo", "up"], ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                     ["addr", "add", "192.0.2.1/24", "dev", "d0"], ["link", "set", "d0", "up"],
+                     ["link", "set", "d1", "up"]):
+            run(["ip", "-n", ns] + argv)
+        policy = self.write("policy.yaml", "version: 1\nports:\n  imaps: {state: open}\n")
+        t0 = time.monotonic()
+        p = run(["ip", "netns", "exec", ns, MAILWARD, "--policy", policy, "--format", "json", "probe",
+                 "mail.example.org", "--deadline", "1"], check=False)
+        took = time.monotonic() - t0
+        self.assertIn(p.returncode, (1, 2), p.stderr)
+        j = json.loads(p.stdout)
+        r = j["results"][0]
+        self.assertEqual(r["state"], "filtered", r)
+        self.assertIn("did not finish within the deadline", r["error"], r)
+        self.assertLess(took, 8, "the resolver's 10 s of timeouts were waited for")
