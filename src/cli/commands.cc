@@ -278,7 +278,9 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
     // What mailward's own pending changes repair is the plan itself, not a conflict.
     std::erase_if(plan->conflicts, [](const Conflict& x) { return x.owner == "mailward"; });
   }
-  for (const auto& r : j.restrictions) plan->restrictions.push_back({r.port, FamilyName(r.family), r.owner, r.where, r.rule});
+  for (const auto& r : j.restrictions)
+    if (r.owner != "mailward")  // its own per-source rate limits are the policy, not news
+      plan->restrictions.push_back({r.port, FamilyName(r.family), r.owner, r.where, r.rule});
 }
 
 json PlanJson(const std::string& command, const Chosen& c, const BackendPlan& plan) {
