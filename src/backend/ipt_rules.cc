@@ -1,5 +1,7 @@
 #include "backend/ipt_rules.h"
 
+#include "analysis/ipt_eval.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <set>
@@ -336,31 +338,7 @@ std::string StableText(const std::string& save_output) {
   return out;
 }
 
-std::vector<std::string> Tokenize(const std::string& line) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false, have = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (quoted) {
-      if (c == '\\' && i + 1 < line.size()) cur += line[++i];
-      else if (c == '"') quoted = false;
-      else cur += c;
-    } else if (c == '"') {
-      quoted = true;
-      have = true;
-    } else if (c == ' ' || c == '\t') {
-      if (have) out.push_back(cur);
-      cur.clear();
-      have = false;
-    } else {
-      cur += c;
-      have = true;
-    }
-  }
-  if (have) out.push_back(cur);
-  return out;
-}
+std::vector<std::string> Tokenize(const std::string& line) { return analysis::SplitIptablesWords(line); }
 
 std::string CanonicalEntry(const std::string& entry) {
   Cidr c;

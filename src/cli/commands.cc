@@ -852,6 +852,17 @@ int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   return exit_code::kOk;
 }
 
+/// A file's modification time: seconds since the epoch (0 when it cannot be read) and as local
+/// text for people.
+std::pair<long long, std::string> FileTime(const std::string& path) {
+  struct stat st;
+  long long when = stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+  char buf[64] = "?";
+  std::time_t t = static_cast<std::time_t>(when);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+  return {when, buf};
+}
+
 /// `mailward status`: the effective state, like `ufw status verbose`: the backend and why, each
 /// port of the policy with what it means and whether every path does it (the engine's
 /// judgement), drift, the last apply and a pending confirm. Changes nothing.
@@ -915,13 +926,9 @@ int CmdStatus(const GlobalOptions& g) {
   std::string last_text = "never (no snapshot in " + g.state_dir + ")";
   if (auto snaps = ListSnapshots(g.state_dir); snaps.ok() && !snaps->empty()) {
     const auto& sf = snaps->back();
-    struct stat st;
-    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
-    char buf[64] = "?";
-    std::time_t t = static_cast<std::time_t>(when);
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+    auto [when, text] = FileTime(sf.path);
     last = {{"snapshot", sf.path}, {"seq", sf.seq}, {"time", when}};
-    last_text = std::string(buf) + " (snapshot " + std::to_string(sf.seq) + ": 'mailward rollback' restores the state before it)";
+    last_text = text + " (snapshot " + std::to_string(sf.seq) + ": 'mailward rollback' restores the state before it)";
   }
   json pending = nullptr;
   std::string pending_text = "none";
@@ -981,9 +988,10 @@ int CmdSnapshots(const GlobalOptions& g) {
   auto snaps = ListSnapshots(g.state_dir);
   if (!snaps.ok()) return ReportError(g, "snapshots", snaps.status());
   json list = json::array();
+  std::vector<std::string> times;  // for people, beside each entry
   for (const auto& sf : *snaps) {
-    struct stat st;
-    long long when = stat(sf.path.c_str(), &st) == 0 ? static_cast<long long>(st.st_mtime) : 0;
+    auto [when, when_text] = FileTime(sf.path);
+    times.push_back(when_text);
     auto head = ReadFile(sf.path, Follow::kNoSymlinks);
     std::string backend = "unknown";
     if (head.ok()) backend = BackendForSnapshot(*head, BackendConfig{g.state_dir})->name();
@@ -1001,13 +1009,11 @@ int CmdSnapshots(const GlobalOptions& g) {
     return exit_code::kOk;
   }
   std::cout << "ID    TIME                     BACKEND    SIZE      (mailward rollback --to ID restores the state before that apply)\n";
-  for (const auto& j : list) {
-    char buf[64] = "?";
-    std::time_t t = static_cast<std::time_t>(j["time"].get<long long>());
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& j = list[i];
     char line[256];
     std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-9zu%s\n", static_cast<unsigned long long>(j["id"].get<uint64_t>()),
-                  buf, j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
+                  times[i].c_str(), j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
                   j["committed"].get<bool>() ? "" : " (its apply never committed)");
     std::cout << line;
   }
