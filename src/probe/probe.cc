@@ -239,7 +239,13 @@ class Conn {
 
  private:
   std::string Refused(int e, std::string* err) {
-    if (e == ECONNREFUSED || e == ECONNRESET) return "closed";
+    if (e == ECONNREFUSED) return "closed";
+    // A reset is only possible once the handshake completed (a refusal in SYN_SENT reads
+    // ECONNREFUSED): the server accepted, then reset before we looked. The port is open.
+    if (e == ECONNRESET) {
+      *err = "connection reset by the server";
+      return "open";
+    }
     if (e == EHOSTUNREACH || e == ENETUNREACH || e == ETIMEDOUT) return "filtered";
     *err = std::strerror(e);
     return "filtered";
@@ -569,7 +575,7 @@ Result ProbeOne(const std::string& host, uint16_t port, const Options& opt) {
   std::string err;
   r.state = c.Connect(host, port, &r.connect_ms, &err);
   r.error = err;
-  if (r.state != "open") return r;
+  if (r.state != "open" || !err.empty()) return r;
   switch (r.proto) {
     case Proto::kImap: Imap(c, r, false); break;
     case Proto::kImaps: Imap(c, r, true); break;
