@@ -123,6 +123,40 @@ class RemoveNftables(RemoveCase):
         self.assertEqual(ruleset(self.topo), before)
 
 
+class HandEditsReadable(RemoveCase):
+    backend = "nftables"
+
+    def test_plan_shows_hand_edits_in_nft_syntax(self):
+        self.assertEqual(self.mwh("apply", "--no-probe").returncode, 0)
+        listing = self.host(["nft", "-a", "list", "chain", "inet", "mailward", "prerouting"]).stdout
+        handle = next(l.rsplit("handle ", 1)[1] for l in listing.splitlines() if "mailward:993:open" in l)
+        edits = [
+            f"replace rule inet mailward prerouting handle {handle} tcp dport 993 ip saddr 10.0.0.0/8 meta mark 0x5 "
+            'ct state established,related counter accept comment "mailward:993:open"',
+            "insert rule inet mailward prerouting ip6 nexthdr tcp tcp flags syn / syn,ack tcp option maxseg size 1-500 drop",
+            'add rule inet mailward prerouting meta l4proto udp th dport 53 numgen random mod 2 0 log prefix "x" drop',
+            "add rule inet mailward prerouting tcp option sack-perm exists meta mark set 0x7 tcp dport 2525 accept",
+        ]
+        for e in edits:
+            self.host(["nft", e])
+        p = self.mwh("plan")
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        rc, j = self.mw_json(self.host, "--backend", "nftables", "plan", policy=self.policy)
+        details = [c["detail"] for c in j["changes"] if c["object"] == "rule"]
+        for text in [p.stdout] + details:
+            self.assertNotIn("reg ", text)   # libnftnl's register notation
+            self.assertNotIn("=>", text)
+        for want in ("tcp dport 993 ip saddr 10.0.0.0/8 meta mark 0x00000005 ct state established,related counter accept",
+                     "ip6 nexthdr tcp tcp flags & (syn|ack) == syn tcp option maxseg size 1-500 drop",
+                     'udp dport 53 numgen random mod 2 0 log prefix "x" drop',
+                     "tcp option sack-perm exists meta mark set 0x00000007 tcp dport 2525 accept"):
+            self.assertIn(want, details)
+        # apply repairs all of it; the stranger is still kept off 143.
+        self.assertEqual(self.mwh("apply", "--no-probe").returncode, 0)
+        self.assertEqual(self.mwh("plan").returncode, 0)
+        assert_mail_policy_reachability(self, self.topo.reach())
+
+
 class RemoveIptables(RemoveCase):
     backend = "iptables"
 
