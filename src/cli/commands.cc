@@ -628,7 +628,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       if (!snap.ok()) return ReportError(g, "apply", snap.status());
       snapshot = std::move(snap.value());
       Phase save("save snapshot");
-      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation);
+      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation,
+                                SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)});
       if (!saved.ok())
         return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
       snapshot_path = *saved;
@@ -1059,11 +1060,15 @@ int CmdSnapshots(const GlobalOptions& g) {
     std::string backend = "unknown";
     if (head.ok()) backend = BackendForSnapshot(*head, BackendConfig{g.state_dir})->name();
     bool committed = !Exists(sf.path.substr(0, sf.path.size() - 5) + ".uncommitted");
+    SnapshotInfo info = ReadSnapshotInfo(sf.path);
+    auto or_null = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
     list.push_back({{"id", sf.seq}, {"time", when}, {"backend", backend}, {"path", sf.path},
-                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed}});
+                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed},
+                    {"made_by", or_null(info.command)}, {"user", or_null(info.user)},
+                    {"policy", or_null(info.policy)}, {"policy_sha256", or_null(info.policy_sha256)}});
   }
   if (Json(g)) {
-    std::cout << DumpJson(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}}) << "\n";
+    std::cout << DumpJson(Utf8Safe(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}})) << "\n";
     return exit_code::kOk;
   }
   if (g.quiet) return exit_code::kOk;
@@ -1071,15 +1076,21 @@ int CmdSnapshots(const GlobalOptions& g) {
     std::cout << "no snapshots in " << g.state_dir << "/snapshots (no apply through this state directory changed the firewall)\n";
     return exit_code::kOk;
   }
-  std::cout << "ID    TIME                     BACKEND    SIZE      (mailward rollback --to ID restores the state before that apply)\n";
+  std::cout << "ID    TIME                     BACKEND    BY      USER             POLICY (sha256)\n";
   for (size_t i = 0; i < list.size(); ++i) {
     const json& j = list[i];
-    char line[256];
-    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-9zu%s\n", static_cast<unsigned long long>(j["id"].get<uint64_t>()),
-                  times[i].c_str(), j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
-                  j["committed"].get<bool>() ? "" : " (its apply never committed)");
+    auto text = [&](const char* k, const char* none) { return j[k].is_string() ? j[k].get<std::string>() : std::string(none); };
+    std::string policy = text("policy", "-");
+    if (j["policy_sha256"].is_string()) policy += " (" + j["policy_sha256"].get<std::string>().substr(0, 12) + ")";
+    char line[1024];
+    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-7s %-16s %s%s\n",
+                  static_cast<unsigned long long>(j["id"].get<uint64_t>()), times[i].c_str(),
+                  j["backend"].get<std::string>().c_str(), text("made_by", "?").c_str(), text("user", "?").c_str(),
+                  policy.c_str(), j["committed"].get<bool>() ? "" : "  (its apply never committed)");
     std::cout << line;
   }
+  std::cout << "'mailward rollback --to ID' restores the state saved before that change; "
+               "'mailward rollback --to ID --dry-run' shows what it would change\n";
   return exit_code::kOk;
 }
 
@@ -1132,7 +1143,12 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
     if (!o.dry_run && !p.in_sync()) {
       auto snap = be->TakeSnapshot(p);
       if (!snap.ok()) return ReportError(g, "remove", snap.status().WithContext("nothing more was removed"));
-      auto saved = SaveSnapshot(g.state_dir, *snap, p.generation);
+      SnapshotInfo info{"remove", CurrentUser(), "", ""};
+      if (auto l = Load(g); l.ok()) {
+        info.policy = g.policy;
+        info.policy_sha256 = HashFiles(l->policy.files);
+      }
+      auto saved = SaveSnapshot(g.state_dir, *snap, p.generation, info);
       if (!saved.ok())
         return ReportError(g, "remove", saved.status().WithContext("cannot save the rollback snapshot; nothing more was removed"));
       snapshot_path = *saved;

@@ -2,6 +2,7 @@
 mailward owns goes, atomically, after a snapshot; --dry-run changes nothing), `rollback --dry-run`
 (shows the restore, changes nothing), and the messages a new user meets (not root, no policy,
 a typo'd command, JSON errors). Every reachability claim is checked with a real connection."""
+import hashlib
 import json
 import os
 import subprocess
@@ -99,6 +100,16 @@ class RemoveNftables(RemoveCase):
         def gone():
             self.assertNotIn("table inet mailward", ruleset(self.topo))
             self.assertEqual(self.host(["nft", "list", "table", "inet", "admin"]).stdout, admin)
+            # Each rollback point says what made it, who, and from which policy (its SHA-256).
+            rc, j = self.mw_json(self.host, "snapshots")
+            self.assertEqual(rc, 0, j)
+            with open(self.policy, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            self.assertEqual([(s["made_by"], s["policy_sha256"], s["user"]) for s in j["snapshots"]],
+                             [("apply", digest, "root"), ("remove", digest, "root")], j)
+            out = self.mw(self.host, "snapshots").stdout
+            self.assertIn("remove", out)
+            self.assertIn(digest[:12], out)
 
         self.remove_story(gone)
 
