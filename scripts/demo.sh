@@ -50,7 +50,12 @@ userdb {
 }
 mail_location = maildir:$work/mail/%u
 log_path = $work/dovecot.log
+# A setting left from a debugging session: Dovecot logs every failed password in cleartext.
+auth_verbose = yes
+auth_verbose_passwords = plain
+!include conf.d/*.conf
 CONF
+mkdir -p "$work/conf.d"; echo "# this host's own settings" > "$work/conf.d/10-local.conf"
 chmod 600 "$work/key.pem"
 ip netns exec "$host" dovecot -c "$work/dovecot.conf"
 for i in $(seq 100); do ip netns exec "$host" bash -c "exec 3<>/dev/tcp/127.0.0.1/993" 2>/dev/null && break; sleep 0.1; done
@@ -95,6 +100,12 @@ for p in 143 110 993; do knock 198.51.100.2 $p; done
 knock 198.51.100.3 143
 say "explain: why the stranger cannot reach 143"; mw explain 143 --from 198.51.100.2
 say "status"; mw status
+say "Dovecot audit: a risky setting, with its file:line and fix (exit 2)"
+mw audit dovecot || [ $? -eq 2 ]
+say "audit --fix: a hardening drop-in, checked with doveconf; Dovecot reloads it"
+mw audit dovecot --fix
+ip netns exec "$host" doveadm -c "$work/dovecot.conf" reload
+mw audit dovecot
 say "someone edits the firewall by hand: the office's address vanishes from the allowlist"
 ip netns exec "$host" nft delete element inet mailward allow_office_hosts_v4 '{ 198.51.100.3 }'
 mw check --no-probe && { echo "drift not found"; exit 1; } || echo "(check exit $?: drift found)"
