@@ -13,6 +13,7 @@ pkgs=(
   openssh-server
   python3-voluptuous  # ansible-test sanity --test validate-modules, offline (--local)
   prometheus  # promtool checks the metrics file (tests); its service is never started here
+  lintian  # test_packaging: the .deb passes lintian with no errors
 )
 missing=()
 for p in "${pkgs[@]}"; do
