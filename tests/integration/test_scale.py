@@ -124,6 +124,12 @@ class Scale(MailwardCase):
         rc, j = self.mw_json(topo.in_host, "apply", policy=policy)
         self.assertEqual(rc, 0, j)
         self.assertEqual(topo.connect(HOST_V4, 143, victim), "open")
+        # Rollback restores every shard as it was before that apply (the swap included).
+        self.assertEqual(self.mw(topo.in_host, "rollback").returncode, 0)
+        after = host_shards(topo, "allow_big_hosts_v4")
+        self.assertEqual(set().union(*after.values()), (held - {victim}) | {intruder})
+        self.assertIn(intruder, after[victim_set])
+        self.assertEqual(topo.connect(HOST_V4, 143, victim), "filtered")
         return apply_s
 
     def test_hundred_thousand_addresses(self):
