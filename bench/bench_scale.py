@@ -11,6 +11,7 @@ nftables, on the identical table (mailward's own, dumped with `nft list table` a
   edit warm / cold      mailward apply of a one-address change (cold: after a foreign commit)
                                                            vs  nft add element
   peak RSS              of mailward apply from nothing
+  for reference, the same content as one set (the classic layout): nft -f and nft -j list ruleset
 iptables (ipset) at 1,000,000: mailward apply vs `ipset restore` + `iptables-restore` of the same
 content (what mailward made, saved), and a cold plan vs `ipset save` + `iptables-save`.
 
@@ -182,6 +183,27 @@ def bench_nft(size, tmp):
             runs.append(ns.timed(["nft", "add", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"])[0])
             ns.sh(["nft", "delete", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"])
         r["edit_nft"] = med(runs)
+
+        # The classic layout for reference: the same content as one set per family, loaded and
+        # listed by nft (what a hand-written table, or mailward before sharding, costs nft).
+        if n > 32768:
+            v6 = [e for e in entries if ":" in e]
+            classic = os.path.join(tmp, f"classic-{tag}.nft")
+            with open(classic, "w") as f:
+                f.write("table inet classic {\n  set hosts { type ipv4_addr; size %d; elements = { %s } }\n"
+                        % (1 << (2 * n - 1).bit_length(), ", ".join(v4)))
+                if v6:
+                    f.write("  set nets6 { type ipv6_addr; flags interval; elements = { %s } }\n" % ", ".join(v6))
+                f.write("  chain prerouting { type filter hook prerouting priority mangle; policy accept;\n"
+                        "    tcp dport 143 ip saddr @hosts accept\n" +
+                        ("    tcp dport 143 ip6 saddr @nets6 accept\n" if v6 else "") +
+                        "    tcp dport 143 ct state new drop\n  }\n}\n")
+            runs = []
+            for _ in range(REPS):
+                reset()
+                runs.append(ns.timed(["nft", "-f", classic])[0])
+            r["apply_nft_one_set"] = med(runs)
+            r["plan_cold_nft_one_set"] = med([ns.timed(["nft", "-j", "list", "ruleset"])[0] for _ in range(REPS)])
         return r
     finally:
         ns.close()
@@ -261,6 +283,16 @@ def main():
               f"| {r['apply_rss_kb'] / 1024:.0f} MB | {fmt(r['plan_warm_mailward'])} | {fmt(r['plan_cold_mailward'])} "
               f"| {fmt(r['plan_cold_nft'])} | {r['plan_cold_mailward'] / r['plan_cold_nft']:.2f} "
               f"| {fmt(r['edit_warm_mailward'])} | {fmt(r['edit_cold_mailward'])} | {fmt(r['edit_nft'])} |")
+    classic = [r for r in out["nftables"] if "apply_nft_one_set" in r]
+    if classic:
+        print()
+        print("| allowlist | nft -f, one set | mailward apply: ratio | nft -j list ruleset, one set "
+              "| mailward plan cold: ratio |")
+        print("|---|---:|---:|---:|---:|")
+        for r in classic:
+            name = f"{int(r['size'].split('+')[0]):,} IPv4 hosts" + (" + IPv6 /64" if "+v6" in r["size"] else "")
+            print(f"| {name} | {fmt(r['apply_nft_one_set'])} | {r['apply_mailward'] / r['apply_nft_one_set']:.2f} "
+                  f"| {fmt(r['plan_cold_nft_one_set'])} | {r['plan_cold_mailward'] / r['plan_cold_nft_one_set']:.3f} |")
     if out["iptables"]:
         print()
         print("| allowlist | iptables backend: apply | ipset restore + iptables-restore | ratio | peak RSS "

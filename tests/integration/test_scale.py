@@ -132,6 +132,33 @@ class Scale(MailwardCase):
         self.assertEqual(topo.connect(HOST_V4, 143, victim), "filtered")
         return apply_s
 
+    def test_a_list_crossing_the_shard_threshold_is_resharded_in_one_batch(self):
+        ns = Sandbox()
+        self.addCleanup(ns.close)
+        addrs = addresses(32_769, 3)
+        policy = self.write("policy.yaml", "version: 1\nallowlists:\n  big: {file: big.txt}\n"
+                            "ports:\n  imap: {state: closed, allow: [big]}\n")
+        self.write("big.txt", "\n".join(addrs[:-1]) + "\n")  # 32,768: one set
+        self.assertEqual(self.mw_json(ns.run, "apply", policy=policy)[0], 0)
+
+        def sets():
+            out = json.loads(ns.run(["nft", "-j", "list", "table", "inet", "mailward"]).stdout)
+            return {o["set"]["name"]: set(o["set"].get("elem", [])) for o in out["nftables"] if "set" in o}
+
+        self.assertEqual(sets(), {"allow_big_hosts_v4": set(addrs[:-1])})
+        self.write("big.txt", "\n".join(addrs) + "\n")  # one more: two shards
+        rc, j = self.mw_json(ns.run, "apply", policy=policy)
+        self.assertEqual(rc, 0, j)
+        self.assertEqual([(c["op"], c["count"]) for c in j["changes"] if c["object"] == "elements"], [("add", 32_769)])
+        now = sets()
+        self.assertEqual(sorted(now), ["allow_big_hosts_v4_s0", "allow_big_hosts_v4_s1"])
+        self.assertEqual(now["allow_big_hosts_v4_s0"] | now["allow_big_hosts_v4_s1"], set(addrs))
+        rc, j = self.mw_json(ns.run, "plan", policy=policy)
+        self.assertEqual((rc, j["in_sync"]), (0, True))
+        # Rollback puts the one set back.
+        self.assertEqual(self.mw(ns.run, "rollback").returncode, 0)
+        self.assertEqual(sets(), {"allow_big_hosts_v4": set(addrs[:-1])})
+
     def test_hundred_thousand_addresses(self):
         self.check_big_list(N, 1)
 
