@@ -276,8 +276,10 @@ class UfwBackend : public Backend {
     for (int f = 0; f < 2; ++f) {
       size_t nl = bytes.find('\n', pos);
       if (nl == std::string::npos) return Status::Io("a damaged UFW snapshot");
-      size_t len = std::strtoull(bytes.c_str() + pos, nullptr, 10);
-      if (nl + 1 + len > bytes.size()) return Status::Io("a damaged UFW snapshot");
+      char* end = nullptr;
+      size_t len = std::strtoull(bytes.c_str() + pos, &end, 10);
+      if (end == bytes.c_str() + pos || end != bytes.c_str() + nl || len > bytes.size() || nl + 1 + len > bytes.size())
+        return Status::Io("a damaged UFW snapshot");
       files[f] = bytes.substr(nl + 1, len);
       pos = nl + 1 + len;
     }
@@ -321,7 +323,7 @@ class UfwBackend : public Backend {
     Status s = WriteAndReload(now->text, files, now->mode[0], now->mode[1], active);
     if (!s.ok()) return s;
     s = RestorePre(fwd, back);
-    if (!s.ok()) WriteAndReload(files, now->text, now->mode[0], now->mode[1], active);
+    if (!s.ok()) (void)WriteAndReload(files, now->text, now->mode[0], now->mode[1], active);
     return s;
   }
 
@@ -378,7 +380,7 @@ class UfwBackend : public Backend {
         if (next[f] == old[f]) continue;
         Status s = WriteFileAtomic(kFiles[f], next[f], Durability::kFsync, modes[f]);
         if (!s.ok()) {
-          for (int g = 0; g < f; ++g) WriteFileAtomic(kFiles[g], old[g], Durability::kFsync, modes[g]);
+          for (int g = 0; g < f; ++g) (void)WriteFileAtomic(kFiles[g], old[g], Durability::kFsync, modes[g]);
           return s.WithContext("cannot write UFW's rules; nothing was applied");
         }
       }
@@ -390,7 +392,7 @@ class UfwBackend : public Backend {
     if (fault && std::string(fault) == "ufw-reload") r.err = "injected failure (MAILWARD_TEST_FAULT=ufw-reload)";
     else r = RunProcess({"ufw", "reload"});
     if (r.ok()) return Status::Ok();
-    for (int f = 0; f < 2; ++f) WriteFileAtomic(kFiles[f], old[f], Durability::kFsync, modes[f]);
+    for (int f = 0; f < 2; ++f) (void)WriteFileAtomic(kFiles[f], old[f], Durability::kFsync, modes[f]);
     auto again = RunProcess({"ufw", "reload"});
     return Status::Error(Code::kFirewall, "ufw reload failed: " + r.Message() +
                                               (again.ok() ? "; UFW's previous rules were put back and reloaded"
