@@ -5,7 +5,10 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "cli/audit_cmd.h"
 #include "cli/commands.h"
@@ -25,6 +28,38 @@ std::function<std::string(const std::string&)> Seconds(double lo, double hi) {
              std::to_string(static_cast<int>(hi));
     return "";
   };
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// The first word of the command line that is not an option or an option's value: the command
+/// the user meant to give.
+std::string FirstWord(const CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") return i + 1 < argc ? argv[i + 1] : "";
+    if (a.rfind("-", 0) == 0) {
+      if (a.find('=') != std::string::npos) continue;
+      const CLI::Option* o = app.get_option_no_throw(a);
+      if (o && o->get_type_size_min() > 0) ++i;  // its value follows
+      continue;
+    }
+    return a;
+  }
+  return "";
 }
 
 }  // namespace
@@ -60,11 +95,12 @@ int main(int argc, char** argv) {
                   "with --confirm: confirm once the post-apply checks pass, else revert at the deadline")
       ->needs(apply->get_option("--confirm"));
   apply->add_flag("--force", apply_opts.force, "apply even when the policy closes the port of an SSH session");
-  apply->add_flag("!--no-probe", apply_opts.probe, "skip the local probes of the open ports after applying");
+  bool apply_no_probe = false, check_no_probe = false;
+  apply->add_flag("--no-probe", apply_no_probe, "skip the local probes of the open ports after applying");
   auto* confirm = app.add_subcommand("confirm", "keep the policy of a pending 'apply --confirm' (0, 1)");
   auto* check = app.add_subcommand("check", "drift check: plan + Dovecot audit + local probes, changes nothing (0 clean, 2 drift/conflicts/findings/probe failures, 1 error)");
   mw::CheckOptions check_opts;
-  check->add_flag("!--no-probe", check_opts.probe, "skip the local probes of the open ports");
+  check->add_flag("--no-probe", check_no_probe, "skip the local probes of the open ports");
   check->add_option("--metrics-file", check_opts.metrics_file,
                     "write Prometheus textfile-collector metrics here (atomically)");
   check->add_option("--fail-on", check_opts.fail_on,
@@ -76,6 +112,10 @@ int main(int argc, char** argv) {
   uint64_t rollback_to = 0;
   rollback->add_option("--to", rollback_to, "the snapshot ID to restore (see 'mailward snapshots'); later ones are dropped")
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX));
+  rollback->add_flag("--dry-run", rollback_opts.dry_run, "show what the rollback would change; change nothing");
+  auto* remove = app.add_subcommand("remove", "take away everything mailward owns in the firewall, after a snapshot (0, 2 with --dry-run when something would go, 1)");
+  mw::RemoveOptions remove_opts;
+  remove->add_flag("--dry-run", remove_opts.dry_run, "show what would be removed; change nothing");
   auto* snapshots = app.add_subcommand("snapshots", "list the rollback points (0, 1)");
   auto* init = app.add_subcommand("init", "write a starter policy from what this host runs (0, 1)");
   mw::InitOptions init_opts;
@@ -108,19 +148,59 @@ int main(int argc, char** argv) {
   explain->add_option("--family", explain_opts.family, "ipv4 | ipv6 (must match --from)")
       ->check(CLI::IsMember({"ipv4", "ipv6"}));
   explain->add_option("--iif", explain_opts.iif, "interface it arrives on (default: the first non-loopback one)");
-  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots, init}) sc->fallthrough();
+  for (auto* sc : {validate, plan, apply, check, rollback, audit, audit_dovecot, probe, confirm, explain, status, snapshots, init, remove}) sc->fallthrough();
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A word that is no command: say the nearest one rather than CLI11's "A subcommand is required".
+    std::string message = e.what();
+    std::string word = FirstWord(app, argc, argv);
+    std::string command;
+    if (word.empty() && message.find("subcommand is required") != std::string::npos)
+      message = "no command given: mailward COMMAND, for example 'mailward status' or 'mailward plan' "
+                "(mailward --help lists the commands)";
+    if (!word.empty()) {
+      bool known = false;
+      for (const auto* sc : app.get_subcommands([](const CLI::App*) { return true; })) known |= sc->get_name() == word;
+      if (known) {
+        command = word;
+      } else {
+        std::string best;
+        size_t best_d = 3;
+        for (const auto* sc : app.get_subcommands([](const CLI::App*) { return true; })) {
+          size_t d = EditDistance(word, sc->get_name());
+          if (d < best_d || (sc->get_name().rfind(word, 0) == 0 && best.empty())) {
+            best_d = std::min(d, best_d);
+            best = sc->get_name();
+          }
+        }
+        message = "unknown command '" + word + "'" + (best.empty() ? "" : "; did you mean '" + best + "'?") +
+                  " (mailward --help lists the commands)";
+      }
+    }
+    bool json = false;
+    for (int i = 1; i < argc; ++i)
+      if ((std::string(argv[i]) == "--format" && i + 1 < argc && std::string(argv[i + 1]) == "json") ||
+          std::string(argv[i]) == "--format=json")
+        json = true;
+    if (json) {
+      nlohmann::json j = {{"command", command.empty() ? nlohmann::json(nullptr) : nlohmann::json(command)},
+                          {"error", {{"kind", "usage"}, {"message", message}}}};
+      std::cout << j.dump(2) << "\n";
+    }
+    std::cerr << "mailward" << (command.empty() ? "" : " " + command) << ": error: " << message << "\n";
+    if (!command.empty()) std::cerr << "Run 'mailward " << command << " --help' for its options.\n";
+    return 1;
   }
   // Commands return errors as values; an exception here is a bug, reported as an error (exit 1)
   // rather than an abort.
   try {
     if (*validate) return mw::CmdValidate(g);
     if (*plan) return mw::CmdPlan(g);
+    apply_opts.probe = !apply_no_probe;
+    check_opts.probe = !check_no_probe;
     if (*apply) return mw::CmdApply(g, apply_opts);
     if (*confirm) return mw::CmdConfirm(g);
     if (*check) return mw::CmdCheck(g, check_opts);
@@ -129,6 +209,7 @@ int main(int argc, char** argv) {
       return mw::CmdRollback(g, rollback_opts);
     }
     if (*snapshots) return mw::CmdSnapshots(g);
+    if (*remove) return mw::CmdRemove(g, remove_opts);
     if (*init) return mw::CmdInit(g, init_opts);
     if (*audit_dovecot) return mw::CmdAuditDovecot(g, audit_opts);
     if (*probe) return mw::CmdProbe(g, probe_opts);

@@ -10,6 +10,7 @@
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -19,7 +20,7 @@ namespace mw::analysis {
 namespace {
 
 enum class Kind { kRaw, kPort, kAddr4, kAddr6, kProto, kNfproto, kIfname, kCtState, kCtStatus, kAddrType, kU32,
-                  kPktType, kPresent };
+                  kPktType, kPresent, kNum, kBe16, kTcpFlags };
 
 struct Lhs {
   std::string text;
@@ -120,6 +121,24 @@ std::string Value(const Lhs& l, const uint8_t* b, uint32_t len) {
       break;
     case Kind::kPresent:
       return len >= 1 && b[0] ? "exists" : "missing";
+    case Kind::kNum: {  // a host-endian number the kernel computed (numgen, hash, rt tcpmss...)
+      uint32_t v = 0;
+      std::memcpy(&v, b, std::min<uint32_t>(len, 4));
+      return std::to_string(v);
+    }
+    case Kind::kBe16:  // a big-endian field of a header or option (tcp option maxseg size)
+      if (len == 1) return std::to_string(b[0]);
+      if (len >= 2) return std::to_string((b[0] << 8) | b[1]);
+      break;
+    case Kind::kTcpFlags:
+      if (len >= 1) {
+        static const char* kFlags[] = {"fin", "syn", "rst", "psh", "ack", "urg", "ecn", "cwr"};
+        std::string out;
+        for (int i = 0; i < 8; ++i)
+          if (b[0] & (1 << i)) out += (out.empty() ? "" : "|") + std::string(kFlags[i]);
+        return out.empty() ? "0x0" : out;
+      }
+      break;
     case Kind::kRaw:
       break;
   }
@@ -188,7 +207,7 @@ Lhs PayloadLhs(uint32_t family_hint, uint32_t base, uint32_t off, uint32_t len, 
   if (base == NFT_PAYLOAD_TRANSPORT_HEADER) {
     if (off == 2 && len == 2) return {"th dport", Kind::kPort};
     if (off == 0 && len == 2) return {"th sport", Kind::kPort};
-    if (off == 13 && len == 1) return {"tcp flags", Kind::kRaw};
+    if (off == 13 && len == 1) return {"tcp flags", Kind::kTcpFlags};
   } else if (base == NFT_PAYLOAD_NETWORK_HEADER) {
     bool v6 = v6_context || family_hint == NFPROTO_IPV6;
     if (!v6) {
@@ -245,6 +264,53 @@ std::string NftRuleText(const nftnl_rule* r) {
       else if (result == NFT_FIB_RESULT_OIFNAME) { t += " oifname"; k = Kind::kIfname; }
       if (flags & NFTA_FIB_F_PRESENT) k = Kind::kPresent;
       regs[Off(U32(e, NFTNL_EXPR_FIB_DREG))] = {t, k};
+    } else if (name == "exthdr" && nftnl_expr_is_set(e, NFTNL_EXPR_EXTHDR_DREG)) {
+      uint32_t op = U32(e, NFTNL_EXPR_EXTHDR_OP);
+      uint32_t type = nftnl_expr_is_set(e, NFTNL_EXPR_EXTHDR_TYPE) ? nftnl_expr_get_u8(e, NFTNL_EXPR_EXTHDR_TYPE) : 0;
+      uint32_t off = U32(e, NFTNL_EXPR_EXTHDR_OFFSET), len = U32(e, NFTNL_EXPR_EXTHDR_LEN);
+      bool present = U32(e, NFTNL_EXPR_EXTHDR_FLAGS) & NFT_EXTHDR_F_PRESENT;
+      std::string t;
+      if (op == NFT_EXTHDR_OP_TCPOPT) {
+        static const std::map<uint32_t, const char*> kOpts = {{0, "eol"}, {1, "nop"}, {2, "maxseg"}, {3, "window"},
+                                                             {4, "sack-perm"}, {5, "sack"}, {8, "timestamp"}};
+        auto it = kOpts.find(type);
+        t = "tcp option " + (it != kOpts.end() ? std::string(it->second) : std::to_string(type));
+        if (!present) {
+          if (type == 2 && off == 2 && len == 2) t += " size";
+          else if (type == 3 && off == 2 && len == 1) t += " count";
+          else if (off == 1 && len == 1) t += " length";
+          else t += " @" + std::to_string(off * 8) + "," + std::to_string(len * 8);
+        }
+      } else {
+        static const std::map<uint32_t, const char*> kHdrs = {{0, "hbh"}, {43, "rt"}, {44, "frag"}, {60, "dst"}, {135, "mh"}};
+        auto it = kHdrs.find(type);
+        t = std::string(op == NFT_EXTHDR_OP_IPV4 ? "ip option " : "exthdr ") +
+            (it != kHdrs.end() && op != NFT_EXTHDR_OP_IPV4 ? std::string(it->second) : std::to_string(type));
+        if (!present) t += " @" + std::to_string(off * 8) + "," + std::to_string(len * 8);
+      }
+      regs[Off(U32(e, NFTNL_EXPR_EXTHDR_DREG))] = {t, present ? Kind::kPresent : Kind::kBe16};
+    } else if (name == "numgen") {
+      std::string t = std::string("numgen ") + (U32(e, NFTNL_EXPR_NG_TYPE) == NFT_NG_RANDOM ? "random" : "inc") +
+                      " mod " + std::to_string(U32(e, NFTNL_EXPR_NG_MODULUS));
+      if (U32(e, NFTNL_EXPR_NG_OFFSET)) t += " offset " + std::to_string(U32(e, NFTNL_EXPR_NG_OFFSET));
+      regs[Off(U32(e, NFTNL_EXPR_NG_DREG))] = {t, Kind::kNum};
+    } else if (name == "hash") {
+      size_t src = Off(U32(e, NFTNL_EXPR_HASH_SREG));
+      std::string t = U32(e, NFTNL_EXPR_HASH_TYPE) == NFT_HASH_SYM ? "symhash"
+                                                                  : "jhash " + (regs.count(src) ? regs[src].text : std::string("?"));
+      t += " mod " + std::to_string(U32(e, NFTNL_EXPR_HASH_MODULUS));
+      regs[Off(U32(e, NFTNL_EXPR_HASH_DREG))] = {t, Kind::kNum};
+    } else if (name == "rt") {
+      static const char* kKeys[] = {"classid", "ip nexthop", "ip6 nexthop", "mtu", "ipsec"};
+      uint32_t k = U32(e, NFTNL_EXPR_RT_KEY);
+      regs[Off(U32(e, NFTNL_EXPR_RT_DREG))] = {std::string("rt ") + (k < 5 ? kKeys[k] : "?"),
+                                               k == NFT_RT_NEXTHOP4 ? Kind::kAddr4 : k == NFT_RT_NEXTHOP6 ? Kind::kAddr6 : Kind::kNum};
+    } else if (name == "socket") {
+      static const char* kKeys[] = {"transparent", "mark", "wildcard", "cgroupv2"};
+      uint32_t k = U32(e, NFTNL_EXPR_SOCKET_KEY);
+      regs[Off(U32(e, NFTNL_EXPR_SOCKET_DREG))] = {std::string("socket ") + (k < 4 ? kKeys[k] : "?"), Kind::kNum};
+    } else if (name == "osf") {
+      regs[Off(U32(e, NFTNL_EXPR_OSF_DREG))] = {"osf name", Kind::kRaw};
     } else if (name == "bitwise") {
       size_t s = Off(U32(e, NFTNL_EXPR_BITWISE_SREG)), d = Off(U32(e, NFTNL_EXPR_BITWISE_DREG));
       Lhs l = regs.count(s) ? regs[s] : Lhs{"?", Kind::kRaw};
@@ -256,7 +322,7 @@ std::string NftRuleText(const nftnl_rule* r) {
         for (uint32_t i = 0; i < mlen; ++i) bits += __builtin_popcount(m[i]);
         l.prefix = bits;
       }
-      if (mask && (l.kind == Kind::kCtState || l.kind == Kind::kCtStatus)) {
+      if (mask && l.kind != Kind::kAddr4 && l.kind != Kind::kAddr6) {
         auto* m = static_cast<const uint8_t*>(mask);
         l.mask.assign(m, m + mlen);
       }
@@ -272,7 +338,7 @@ std::string NftRuleText(const nftnl_rule* r) {
         std::string p = Value(l, data, len);
         if (p == "tcp" || p == "udp") {
           proto_word = p;  // the next transport match reads "tcp dport", as nft prints it
-          continue;
+          if (l.text == "meta l4proto") continue;  // implied by it
         }
       }
       if (l.kind == Kind::kNfproto && op == NFT_CMP_EQ && len == 1) {
@@ -285,6 +351,18 @@ std::string NftRuleText(const nftnl_rule* r) {
       }
       if (l.kind == Kind::kPresent) {
         parts.push_back(l.text + " " + Value(l, data, len));
+        continue;
+      }
+      if (!l.mask.empty() && l.kind != Kind::kCtState && l.kind != Kind::kCtStatus) {
+        // A masked match: "tcp flags & (syn|ack) == syn", as nft prints it.
+        parts.push_back(l.text + " & (" + Value(l, l.mask.data(), l.mask.size()) + ") " +
+                        (op == NFT_CMP_EQ ? "== " : CmpOp(op)) + Value(l, data, len));
+        continue;
+      }
+      // "x >= a" then "x <= b" is how nft writes the range "x a-b".
+      std::string ge = l.text + " >= ";
+      if (op == NFT_CMP_LTE && !parts.empty() && parts.back().rfind(ge, 0) == 0) {
+        parts.back() = l.text + " " + parts.back().substr(ge.size()) + "-" + Value(l, data, len);
         continue;
       }
       parts.push_back(l.text + " " + CmpOp(op) + Value(l, data, len));
@@ -337,7 +415,11 @@ std::string NftRuleText(const nftnl_rule* r) {
     } else if (name == "counter") {
       parts.push_back("counter");
     } else if (name == "log") {
-      parts.push_back("log");
+      std::string t = "log";
+      if (nftnl_expr_is_set(e, NFTNL_EXPR_LOG_PREFIX))
+        t += std::string(" prefix \"") + nftnl_expr_get_str(e, NFTNL_EXPR_LOG_PREFIX) + "\"";
+      if (nftnl_expr_is_set(e, NFTNL_EXPR_LOG_GROUP)) t += " group " + std::to_string(nftnl_expr_get_u16(e, NFTNL_EXPR_LOG_GROUP));
+      parts.push_back(t);
     } else if (name == "reject") {
       parts.push_back(U32(e, NFTNL_EXPR_REJECT_TYPE) == NFT_REJECT_TCP_RST ? "reject with tcp reset" : "reject");
     } else if (name == "limit") {
@@ -381,16 +463,48 @@ std::string NftRuleText(const nftnl_rule* r) {
       }
       parts.push_back(std::string(U32(e, NFTNL_EXPR_DYNSET_OP) == NFT_DYNSET_OP_ADD ? "add" : "update") + " @" +
                       (set ? set : "?") + " { " + key + inner + " }");
+    } else if (name == "connlimit") {
+      parts.push_back(std::string("ct count ") + (U32(e, NFTNL_EXPR_CONNLIMIT_FLAGS) & NFT_CONNLIMIT_F_INV ? "over " : "") +
+                      std::to_string(U32(e, NFTNL_EXPR_CONNLIMIT_COUNT)));
+    } else if (name == "quota") {
+      parts.push_back(std::string("quota ") + (U32(e, NFTNL_EXPR_QUOTA_FLAGS) & NFT_QUOTA_F_INV ? "over " : "") +
+                      std::to_string(nftnl_expr_get_u64(e, NFTNL_EXPR_QUOTA_BYTES)) + " bytes");
+    } else if (name == "objref") {
+      const char* obj = nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_IMM_NAME) ? nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_IMM_NAME) : nullptr;
+      parts.push_back(std::string("object ") + (obj ? obj : "(by map)"));
+    } else if (name == "match" || name == "target") {
+      uint16_t attr = name == "match" ? NFTNL_EXPR_MT_NAME : NFTNL_EXPR_TG_NAME;
+      const char* xt = nftnl_expr_is_set(e, attr) ? nftnl_expr_get_str(e, attr) : "?";
+      parts.push_back(std::string("xt ") + name + " " + xt);
     } else if (name == "notrack") {
       parts.push_back("notrack");
     } else if (name == "queue") {
       parts.push_back("queue");
     } else if (name == "meta" || name == "ct" || name == "payload") {
-      parts.push_back(name + " set");
+      // A statement: "meta mark set 0x00000005", "ct mark set meta mark".
+      Lhs target = name == "meta"  ? MetaLhs(U32(e, NFTNL_EXPR_META_KEY))
+                   : name == "ct" ? CtLhs(U32(e, NFTNL_EXPR_CT_KEY), false, 0)
+                                  : PayloadLhs(family, U32(e, NFTNL_EXPR_PAYLOAD_BASE), U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
+                                               U32(e, NFTNL_EXPR_PAYLOAD_LEN), v6_context);
+      uint16_t sreg_attr = name == "meta" ? NFTNL_EXPR_META_SREG : name == "ct" ? NFTNL_EXPR_CT_SREG : NFTNL_EXPR_PAYLOAD_SREG;
+      std::string value = "?";
+      if (nftnl_expr_is_set(e, sreg_attr)) {
+        size_t o = Off(U32(e, sreg_attr));
+        if (imm.count(o)) value = Value(target, imm[o].data(), imm[o].size());
+        else if (regs.count(o)) value = regs[o].text;
+      }
+      parts.push_back(target.text + " set " + value);
     } else {
+      // An expression this renderer does not know: its name only (never libnftnl's register
+      // notation); a register it may have loaded is attributed to it.
       char buf[512] = {};
       nftnl_expr_snprintf(buf, sizeof buf, e, NFTNL_OUTPUT_DEFAULT, 0);
-      parts.push_back(name + "(" + buf + ")");
+      const char* load = std::strstr(buf, "=> reg ");
+      if (load) {
+        regs[Off(static_cast<uint32_t>(std::strtoul(load + 7, nullptr, 10)))] = {name, Kind::kRaw};
+        continue;
+      }
+      parts.push_back(name);
     }
   }
   nftnl_expr_iter_destroy(it);

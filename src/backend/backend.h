@@ -89,6 +89,16 @@ class Backend {
   /// attachment file, if it had one.
   virtual Status Restore(const std::string& bytes, const std::string& attachment) = 0;
 
+  /// A plan that takes away everything mailward owns on this backend (`mailward remove`): its
+  /// table, chains and jumps, ipsets, rules in UFW's files. Apply and TakeSnapshot accept it like
+  /// any plan; an empty plan: nothing of mailward's is there.
+  virtual Result<std::unique_ptr<BackendPlan>> PlanRemove(const PlanOptions& opts) = 0;
+
+  /// What Restore(bytes, attachment) would change now, as plan lines (`rollback --dry-run`).
+  /// Reads, changes nothing.
+  virtual Result<std::vector<Change>> PlanRestore(const std::string& bytes, const std::string& attachment,
+                                                  const PlanOptions& opts) = 0;
+
   /// Undoes this process's own Apply(applied) after its verification failed, by restoring the
   /// snapshot taken for it, but only while nobody else has committed since: with several state
   /// directories (several mailwards) on one host, a read-back that differs may show another

@@ -34,6 +34,7 @@
 #include "backend/ipt_rules.h"
 #include "backend/nft_netlink.h"
 #include "util/fs.h"
+#include "util/text.h"
 #include "util/hash.h"
 #include "sys/test_hooks.h"
 #include "util/process.h"
@@ -292,6 +293,27 @@ class IptablesBackend : public Backend {
                            "may show its change; not rolled back, to leave that change alone: run 'mailward check' "
                            "(and 'mailward rollback' if this apply must go)");
     return Restore(bytes, attachment);
+  }
+
+  Result<std::unique_ptr<BackendPlan>> PlanRemove(const PlanOptions& opts) override {
+    MW_RETURN_IF_ERROR(Recover());
+    auto live = ReadLive(true);
+    if (!live.ok()) return live.status();
+    // The target is nothing: no chains, no jumps, no ipsets of mailward's.
+    return std::unique_ptr<BackendPlan>(MakePlan(std::move(*live), Target{}, opts));
+  }
+
+  Result<std::vector<Change>> PlanRestore(const std::string& bytes, const std::string&, const PlanOptions& opts) override {
+    if (!IsSnapshot(bytes)) return Status::Invalid("this snapshot was not made by the iptables backend");
+    auto ps = ParseSnapshot(bytes);
+    if (!ps.ok()) return ps.status();
+    MW_RETURN_IF_ERROR(Recover());
+    auto live = ReadLive(true);
+    if (!live.ok()) return live.status();
+    Target t = std::move(ps->target);
+    for (int f = 0; f < 2; ++f)
+      if (!ps->seen[f]) t.own[f] = live->fam[f].Own();  // not recorded: a restore leaves it as it is
+    return MakePlan(std::move(*live), std::move(t), opts)->changes;
   }
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
@@ -626,7 +648,7 @@ class IptablesBackend : public Backend {
       auto it = live.ipsets.find(name);
       if (it == live.ipsets.end()) {
         plan->changes.push_back({"add", "set", name, want.type + " family " + FamilyName(want.family) + ", " +
-                                                         std::to_string(want.entries.size()) + " entries", 1, {}});
+                                                         Plural(want.entries.size(), "entry", "entries"), 1, {}});
         if (!want.entries.empty())
           plan->changes.push_back({"add", "elements", name, "", want.entries.size(), sample(want.entries)});
         script += create(want, name) + fill(want, name, want.entries);
@@ -638,7 +660,7 @@ class IptablesBackend : public Backend {
         plan->changes.push_back({"replace", "set", name,
                                  "was " + have.type + " family " + FamilyName(have.family) + " maxelem " +
                                      std::to_string(have.maxelem) + "; now " + want.type + " maxelem " +
-                                     std::to_string(want.maxelem) + ", " + std::to_string(want.entries.size()) + " entries",
+                                     std::to_string(want.maxelem) + ", " + Plural(want.entries.size(), "entry", "entries"),
                                  1, {}});
         script += rebuild(want);
         undo += rebuild(have);
@@ -663,7 +685,7 @@ class IptablesBackend : public Backend {
     }
     for (const auto& [name, have] : live.ipsets)
       if (!t.ipsets.count(name)) {
-        plan->changes.push_back({"delete", "set", name, have.type + ", " + std::to_string(have.entries.size()) + " entries", 1, {}});
+        plan->changes.push_back({"delete", "set", name, have.type + ", " + Plural(have.entries.size(), "entry", "entries"), 1, {}});
         plan->destroy.push_back(name);
       }
     plan->ipset_script = std::move(script);

@@ -20,9 +20,11 @@
 #include "backend/host_view.h"
 #include "backend/nft_codec.h"
 #include "backend/nft_netlink.h"
+#include "backend/restore_diff.h"
 #include "analysis/nft_eval.h"
 #include "plan/diff.h"
 #include "util/fs.h"
+#include "util/text.h"
 #include "util/timing.h"
 
 namespace mw {
@@ -211,11 +213,19 @@ class NftBackend : public Backend {
       }
       return sent;
     }
-    RememberElements(*p.desired, p.generation);
+    if (p.plan.delete_table) {  // removed: no record of sets that are gone
+      if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+      last_written_.reset();
+    } else {
+      RememberElements(*p.desired, p.generation);
+    }
     PauseAfterCommitForTests();
     return Status::Ok();
   }
 
+  Result<std::unique_ptr<BackendPlan>> PlanRemove(const PlanOptions& opts) override;
+  Result<std::vector<Change>> PlanRestore(const std::string& snapshot, const std::string& attachment,
+                                          const PlanOptions& opts) override;
   Result<mw::Snapshot> TakeSnapshot(const BackendPlan& plan) override;
   Status Restore(const std::string& snapshot, const std::string& attachment) override {
     return RestoreAt(snapshot, attachment, 0);
@@ -546,6 +556,10 @@ void AddTable(Batch* batch, uint16_t type, const char* what) {
 }
 
 void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
+  if (p.delete_table) {
+    AddTable(batch, NFT_MSG_DELTABLE, "delete table inet mailward");
+    return;
+  }
   if (!p.recreate_reason.empty()) {
     AddTable(batch, NFT_MSG_NEWTABLE, "add table inet mailward");
     AddTable(batch, NFT_MSG_DELTABLE, "delete table inet mailward");
@@ -812,6 +826,100 @@ Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachm
   if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
   last_written_.reset();
   return Status::Ok();
+}
+
+Result<std::unique_ptr<BackendPlan>> NftBackend::PlanRemove(const PlanOptions&) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  auto live = ReadLive();
+  if (!live.ok()) return live.status();
+  static const Ruleset kNothing;
+  auto out = std::make_unique<NftPlan>();
+  out->generation = live->generation;
+  out->desired = &kNothing;
+  if (live->table.exists) {
+    out->plan.delete_table = true;
+    size_t entries = 0;
+    for (const auto& ls : live->table.sets) entries += ls.intervals.size();
+    out->changes.push_back({"delete", "table", "inet mailward",
+                            Plural(live->table.rules.size(), "rule") + ", " + Plural(live->table.sets.size(), "set") +
+                                " holding " + Plural(entries, "allowlist entry", "allowlist entries"),
+                            1, {}});
+  }
+  out->live = std::make_unique<LiveState>(std::move(live.value()));
+  return std::unique_ptr<BackendPlan>(std::move(out));
+}
+
+Result<std::vector<Change>> NftBackend::PlanRestore(const std::string& snap, const std::string& attachment,
+                                                    const PlanOptions& opts) {
+  MW_RETURN_IF_ERROR(EnsureSocket());
+  if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
+  // The snapshot, read into the shape of a live table.
+  LiveTable then;
+  then.exists = snap[6] != 0;
+  ElementCache attached;
+  bool attached_ok = !attachment.empty() && attached.Parse(attachment);
+  auto set_named = [&](const std::string& name) -> LiveSet& {
+    for (auto& ls : then.sets)
+      if (ls.spec.name == name) return ls;
+    then.sets.emplace_back();
+    then.sets.back().spec.name = name;
+    return then.sets.back();
+  };
+  std::vector<char> buf(1 << 16);
+  size_t pos = 7;
+  while (pos < snap.size()) {
+    if (pos + 6 > snap.size()) return Status::Io("truncated snapshot");
+    uint16_t type;
+    uint32_t len;
+    std::memcpy(&type, snap.data() + pos, 2);
+    std::memcpy(&len, snap.data() + pos + 2, 4);
+    pos += 6;
+    if (len > snap.size() - pos) return Status::Io("truncated snapshot");
+    if (type == kSnapIntervals || type == kSnapIntervalsRef) {
+      if (len < 6) return Status::Io("truncated snapshot");
+      uint32_t nlen;
+      std::memcpy(&nlen, snap.data() + pos + 2, 4);
+      if (nlen > len - 6 || (len - 6 - nlen) % sizeof(Interval)) return Status::Io("corrupt snapshot");
+      LiveSet& ls = set_named(snap.substr(pos + 6, nlen));
+      ls.spec.family = snap[pos] == 4 ? Family::kV4 : Family::kV6;
+      ls.spec.kind = static_cast<SetSpec::Kind>(snap[pos + 1]);
+      if (type == kSnapIntervals) {
+        ls.intervals.resize((len - 6 - nlen) / sizeof(Interval));
+        std::memcpy(ls.intervals.data(), snap.data() + pos + 6 + nlen, ls.intervals.size() * sizeof(Interval));
+      } else {
+        if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
+        auto it = attached.sets.find(ls.spec.name);
+        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + ls.spec.name);
+        ls.intervals = it->second.intervals;
+      }
+      pos += len;
+      continue;
+    }
+    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWRULE)
+      return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
+    if (len + 256 > buf.size()) buf.resize(len + 256);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_INET, 0, 0);
+    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), snap.data() + pos, len);
+    nlh->nlmsg_len += MNL_ALIGN(len);
+    pos += len;
+    if (type == NFT_MSG_NEWCHAIN) {
+      then.chain_exists = true;
+    } else if (type == NFT_MSG_NEWSET) {
+      SetPtr st(nftnl_set_alloc());
+      if (nftnl_set_nlmsg_parse(nlh, st.get()) < 0) return Status::Io("corrupt snapshot: a set");
+      set_named(nftnl_set_get_str(st.get(), NFTNL_SET_NAME));
+    } else {
+      RulePtr r(nftnl_rule_alloc());
+      if (nftnl_rule_nlmsg_parse(nlh, r.get()) < 0) return Status::Io("corrupt snapshot: a rule");
+      LiveRule lr;
+      lr.key = RuleComment(r.get());
+      lr.text = analysis::NftRuleText(r.get());
+      then.rules.push_back(std::move(lr));
+    }
+  }
+  auto live = ReadLive();
+  if (!live.ok()) return live.status();
+  return DescribeTableRestore(live->table, then, opts);
 }
 
 }  // namespace

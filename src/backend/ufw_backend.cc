@@ -266,11 +266,48 @@ class UfwBackend : public Backend {
     return Snapshot{out, ""};
   }
 
-  Status Restore(const std::string& bytes, const std::string&) override {
+  Result<std::unique_ptr<BackendPlan>> PlanRemove(const PlanOptions& opts) override {
+    // Planned as a policy that asks for nothing: mailward's rules leave UFW's files (the admin's
+    // stay), its mangle and nat chains and jumps go.
+    static const Ruleset kNothing;
+    PlanOptions o = opts;
+    o.analyze_conflicts = false;
+    return Plan(kNothing, o);
+  }
+
+  Result<std::vector<Change>> PlanRestore(const std::string& bytes, const std::string&, const PlanOptions& opts) override {
+    std::string files[2];
+    ipt::OwnState want[2];
+    MW_RETURN_IF_ERROR(ParseSnapshot(bytes, files, want));
+    auto now = ReadFiles(env_);
+    if (!now.ok()) return now.status();
+    BackendPlan out;
+    for (int f = 0; f < 2; ++f) {
+      auto have = ParseUserRules(now->text[f], kFiles[f]);
+      if (!have.ok()) return have.status();
+      auto then = ParseUserRules(files[f], kFiles[f]);
+      if (!then.ok()) return then.status().WithContext("the snapshot's copy");
+      size_t before = out.changes.size();
+      DescribeChanges(have->rules, then->rules, f == 0 ? "ufw" : "ufw (v6)", opts, &out);
+      if (have->rules != then->rules && out.changes.size() == before)
+        out.changes.push_back({"replace", "rule", f == 0 ? "ufw" : "ufw (v6)", "the same rules, back in the snapshot's order", 1, {}});
+    }
+    ipt::OwnState pre_now[2];
+    bool have[2];
+    ReadPre(env_, pre_now, have, nullptr);
+    for (int f = 0; f < 2; ++f) {
+      if (!have[f]) continue;
+      for (int t = 1; t < ipt::kTableCount; ++t)
+        ipt::DescribeOwnChanges(pre_now[f].t[t], want[f].t[t], t, f == 0 ? "iptables" : "ip6tables", &out.changes);
+    }
+    return out.changes;
+  }
+
+  /// A snapshot's two rules files and mailward's mangle and nat objects.
+  static Status ParseSnapshot(const std::string& bytes, std::string files[2], ipt::OwnState want[2]) {
     // MWUFW1 (before the mangle and nat chains) has no lines after the files: mailward had none.
     if (bytes.rfind("MWUFW1\n", 0) != 0 && bytes.rfind("MWUFW2\n", 0) != 0)
       return Status::Invalid("this snapshot was not made by the UFW backend");
-    std::string files[2];
     size_t pos = 7;
     for (int f = 0; f < 2; ++f) {
       size_t nl = bytes.find('\n', pos);
@@ -282,7 +319,6 @@ class UfwBackend : public Backend {
       files[f] = bytes.substr(nl + 1, len);
       pos = nl + 1 + len;
     }
-    ipt::OwnState want[2];
     std::istringstream in(bytes.substr(pos));
     std::string line;
     while (std::getline(in, line)) {
@@ -307,6 +343,13 @@ class UfwBackend : public Backend {
         return Status::Invalid("a UFW snapshot line that is not mailward's: " + line);
       }
     }
+    return Status::Ok();
+  }
+
+  Status Restore(const std::string& bytes, const std::string&) override {
+    std::string files[2];
+    ipt::OwnState want[2];
+    MW_RETURN_IF_ERROR(ParseSnapshot(bytes, files, want));
     auto now = ReadFiles(env_);
     if (!now.ok()) return now.status();
     ipt::OwnState pre_now[2];

@@ -325,7 +325,7 @@ int CmdAuditDovecot(const GlobalOptions& g, const AuditOptions& o) {
                 << "); fixed " << fix_report["fixed"].get<size_t>() << "; reload with: "
                 << fix_report["reload"].get<std::string>() << "\n";
     std::cout << AuditText(*r, UseColor());
-    std::cout << (r->findings.empty() ? "clean" : std::to_string(r->findings.size()) + " findings");
+    std::cout << (r->findings.empty() ? "clean" : Plural(r->findings.size(), "finding"));
     if (!r->ignored.empty()) std::cout << " (" << r->ignored.size() << " ignored by the policy)";
     std::cout << "\n";
   }

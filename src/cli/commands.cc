@@ -32,6 +32,7 @@
 #include "report/metrics.h"
 #include "report/report.h"
 #include "util/fs.h"
+#include "util/text.h"
 #include "util/timing.h"
 
 namespace mw {
@@ -54,6 +55,7 @@ const char* CodeName(Code c) {
     case Code::kRefused: return "refused";
     case Code::kNotFound: return "not_found";
     case Code::kInternal: return "internal";
+    case Code::kPermission: return "permission";
     case Code::kUsage: return "usage";
   }
   return "?";
@@ -123,7 +125,28 @@ bool NftablesUsable() {
   return sock.ok() && (*sock)->GetGeneration().ok();
 }
 
-Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p) {
+}  // namespace
+
+bool HaveNetAdmin() {
+  auto st = ReadFile("/proc/self/status");
+  if (!st.ok()) return geteuid() == 0;
+  size_t at = st->find("\nCapEff:");
+  if (at == std::string::npos) return geteuid() == 0;
+  unsigned long long caps = std::strtoull(st->c_str() + at + 8, nullptr, 16);
+  return (caps >> 12) & 1;  // CAP_NET_ADMIN
+}
+
+Status RequireNetAdmin(const std::string& command) {
+  if (HaveNetAdmin()) return Status::Ok();
+  return Status::Error(Code::kPermission, "'mailward " + command +
+                                              "' reads and changes the firewall, which needs root (CAP_NET_ADMIN): "
+                                              "run it as root, for example 'sudo mailward " + command + "'");
+}
+
+namespace {
+
+Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p, const std::string& command) {
+  MW_RETURN_IF_ERROR(RequireNetAdmin(command));
   Chosen c;
   std::string want = g.backend.empty() ? BackendName(p.backend) : g.backend;
   std::string source = g.backend.empty() ? "the policy" : "--backend";
@@ -315,7 +338,7 @@ void PrintPlanText(const GlobalOptions& g, const Chosen& c, const BackendPlan& p
   if (plan.in_sync()) {
     std::cout << "in sync: nothing to change\n";
   } else {
-    std::cout << verb << " " << plan.changes.size() << (plan.changes.size() == 1 ? " change" : " changes") << ":\n";
+    std::cout << verb << " " << Plural(plan.changes.size(), "change") << ":\n";
     std::cout << PlanText(plan.changes, color, g.verbose);
   }
   if (!plan.conflicts.empty()) {
@@ -344,7 +367,7 @@ int ReportError(const GlobalOptions& g, const std::string& command, const Status
   }
   // Under systemd (JOURNAL_STREAM set) a "<3>" prefix gives the journal the error priority.
   std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << "mailward " << command << ": error: " << s.message() << "\n";
-  if (s.code() == Code::kInvalidPolicy && command != "validate")
+  if (s.code() == Code::kInvalidPolicy && command == "apply")
     std::cerr << "nothing was applied: the firewall is unchanged\n";
   return code;
 }
@@ -374,7 +397,7 @@ int CmdValidate(const GlobalOptions& g) {
     std::cout << DumpJson(j) << "\n";
   } else if (!g.quiet) {
     std::cout << "valid: " << l->policy.files.size() << (l->policy.files.size() == 1 ? " file, " : " files, ")
-              << l->policy.ports.size() << " ports, " << l->policy.allowlists.size() << " allowlists\n";
+              << Plural(l->policy.ports.size(), "port") << ", " << Plural(l->policy.allowlists.size(), "allowlist") << "\n";
     for (const auto& p : l->policy.ports) {
       std::cout << "  " << p.name << " " << p.port << "/tcp " << (p.state == PortState::kOpen ? "open" : "closed");
       if (!p.allow.empty()) {
@@ -391,7 +414,7 @@ int CmdValidate(const GlobalOptions& g) {
 int CmdPlan(const GlobalOptions& g) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "plan", l.status());
-  auto c = ChooseBackend(g, l->policy);
+  auto c = ChooseBackend(g, l->policy, "plan");
   if (!c.ok()) return ReportError(g, "plan", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "plan", plan.status());
@@ -421,12 +444,11 @@ std::string CheckSummary(bool clean, const BackendPlan& plan, const std::optiona
                          size_t failing_findings, const std::string& fail_on, const std::vector<JudgedProbe>& probes,
                          bool probed) {
   std::string out = std::string("mailward check: ") + (clean ? "clean" : "NOT clean") + ": " +
-                    std::to_string(plan.changes.size()) + " drift changes, " + std::to_string(plan.conflicts.size()) +
-                    " conflicts, ";
+                    Plural(plan.changes.size(), "drift change") + ", " + Plural(plan.conflicts.size(), "conflict") + ", ";
   if (!audit) {
     out += "Dovecot audit skipped (no dovecot block in the policy), ";
   } else {
-    out += std::to_string(audit->findings.size()) + " Dovecot findings (" + std::to_string(failing_findings) +
+    out += Plural(audit->findings.size(), "Dovecot finding") + " (" + std::to_string(failing_findings) +
            " at or above --fail-on " + fail_on + "), ";
   }
   if (!probed) {
@@ -436,7 +458,7 @@ std::string CheckSummary(bool clean, const BackendPlan& plan, const std::optiona
   } else {
     size_t failed = 0;
     for (const auto& p : probes) failed += !p.as_policy.value_or(true);
-    out += failed == 0 ? std::to_string(probes.size()) + " probes ok"
+    out += failed == 0 ? Plural(probes.size(), "probe") + " ok"
                        : std::to_string(failed) + " of " + std::to_string(probes.size()) + " probes failed";
   }
   return out;
@@ -446,7 +468,7 @@ std::string CheckSummary(bool clean, const BackendPlan& plan, const std::optiona
 int RunCheck(const GlobalOptions& g, const CheckOptions& o, CheckMetrics& metrics) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "check", l.status());
-  auto c = ChooseBackend(g, l->policy);
+  auto c = ChooseBackend(g, l->policy, "check");
   if (!c.ok()) return ReportError(g, "check", c.status());
   metrics.backend = c->backend->name();
   metrics.managers = {{"ufw", UfwActive()}, {"firewalld", ProcessRunning("firewalld")}};
@@ -498,7 +520,7 @@ int RunCheck(const GlobalOptions& g, const CheckOptions& o, CheckMetrics& metric
     PrintPlanText(g, *c, **plan, "drift:");
     if (audit && !g.quiet) {
       std::cout << "dovecot audit of " << l->policy.dovecot.config << ": "
-                << (audit->findings.empty() ? "clean\n" : std::to_string(audit->findings.size()) + " findings:\n");
+                << (audit->findings.empty() ? "clean\n" : Plural(audit->findings.size(), "finding") + ":\n");
       std::cout << AuditText(*audit, UseColor());
       if (!audit->findings.empty() && !findings)
         std::cout << "(none at or above --fail-on " << o.fail_on << ": they do not fail the check)\n";
@@ -545,7 +567,7 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
 int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "apply", l.status());
-  auto c = ChooseBackend(g, l->policy);
+  auto c = ChooseBackend(g, l->policy, "apply");
   if (!c.ok()) return ReportError(g, "apply", c.status());
   if (!c->fights.empty() && !ao.force)
     return ReportError(g, "apply", Status::Error(Code::kRefused, "two firewall managers would fight over this host: " +
@@ -606,7 +628,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       if (!snap.ok()) return ReportError(g, "apply", snap.status());
       snapshot = std::move(snap.value());
       Phase save("save snapshot");
-      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation);
+      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation,
+                                SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)});
       if (!saved.ok())
         return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
       snapshot_path = *saved;
@@ -780,7 +803,67 @@ int CmdConfirm(const GlobalOptions& g) {
   return exit_code::kOk;
 }
 
+/// The snapshot `rollback` would restore: the newest, or --to's. Reads only.
+static Result<SnapshotFile> PickSnapshot(const GlobalOptions& g, const RollbackOptions& o,
+                                  const std::vector<SnapshotFile>& snaps) {
+  if (snaps.empty())
+    return Status::Error(Code::kNotFound, "no snapshot to roll back to: " + g.state_dir +
+                                              "/snapshots holds none (no apply through this state directory changed the "
+                                              "firewall, or every earlier state was rolled back already); nothing was changed");
+  if (!o.to) return snaps.back();
+  std::string have;
+  for (const auto& sf : snaps) {
+    if (sf.seq == *o.to) return sf;
+    have += (have.empty() ? "" : ", ") + std::to_string(sf.seq);
+  }
+  return Status::Error(Code::kNotFound, "no snapshot " + std::to_string(*o.to) + " in " + g.state_dir +
+                                            "/snapshots (there are: " + have +
+                                            "; 'mailward snapshots' lists them); nothing was changed");
+}
+
+/// `rollback --dry-run`: what the restore would change, against the firewall as it is now. No
+/// lock, no state-directory change, no firewall change.
+static int RollbackDryRun(const GlobalOptions& g, const RollbackOptions& o) {
+  auto snaps = ListSnapshots(g.state_dir);
+  if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
+  auto pick = PickSnapshot(g, o, *snaps);
+  if (!pick.ok()) return ReportError(g, "rollback", pick.status());
+  auto data = ReadFile(pick->path, Follow::kNoSymlinks);
+  if (!data.ok()) return ReportError(g, "rollback", data.status());
+  auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
+  auto changes = be->PlanRestore(*data, ReadAttachment(pick->path), MakePlanOptions(g));
+  if (!changes.ok()) return ReportError(g, "rollback", changes.status());
+  size_t dropped = 0;
+  for (const auto& sf : *snaps)
+    if (sf.seq > pick->seq) ++dropped;
+  if (Json(g)) {
+    json cj = json::array();
+    for (const auto& ch : *changes) cj.push_back(ChangeToJson(ch));
+    std::cout << DumpJson(Utf8Safe(json{{"command", "rollback"},
+                                        {"dry_run", true},
+                                        {"snapshot", pick->path},
+                                        {"id", pick->seq},
+                                        {"backend", be->name()},
+                                        {"changes", cj},
+                                        {"snapshots_dropped", dropped}}))
+              << "\n";
+  } else if (!g.quiet) {
+    std::cout << "rollback to snapshot " << pick->seq << " (" << pick->path << "), backend " << be->name() << ":\n";
+    if (changes->empty()) {
+      std::cout << "it would change nothing: the firewall already holds that state\n";
+    } else {
+      std::cout << "it would make " << Plural(changes->size(), "change") << ":\n";
+      std::cout << PlanText(*changes, UseColor(), g.verbose);
+    }
+    if (dropped) std::cout << "and drop " << Plural(dropped, "later rollback point") << "\n";
+    std::cout << "dry run: nothing was changed\n";
+  }
+  return changes->empty() ? exit_code::kOk : exit_code::kChanges;
+}
+
 int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
+  if (Status perm = RequireNetAdmin("rollback"); !perm.ok()) return ReportError(g, "rollback", perm);
+  if (o.dry_run) return RollbackDryRun(g, o);
   Lock lock;
   Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
   if (!ls.ok()) return ReportError(g, "rollback", ls);
@@ -796,29 +879,10 @@ int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   }
   auto snaps = ListSnapshots(g.state_dir);
   if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
-  if (snaps->empty()) {
-    return ReportError(g, "rollback", Status::Error(Code::kNotFound,
-                                             "no snapshot to roll back to: " + g.state_dir + "/snapshots holds none (no apply "
-                                             "through this state directory changed the firewall, or every earlier state was "
-                                             "rolled back already); nothing was changed"));
-  }
-  // --to N: the state before apply N; the rollback points after it go with it.
-  size_t pick = snaps->size() - 1;
-  if (o.to) {
-    bool found = false;
-    for (size_t i = 0; i < snaps->size(); ++i)
-      if ((*snaps)[i].seq == *o.to) {
-        pick = i;
-        found = true;
-      }
-    if (!found) {
-      std::string have;
-      for (const auto& sf : *snaps) have += (have.empty() ? "" : ", ") + std::to_string(sf.seq);
-      return ReportError(g, "rollback", Status::Error(Code::kNotFound, "no snapshot " + std::to_string(*o.to) + " in " +
-                                                                           g.state_dir + "/snapshots (there are: " + have +
-                                                                           "; 'mailward snapshots' lists them); nothing was changed"));
-    }
-  }
+  auto picked = PickSnapshot(g, o, *snaps);
+  if (!picked.ok()) return ReportError(g, "rollback", picked.status());
+  size_t pick = 0;
+  while ((*snaps)[pick].seq != picked->seq) ++pick;
   const std::string newest = (*snaps)[pick].path;
   auto data = ReadFile(newest, Follow::kNoSymlinks);
   if (!data.ok()) return ReportError(g, "rollback", data.status());
@@ -832,7 +896,7 @@ int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   // drift brings the hand-made state back).
   std::optional<size_t> differs;
   if (auto l = Load(g); l.ok()) {
-    if (auto c = ChooseBackend(g, l->policy); c.ok()) {
+    if (auto c = ChooseBackend(g, l->policy, "rollback"); c.ok()) {
       PlanOptions po;
       po.analyze_conflicts = false;
       if (auto plan = c->backend->Plan(l->desired, po); plan.ok()) differs = (*plan)->changes.size();
@@ -869,7 +933,7 @@ std::pair<long long, std::string> FileTime(const std::string& path) {
 int CmdStatus(const GlobalOptions& g) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "status", l.status());
-  auto c = ChooseBackend(g, l->policy);
+  auto c = ChooseBackend(g, l->policy, "status");
   if (!c.ok()) return ReportError(g, "status", c.status());
   auto plan = c->backend->Plan(l->desired, MakePlanOptions(g));
   if (!plan.ok()) return ReportError(g, "status", plan.status());
@@ -996,11 +1060,15 @@ int CmdSnapshots(const GlobalOptions& g) {
     std::string backend = "unknown";
     if (head.ok()) backend = BackendForSnapshot(*head, BackendConfig{g.state_dir})->name();
     bool committed = !Exists(sf.path.substr(0, sf.path.size() - 5) + ".uncommitted");
+    SnapshotInfo info = ReadSnapshotInfo(sf.path);
+    auto or_null = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
     list.push_back({{"id", sf.seq}, {"time", when}, {"backend", backend}, {"path", sf.path},
-                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed}});
+                    {"bytes", head.ok() ? head->size() : 0}, {"committed", committed},
+                    {"made_by", or_null(info.command)}, {"user", or_null(info.user)},
+                    {"policy", or_null(info.policy)}, {"policy_sha256", or_null(info.policy_sha256)}});
   }
   if (Json(g)) {
-    std::cout << DumpJson(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}}) << "\n";
+    std::cout << DumpJson(Utf8Safe(json{{"command", "snapshots"}, {"state_dir", g.state_dir}, {"snapshots", list}})) << "\n";
     return exit_code::kOk;
   }
   if (g.quiet) return exit_code::kOk;
@@ -1008,16 +1076,113 @@ int CmdSnapshots(const GlobalOptions& g) {
     std::cout << "no snapshots in " << g.state_dir << "/snapshots (no apply through this state directory changed the firewall)\n";
     return exit_code::kOk;
   }
-  std::cout << "ID    TIME                     BACKEND    SIZE      (mailward rollback --to ID restores the state before that apply)\n";
+  std::cout << "ID    TIME                     BACKEND    BY      USER             POLICY (sha256)\n";
   for (size_t i = 0; i < list.size(); ++i) {
     const json& j = list[i];
-    char line[256];
-    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-9zu%s\n", static_cast<unsigned long long>(j["id"].get<uint64_t>()),
-                  times[i].c_str(), j["backend"].get<std::string>().c_str(), j["bytes"].get<size_t>(),
-                  j["committed"].get<bool>() ? "" : " (its apply never committed)");
+    auto text = [&](const char* k, const char* none) { return j[k].is_string() ? j[k].get<std::string>() : std::string(none); };
+    std::string policy = text("policy", "-");
+    if (j["policy_sha256"].is_string()) policy += " (" + j["policy_sha256"].get<std::string>().substr(0, 12) + ")";
+    char line[1024];
+    std::snprintf(line, sizeof line, "%-5llu %-24s %-10s %-7s %-16s %s%s\n",
+                  static_cast<unsigned long long>(j["id"].get<uint64_t>()), times[i].c_str(),
+                  j["backend"].get<std::string>().c_str(), text("made_by", "?").c_str(), text("user", "?").c_str(),
+                  policy.c_str(), j["committed"].get<bool>() ? "" : "  (its apply never committed)");
     std::cout << line;
   }
+  std::cout << "'mailward rollback --to ID' restores the state saved before that change; "
+               "'mailward rollback --to ID --dry-run' shows what it would change\n";
   return exit_code::kOk;
+}
+
+
+int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
+  if (Status perm = RequireNetAdmin("remove"); !perm.ok()) return ReportError(g, "remove", perm);
+  // Where mailward may own something: the backend asked for, or every one usable here (a host
+  // may have changed backends). UFW first: its mangle and nat chains are the iptables backend's
+  // too, and each backend plans against what the one before it left.
+  BackendConfig cfg{g.state_dir};
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::string want = g.backend.empty() ? "auto" : g.backend;
+  if (want == "ufw" || (want == "auto" && HaveProgram("ufw"))) backends.push_back(MakeUfwBackend(cfg));
+  if (want == "iptables" || (want == "auto" && (HaveProgram("iptables-save") || HaveProgram("iptables-legacy-save"))))
+    backends.push_back(MakeIptablesBackend(cfg));
+  if (want == "nftables" || (want == "auto" && NftablesUsable())) backends.push_back(MakeNftablesBackend(cfg));
+  if (backends.empty())
+    return ReportError(g, "remove", Status::Error(Code::kFirewall, "no firewall backend is usable here (nft, iptables, ufw)"));
+
+  std::optional<Lock> lock;
+  if (!o.dry_run) {
+    lock.emplace();
+    Status ls = lock->Acquire(g.state_dir, g.lock_timeout);
+    if (!ls.ok()) return ReportError(g, "remove", ls);
+    PendingConfirm pending;
+    if (ReadPending(g.state_dir, &pending)) {
+      std::string why;
+      if (!PendingIsStale(g.state_dir, pending, &why))
+        return ReportError(g, "remove", Status::Error(Code::kRefused,
+                                                     "an apply --confirm is pending (it reverts to " + pending.snapshot +
+                                                         " at its deadline): run 'mailward confirm' or 'mailward rollback' "
+                                                         "first; nothing was removed"));
+    }
+    ResolveUncommitted(g.state_dir);
+  }
+  json per = json::array();
+  size_t total = 0;
+  bool color = UseColor();
+  for (auto& be : backends) {
+    auto plan = be->PlanRemove(MakePlanOptions(g));
+    if (!plan.ok()) {
+      // A backend whose tools are missing or unusable holds nothing of mailward's to remove,
+      // unless it was asked for by name.
+      if (want != "auto") return ReportError(g, "remove", plan.status());
+      per.push_back({{"backend", be->name()}, {"skipped", plan.status().message()}, {"changes", json::array()}});
+      continue;
+    }
+    const BackendPlan& p = **plan;
+    std::string snapshot_path;
+    if (!o.dry_run && !p.in_sync()) {
+      auto snap = be->TakeSnapshot(p);
+      if (!snap.ok()) return ReportError(g, "remove", snap.status().WithContext("nothing more was removed"));
+      SnapshotInfo info{"remove", CurrentUser(), "", ""};
+      if (auto l = Load(g); l.ok()) {
+        info.policy = g.policy;
+        info.policy_sha256 = HashFiles(l->policy.files);
+      }
+      auto saved = SaveSnapshot(g.state_dir, *snap, p.generation, info);
+      if (!saved.ok())
+        return ReportError(g, "remove", saved.status().WithContext("cannot save the rollback snapshot; nothing more was removed"));
+      snapshot_path = *saved;
+      Status s = be->Apply(p);
+      if (!s.ok()) {
+        RemoveSnapshot(snapshot_path);
+        return ReportError(g, "remove", s.WithContext(be->name() + ": nothing of it was removed"));
+      }
+      MarkCommitted(snapshot_path);
+    }
+    total += p.changes.size();
+    json cj = json::array();
+    for (const auto& ch : p.changes) cj.push_back(ChangeToJson(ch));
+    per.push_back({{"backend", be->name()},
+                   {"changes", cj},
+                   {"snapshot", snapshot_path.empty() ? json(nullptr) : json(snapshot_path)}});
+    if (!Json(g) && !g.quiet && !p.in_sync()) {
+      std::cout << be->name() << ": " << (o.dry_run ? "would remove" : "removed") << " ("
+                << Plural(p.changes.size(), "change") << "):\n"
+                << PlanText(p.changes, color, g.verbose);
+      if (!snapshot_path.empty())
+        std::cout << "  saved before: " << snapshot_path << " ('mailward rollback' puts it back)\n";
+    }
+  }
+  if (Json(g)) {
+    std::cout << DumpJson(Utf8Safe(json{{"command", "remove"}, {"dry_run", o.dry_run}, {"backends", per},
+                                        {"nothing_to_remove", total == 0}}))
+              << "\n";
+  } else if (!g.quiet) {
+    if (total == 0) std::cout << "nothing of mailward's is in the firewall: nothing to remove\n";
+    else if (o.dry_run) std::cout << "dry run: nothing was changed ('mailward remove' does it)\n";
+    else std::cout << "mailward's rules are gone; the policy file and " << g.state_dir << " are left in place\n";
+  }
+  return o.dry_run && total > 0 ? exit_code::kChanges : exit_code::kOk;
 }
 
 }  // namespace mw

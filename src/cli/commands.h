@@ -51,8 +51,19 @@ struct CheckOptions {
 int CmdCheck(const GlobalOptions& g, const CheckOptions& o);
 struct RollbackOptions {
   std::optional<uint64_t> to;  ///< --to ID: the state before that apply (default: the last one)
+  bool dry_run = false;        ///< show what the restore would change, change nothing
 };
 int CmdRollback(const GlobalOptions& g, const RollbackOptions& o);
+struct RemoveOptions {
+  bool dry_run = false;  ///< show what would go, change nothing
+};
+/// Takes away everything mailward owns, on every backend it finds it on, after a snapshot each
+/// (0 removed or nothing to remove; --dry-run: 0 nothing there, 2 something would go; 1 error).
+int CmdRemove(const GlobalOptions& g, const RemoveOptions& o);
+/// Whether this process has CAP_NET_ADMIN (root has it), which reading the firewall needs.
+bool HaveNetAdmin();
+/// An error naming root / CAP_NET_ADMIN when this process lacks it.
+Status RequireNetAdmin(const std::string& command);
 /// The rollback points, oldest first (0, 1).
 int CmdSnapshots(const GlobalOptions& g);
 /// The effective state of every port of the policy, like `ufw status verbose` (0, 1 on error).

@@ -45,6 +45,7 @@ int CmdExplain(const GlobalOptions& g, const ExplainOptions& o) {
     policy = std::move(p.value());
   }
 
+  if (Status perm = RequireNetAdmin("explain"); !perm.ok()) return ReportError(g, "explain", perm);
   auto hv = ReadHostView({});
   if (!hv.ok()) return ReportError(g, "explain", hv.status());
   auto flows = analysis::CandidateFlows(hv->interfaces, src.family, o.port,

@@ -26,10 +26,24 @@ Result<std::vector<SnapshotFile>> ListSnapshots(const std::string& state_dir);
 /// step cannot reorder rollback points.
 uint64_t NextSnapshotSeq(const std::vector<SnapshotFile>& existing);
 
+/// What made a rollback point, shown by `mailward snapshots`: stored beside it as <seq>.info.
+struct SnapshotInfo {
+  std::string command;        ///< "apply" | "remove"
+  std::string user;           ///< who ran it ("root", "alice (sudo)")
+  std::string policy;         ///< the policy path given, "" when none was read
+  std::string policy_sha256;  ///< of the policy files read, in order; "" when none
+};
+/// SHA-256 (hex) of the files' contents, in order (a policy and its drop-ins); "" on a read error.
+std::string HashFiles(const std::vector<std::string>& files);
+/// The user running this process, as `snapshots` shows it.
+std::string CurrentUser();
 /// Saves `snap` under the next sequence number, marked uncommitted with `generation` (the live
-/// state's generation its plan was made against), and keeps the newest kSnapshotsKept.
-/// REQUIRES: the caller holds the state directory's lock.
-Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap, uint32_t generation);
+/// state's generation its plan was made against), with `info` beside it, and keeps the newest
+/// kSnapshotsKept. REQUIRES: the caller holds the state directory's lock.
+Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap, uint32_t generation,
+                                 const SnapshotInfo& info = {});
+/// The info saved beside a snapshot (all empty for snapshots from before it existed).
+SnapshotInfo ReadSnapshotInfo(const std::string& snap_path);
 
 /// The apply that saved `snap_path` committed: the snapshot is a rollback point for good.
 void MarkCommitted(const std::string& snap_path);

@@ -58,6 +58,8 @@ struct Plan {
   /// wrong type...) and is deleted and recreated in the same batch. The other fields then
   /// describe the full recreation.
   std::string recreate_reason;
+  /// `mailward remove`: the table goes, with everything in it; nothing else is done.
+  bool delete_table = false;
   bool create_table = false;
   bool create_chain = false;
   std::vector<LiveRule> delete_rules;
@@ -67,7 +69,7 @@ struct Plan {
   std::vector<RuleAdd> add_rules;
 
   bool empty() const {
-    return recreate_reason.empty() && !create_table && !create_chain && delete_rules.empty() &&
+    return recreate_reason.empty() && !delete_table && !create_table && !create_chain && delete_rules.empty() &&
            create_sets.empty() && delete_sets.empty() && elements.empty() && add_rules.empty();
   }
 };

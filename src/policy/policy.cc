@@ -627,7 +627,11 @@ Result<std::vector<std::string>> PolicyFiles(const std::string& path) {
     }
     if (files.empty()) return Status::Invalid(path + ": no policy files (*.yaml) in this directory");
   } else {
-    if (!Exists(path)) return Status::Invalid(path + ": policy file not found");
+    if (!Exists(path))
+      return Status::Invalid(path + ": policy file not found. To start: 'mailward init' writes one from what this host "
+                             "runs (mail ports listening, Dovecot's listeners, your SSH port), or copy a shipped example: "
+                             "cp /usr/share/mailward/policies/default.yaml " + path + " (other examples beside it); "
+                             "--policy FILE reads another file");
     files.push_back(path);
     auto slash = path.rfind('/');
     std::string base = slash == std::string::npos ? path : path.substr(slash + 1);

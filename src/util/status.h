@@ -22,6 +22,7 @@ enum class Code {
   kNotFound,        ///< what the command works on is not there (no snapshot to roll back to)
   kInternal,
   kUsage,           ///< a command-line argument is wrong
+  kPermission,      ///< the firewall needs root (CAP_NET_ADMIN) and this process lacks it
 };
 
 /// A value: OK, or a kind plus a human message ("file:line:col: what"). [[nodiscard]]: a

@@ -87,4 +87,11 @@ std::string Truncate(std::string_view s, size_t max) {
   return std::string(s.substr(0, cut)) + "...";
 }
 
+std::string Plural(size_t n, std::string_view singular, std::string_view plural) {
+  std::string out = std::to_string(n) + " ";
+  if (n == 1) return out.append(singular);
+  if (!plural.empty()) return out.append(plural);
+  return out.append(singular).append("s");
+}
+
 }  // namespace mw

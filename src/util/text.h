@@ -23,4 +23,7 @@ std::string Excerpt(std::string_view s, size_t max = 80);
 /// echoed in reports (a 5 MB Dovecot value is not printed whole).
 std::string Truncate(std::string_view s, size_t max = 1024);
 
+/// "1 finding", "3 findings", "0 findings"; `plural` when the word does not just take an "s".
+std::string Plural(size_t n, std::string_view singular, std::string_view plural = {});
+
 }  // namespace mw

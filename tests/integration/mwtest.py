@@ -144,6 +144,34 @@ class Topology:
                 for src in srcs}
 
 
+MAIL_POLICY = """\
+version: 1
+backend: {backend}
+allowlists:
+  office:
+    - {allowed_v4}
+    - {allowed_v6}/128
+    - 203.0.113.0/24
+ports:
+  imap:
+    state: closed
+    allow: [office]
+  imaps:
+    state: open
+  pop3:
+    state: closed
+    action: reject
+  pop3s:
+    state: open
+    rate_limit: 20/minute
+"""
+
+
+def mail_policy(backend):
+    """The shared scenario's policy, which assert_mail_policy_reachability judges."""
+    return MAIL_POLICY.format(backend=backend, allowed_v4=ALLOWED_V4, allowed_v6=ALLOWED_V6)
+
+
 def assert_mail_policy_reachability(case, after):
     """What the shared scenario's policy (143 closed but for the allowlist, 993 open, 110
     closed with a reset) must look like from the client namespace, whatever the backend."""

@@ -361,14 +361,14 @@ class FailOn(MailwardCase):
                         "check", "--no-probe", *args], check=False, env=env)
         p = check()  # default: every finding fails
         self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
-        self.assertIn("1 Dovecot findings (1 at or above --fail-on info)", p.stderr)
+        self.assertIn("1 Dovecot finding (1 at or above --fail-on info)", p.stderr)
         p = check("--fail-on", "low")
         self.assertEqual(p.returncode, 2)
         p = check("--fail-on", "medium")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("mail-debug", p.stdout)  # still reported
         self.assertIn("<6>mailward check: clean", p.stderr)
-        self.assertIn("1 Dovecot findings (0 at or above --fail-on medium)", p.stderr)
+        self.assertIn("1 Dovecot finding (0 at or above --fail-on medium)", p.stderr)
         j = json.loads(run(["nsenter", "-t", str(ns.pid), "-n", MAILWARD, "--policy", policy, "--state-dir", self.state,
                             "--format", "json", "check", "--no-probe", "--fail-on", "high"], check=False).stdout)
         self.assertEqual((j["fail_on"], j["probed"], j["probes"], j["clean"]), ("high", False, [], True))
