@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "util/fs.h"
 
 namespace mw {

@@ -26,7 +26,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "cli/safety.h"
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/metrics.h"

@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "backend/backend.h"
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "util/fs.h"
 
 // Defined only by the test-hook library the integration tests preload (tests/hooks); null in

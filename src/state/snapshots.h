@@ -1,3 +1,4 @@
+// state/: the state directory (rollback points, lock, pending confirm), trusted only when safe.
 // The rollback points under STATE_DIR/snapshots: <seq>.snap (+ <seq>.elements, a hard link to
 // the bulk of the allow sets), ordered by a sequence number that only grows, never by the clock;
 // and <seq>.uncommitted beside a snapshot whose apply has not committed yet.

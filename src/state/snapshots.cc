@@ -1,4 +1,4 @@
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 
 #include <openssl/evp.h>
 #include <pwd.h>
