@@ -52,6 +52,7 @@ class PosixEnv : public Env {
     return mw::ListFiles(dir, suffix);
   }
   Status MakeDirs(const std::string& path) override { return mw::MakeDirs(path); }
+  Status CheckTrusted(const std::string& path, TrustedKind kind) override { return mw::CheckTrusted(path, kind); }
   Result<std::unique_ptr<FileLock>> TryLock(const std::string& path, LockInherit inherit) override {
     // Without O_CLOEXEC the programs run while it is held inherit it (and keep it held).
     int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);

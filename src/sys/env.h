@@ -49,6 +49,9 @@ class Env {
   virtual Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix) = 0;
   /// Creates a directory and its parents (mode 0700 for new ones).
   virtual Status MakeDirs(const std::string& path) = 0;
+  /// util/fs.h CheckTrusted: as root, whether `path` and the directories above it are root's
+  /// and not writable by others.
+  virtual Status CheckTrusted(const std::string& path, TrustedKind kind) = 0;
   /// Takes the exclusive lock on `path` (created 0600, never through a symlink) if it is free:
   /// a handle; nullptr when another holds it; an error (Code::kIo) when it cannot be opened.
   virtual Result<std::unique_ptr<FileLock>> TryLock(const std::string& path, LockInherit inherit) = 0;

@@ -41,6 +41,7 @@ class FakeEnv : public sys::Env {
   std::function<Status(const std::string& path)> on_write;  ///< a non-OK Status fails that write
   std::set<std::string> held_by_others;    ///< locks another process holds
   std::set<std::string> held;              ///< locks this process holds now
+  std::set<std::string> untrusted;         ///< paths CheckTrusted refuses
   int64_t now_ms = 1'000'000;
   int64_t unix_s = 1'700'000'000;
 
@@ -97,6 +98,9 @@ class FakeEnv : public sys::Env {
     if (on_write) MW_RETURN_IF_ERROR(on_write(path));
     dirs.insert(path);
     return Status::Ok();
+  }
+  Status CheckTrusted(const std::string& path, TrustedKind) override {
+    return untrusted.count(path) ? Status::Error(Code::kRefused, path + ": writable by others") : Status::Ok();
   }
   Result<std::unique_ptr<sys::FileLock>> TryLock(const std::string& path, sys::LockInherit) override {
     if (held_by_others.count(path) || held.count(path)) return std::unique_ptr<sys::FileLock>();
