@@ -4,7 +4,15 @@
 # network with a stranger (198.51.100.2) and the office (198.51.100.3). mailward closes IMAP 143
 # and POP3 110 to strangers, keeps 993/995 open, proves it from the client side, explains a path,
 # notices hand-made drift and repairs it.
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# MAILWARD_DEMO_BIN=PATH runs the story with that binary, skipping the set-up (the test suite does).
+if [ -n "${MAILWARD_DEMO_BIN:-}" ]; then
+  set -euo pipefail
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  mailward=$MAILWARD_DEMO_BIN
+else
+  source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+  mailward=build/mailward
+fi
 tag=$$
 host=mwdemo-h$tag client=mwdemo-c$tag
 work=$(mktemp -d); chmod 700 "$work"; state=$work/state
@@ -50,7 +58,12 @@ userdb {
 }
 mail_location = maildir:$work/mail/%u
 log_path = $work/dovecot.log
+# A setting left from a debugging session: Dovecot logs every failed password in cleartext.
+auth_verbose = yes
+auth_verbose_passwords = plain
+!include conf.d/*.conf
 CONF
+mkdir -p "$work/conf.d"; echo "# this host's own settings" > "$work/conf.d/10-local.conf"
 chmod 600 "$work/key.pem"
 ip netns exec "$host" dovecot -c "$work/dovecot.conf"
 for i in $(seq 100); do ip netns exec "$host" bash -c "exec 3<>/dev/tcp/127.0.0.1/993" 2>/dev/null && break; sleep 0.1; done
@@ -67,7 +80,7 @@ ports:
 dovecot:
   config: $work/dovecot.conf
 POLICY
-mw() { ip netns exec "$host" build/mailward --policy "$work/policy.yaml" --state-dir "$state" "$@"; }
+mw() { ip netns exec "$host" "$mailward" --policy "$work/policy.yaml" --state-dir "$state" "$@"; }
 # From the client network: "open" (greeting read), "closed" (refused) or "filtered" (no answer).
 knock() {
   ip netns exec "$client" python3 - "$1" "$2" <<'PY'
@@ -85,7 +98,7 @@ PY
 }
 
 say "the policy"; cat "$work/policy.yaml"
-say "validate"; build/mailward --policy "$work/policy.yaml" validate
+say "validate"; "$mailward" --policy "$work/policy.yaml" validate
 say "before: everything reachable from anywhere"
 for p in 143 110 993; do knock 198.51.100.2 $p; done
 say "plan (exit 2: changes pending)"; mw plan || [ $? -eq 2 ]
@@ -95,6 +108,12 @@ for p in 143 110 993; do knock 198.51.100.2 $p; done
 knock 198.51.100.3 143
 say "explain: why the stranger cannot reach 143"; mw explain 143 --from 198.51.100.2
 say "status"; mw status
+say "Dovecot audit: a risky setting, with its file:line and fix (exit 2)"
+mw audit dovecot || [ $? -eq 2 ]
+say "audit --fix: a hardening drop-in, checked with doveconf; Dovecot reloads it"
+mw audit dovecot --fix
+ip netns exec "$host" doveadm -c "$work/dovecot.conf" reload
+mw audit dovecot
 say "someone edits the firewall by hand: the office's address vanishes from the allowlist"
 ip netns exec "$host" nft delete element inet mailward allow_office_hosts_v4 '{ 198.51.100.3 }'
 mw check --no-probe && { echo "drift not found"; exit 1; } || echo "(check exit $?: drift found)"

@@ -199,6 +199,12 @@ int main(int argc, char** argv) {
   try {
     if (*validate) return mw::CmdValidate(g);
     if (*plan) return mw::CmdPlan(g);
+    // Commands that read or change the firewall say at once when they cannot (before reading a
+    // policy a non-root user may not even be allowed to read).
+    for (auto* sc : {plan, apply, confirm, check, rollback, remove, status, explain})
+      if (*sc) {
+        if (mw::Status perm = mw::RequireNetAdmin(sc->get_name()); !perm.ok()) return mw::ReportError(g, sc->get_name(), perm);
+      }
     apply_opts.probe = !apply_no_probe;
     check_opts.probe = !check_no_probe;
     if (*apply) return mw::CmdApply(g, apply_opts);

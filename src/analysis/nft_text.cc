@@ -473,7 +473,7 @@ std::string NftRuleText(const nftnl_rule* r) {
       const char* obj = nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_IMM_NAME) ? nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_IMM_NAME) : nullptr;
       parts.push_back(std::string("object ") + (obj ? obj : "(by map)"));
     } else if (name == "match" || name == "target") {
-      uint16_t attr = name == "match" ? NFTNL_EXPR_MT_NAME : NFTNL_EXPR_TG_NAME;
+      uint16_t attr = name == "match" ? static_cast<uint16_t>(NFTNL_EXPR_MT_NAME) : static_cast<uint16_t>(NFTNL_EXPR_TG_NAME);
       const char* xt = nftnl_expr_is_set(e, attr) ? nftnl_expr_get_str(e, attr) : "?";
       parts.push_back(std::string("xt ") + name + " " + xt);
     } else if (name == "notrack") {
@@ -486,7 +486,9 @@ std::string NftRuleText(const nftnl_rule* r) {
                    : name == "ct" ? CtLhs(U32(e, NFTNL_EXPR_CT_KEY), false, 0)
                                   : PayloadLhs(family, U32(e, NFTNL_EXPR_PAYLOAD_BASE), U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
                                                U32(e, NFTNL_EXPR_PAYLOAD_LEN), v6_context);
-      uint16_t sreg_attr = name == "meta" ? NFTNL_EXPR_META_SREG : name == "ct" ? NFTNL_EXPR_CT_SREG : NFTNL_EXPR_PAYLOAD_SREG;
+      uint16_t sreg_attr = name == "meta" ? static_cast<uint16_t>(NFTNL_EXPR_META_SREG)
+                           : name == "ct" ? static_cast<uint16_t>(NFTNL_EXPR_CT_SREG)
+                                          : static_cast<uint16_t>(NFTNL_EXPR_PAYLOAD_SREG);
       std::string value = "?";
       if (nftnl_expr_is_set(e, sreg_attr)) {
         size_t o = Off(U32(e, sreg_attr));

@@ -139,9 +139,11 @@ bool HaveNetAdmin() {
 
 Status RequireNetAdmin(const std::string& command) {
   if (HaveNetAdmin()) return Status::Ok();
-  return Status::Error(Code::kPermission, "'mailward " + command +
-                                              "' reads and changes the firewall, which needs root (CAP_NET_ADMIN): "
-                                              "run it as root, for example 'sudo mailward " + command + "'");
+  const bool reads_only = command == "plan" || command == "check" || command == "status" || command == "explain";
+  return Status::Error(Code::kPermission, "'mailward " + command + "' " +
+                                              (reads_only ? "reads" : "reads and changes") +
+                                              " the firewall, which needs root (CAP_NET_ADMIN): run it as root, for "
+                                              "example 'sudo mailward " + command + "'");
 }
 
 namespace {

@@ -282,5 +282,20 @@ class Messages(MailwardCase):
         self.assertIn("1 port, 1 allowlist", out)
 
 
+class Demo(unittest.TestCase):
+    def test_the_demo_tells_its_story_and_ends_well(self):
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "demo.sh")
+        p = subprocess.run([script], capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, MAILWARD_DEMO_BIN=os.path.abspath(MAILWARD)))
+        self.assertEqual(p.returncode, 0, p.stdout[-3000:] + p.stderr[-3000:])
+        out = p.stdout
+        self.assertIn("198.51.100.2 -> :143  filtered", out)   # the stranger, after apply
+        self.assertIn("198.51.100.3 -> :143  open", out)       # the office
+        self.assertIn("auth_verbose_passwords = plain", out)   # the audit finding...
+        self.assertIn("99-mailward-hardening.conf", out)       # ...and its fix
+        self.assertIn("drift found", out)
+        self.assertTrue(out.rstrip().endswith("removes now\x1b[0m") or "removes now" in out.splitlines()[-1], out[-500:])
+
+
 if __name__ == "__main__":
     unittest.main()

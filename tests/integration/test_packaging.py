@@ -1,9 +1,11 @@
 """Running it for real: install layout, systemd units (verified, sandboxing scored), the .deb
-(contents and dependencies), --help and --version from an install, the metrics file and the
-journal priorities of `check`."""
+(contents, dependencies, lintian, hardening, man page, copyright, changelog), bash completion,
+--help and --version from an install, the metrics file and the journal priorities of `check`."""
+import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -35,7 +37,8 @@ class Install(unittest.TestCase):
     def test_layout_and_binary(self):
         for f in ["usr/sbin/mailward", "usr/share/mailward/policies/default.yaml",
                   "usr/share/mailward/templates/dovecot/99-mailward-hardening-2.3.conf",
-                  "usr/share/man/man8/mailward.8", "usr/share/bash-completion/completions/mailward"] + \
+                  "usr/share/man/man8/mailward.8.gz", "usr/share/bash-completion/completions/mailward",
+                  "usr/share/doc/mailward/copyright", "usr/share/doc/mailward/changelog.Debian.gz"] + \
                  [f"usr/lib/systemd/system/{u}" for u in UNITS]:
             self.assertTrue(os.path.exists(os.path.join(self.root, f)), f)
         binary = os.path.join(self.root, "usr/sbin/mailward")
@@ -176,23 +179,261 @@ class BootAndReload(MailwardCase):
         self.assertIn("--dport 22 -j ACCEPT", ns.run(["iptables-save", "-t", "filter"]).stdout)
 
 
+def man_sections(troff):
+    """{section title: its troff text} of a man page."""
+    out, title = {}, None
+    for line in troff.splitlines():
+        m = re.match(r'\.SH\s+"?([^"]*)"?\s*$', line)
+        if m:
+            title = m.group(1).strip()
+            out[title] = ""
+        elif title:
+            out[title] += line + "\n"
+    return out
+
+
+def help_subcommands(binary):
+    """The subcommands `mailward --help` lists."""
+    text = run([binary, "--help"]).stdout
+    block = text.split("Subcommands:", 1)[1]
+    return [m.group(1) for m in re.finditer(r"^  (\S+)\s", block, re.M)]
+
+
 class Deb(unittest.TestCase):
+    """The .deb as `cpack -G DEB` builds it, checked as Debian would: lintian, the binary's
+    hardening, the documentation an admin gets."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="mwdeb")
+        d = cls.tmp.name
+        run(["cpack", "-G", "DEB", "--config", os.path.join(BUILD, "CPackConfig.cmake")], cwd=d)
+        debs = [f for f in os.listdir(d) if f.endswith(".deb")]
+        assert len(debs) == 1, os.listdir(d)
+        cls.deb = os.path.join(d, debs[0])
+        cls.root = os.path.join(d, "root")
+        run(["dpkg-deb", "-x", cls.deb, cls.root])
+        cls.info = run(["dpkg-deb", "-I", cls.deb]).stdout
+        cls.fields = {k: run(["dpkg-deb", "-f", cls.deb, k]).stdout.strip()
+                      for k in ("Package", "Version", "Maintainer", "Depends", "Recommends", "Suggests",
+                                "Description", "Section")}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def path(self, rel):
+        return os.path.join(self.root, rel)
+
     def test_deb_contents_and_dependencies(self):
-        with tempfile.TemporaryDirectory(prefix="mwdeb") as d:
-            run(["cpack", "-G", "DEB", "--config", os.path.join(BUILD, "CPackConfig.cmake")], cwd=d)
-            debs = [f for f in os.listdir(d) if f.endswith(".deb")]
-            self.assertEqual(len(debs), 1, os.listdir(d))
-            deb = os.path.join(d, debs[0])
-            contents = run(["dpkg-deb", "-c", deb]).stdout
-            for f in ["./usr/sbin/mailward", "./usr/lib/systemd/system/mailward-check.timer",
-                      "./usr/lib/systemd/system/mailward-check.service", "./usr/share/man/man8/mailward.8",
-                      "./usr/share/mailward/policies/default.yaml"]:
-                self.assertIn(f, contents)
-            info = run(["dpkg-deb", "-I", deb]).stdout
-            self.assertRegex(info, r"Package: mailward")
-            depends = re.search(r"Depends: (.*)", info).group(1)
-            for lib in ("libnftnl", "libmnl", "libyaml-cpp", "libssl"):
-                self.assertIn(lib, depends)
+        contents = run(["dpkg-deb", "-c", self.deb]).stdout
+        for f in ["./usr/sbin/mailward", "./usr/lib/systemd/system/mailward-check.timer",
+                  "./usr/lib/systemd/system/mailward-check.service", "./usr/share/man/man8/mailward.8.gz",
+                  "./usr/share/mailward/policies/default.yaml", "./usr/share/doc/mailward/copyright",
+                  "./usr/share/doc/mailward/changelog.Debian.gz",
+                  "./usr/share/bash-completion/completions/mailward"]:
+            self.assertIn(f, contents)
+        self.assertNotIn("./usr/share/man/man8/mailward.8\n", contents)  # only the compressed one
+        self.assertEqual(self.fields["Package"], "mailward")
+        self.assertEqual(self.fields["Section"], "admin")
+        for lib in ("libnftnl", "libmnl", "libyaml-cpp", "libssl"):
+            self.assertIn(lib, self.fields["Depends"])
+        recommends = [r.strip() for r in self.fields["Recommends"].split(",")]
+        for p in ("nftables", "iptables", "ipset", "dovecot-core"):
+            self.assertIn(p, recommends)
+        self.assertIn("ufw", [r.strip() for r in self.fields["Suggests"].split(",")])
+        # A real contact, a summary and an extended description of more than one paragraph.
+        self.assertNotRegex(self.fields["Maintainer"], r"root@|localhost")
+        self.assertRegex(self.fields["Maintainer"], r"^[^<>]+ <[^@<>\s]+@[^@<>\s]+\.[a-z]+>$")
+        summary, *extended = self.fields["Description"].splitlines()
+        self.assertTrue(summary.strip())
+        self.assertGreaterEqual(len(extended), 8)
+        self.assertIn(".", [line.strip() for line in extended])
+
+    def test_lintian_reports_no_errors(self):
+        if not shutil.which("lintian"):
+            self.skipTest("lintian is not installed (scripts/install-deps.sh installs it)")
+        p = run(["lintian", "--tag-display-limit", "0", "--pedantic", self.deb], check=False)
+        tags = [line for line in p.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
+        errors = [t for t in tags if t.startswith("E: ")]
+        self.assertEqual(errors, [], p.stdout)
+        # lintian exits 1 only for errors (its default --fail-on error).
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # Nothing about the binary, the man page, the copyright or the changelog either.
+        for t in tags:
+            self.assertNotRegex(t, r"unstripped|hardening|manpage|copyright|changelog|description|contact", t)
+
+    def test_binary_is_stripped_and_hardened(self):
+        binary = self.path("usr/sbin/mailward")
+        sections = run(["readelf", "-S", "-W", binary]).stdout
+        for s in (".symtab", ".debug_info", ".comment"):
+            self.assertNotIn(s, sections)
+        header = run(["readelf", "-h", binary]).stdout
+        self.assertRegex(header, r"Type:\s+DYN")  # PIE
+        dynamic = run(["readelf", "-d", "-W", binary]).stdout
+        self.assertRegex(dynamic, r"\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags:.*\bNOW\b")
+        self.assertRegex(dynamic, r"\(FLAGS_1\)\s+Flags:.*\bPIE\b")
+        self.assertIn("GNU_RELRO", run(["readelf", "-l", "-W", binary]).stdout)
+        syms = run(["readelf", "--dyn-syms", "-W", binary]).stdout
+        self.assertIn("__stack_chk_fail", syms)
+        fortified = set(re.findall(r"\b(__\w+_chk)\b", syms)) - {"__stack_chk_fail"}
+        self.assertGreaterEqual(len(fortified), 2, fortified)  # _FORTIFY_SOURCE's checked calls
+        # Stripped, it still runs.
+        self.assertRegex(run([binary, "--version"]).stdout, r"^mailward \d+\.\d+\.\d+")
+
+    def test_man_page(self):
+        gz = self.path("usr/share/man/man8/mailward.8.gz")
+        with open(gz, "rb") as f:
+            head = f.read(10)
+        # gzip -9n: no file name and no time stamp in the header (a reproducible package).
+        self.assertEqual(head[:2], b"\x1f\x8b")
+        self.assertEqual(head[3] & 0x08, 0, "FNAME set")
+        self.assertEqual(head[4:8], b"\0\0\0\0", "MTIME set")
+        with gzip.open(gz, "rt") as f:
+            troff = f.read()
+        with open(os.path.join(SOURCE, "doc", "mailward.8")) as f:
+            self.assertEqual(troff, f.read())
+        sec = man_sections(troff)
+        for title in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS", "POLICY FORMAT", "EXIT STATUS",
+                      "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"):
+            self.assertIn(title, sec)
+        for code in ("0", "1", "2", "3"):
+            self.assertRegex(sec["EXIT STATUS"], rf"(?m)^\.TP\n\.B {code}\n")
+        self.assertIn("MAILWARD_TIMING", sec["ENVIRONMENT"])
+        self.assertNotIn("MAILWARD_TEST_FAULT", troff)
+        for f in ("/etc/mailward/policy.yaml", "/var/lib/mailward", "mailward\\-check.timer",
+                  "mailward\\-apply.service", "/usr/share/mailward/policies"):
+            self.assertIn(f, sec["FILES"])
+        self.assertRegex(sec["EXAMPLES"], r"mailward apply \\-\\-confirm \d+")
+        # Every command of --help has its entry, and so has every key the policy loader accepts.
+        for cmd in help_subcommands(self.path("usr/sbin/mailward")):
+            self.assertRegex(sec["COMMANDS"], rf"(?m)^\.B {cmd}\b", cmd)
+        for key in ("version", "backend", "allowlists", "ports", "state", "allow", "action", "rate_limit",
+                    "port", "file", "tls", "min_days_left", "min_version", "dovecot", "config", "ignore"):
+            self.assertIn(key + ":", sec["POLICY FORMAT"], key)
+        # man renders it without a warning, and mandb can index it.
+        env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8")
+        p = run(["man", "--warnings", "-l", gz], env=env)
+        self.assertEqual(p.stderr, "")
+        self.assertIn("EXIT STATUS", p.stdout)
+        self.assertIn("mailward - keep the mail ports", run(["lexgrog", gz]).stdout)
+
+    def test_copyright_and_changelog(self):
+        with open(self.path("usr/share/doc/mailward/copyright")) as f:
+            copyright = f.read()
+        self.assertTrue(copyright.startswith(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"))
+        self.assertRegex(copyright, r"(?m)^Files: \*\nCopyright: .+\nLicense: Expat$")
+        self.assertRegex(copyright, r"(?m)^License: Expat\n Permission is hereby granted")
+        with gzip.open(self.path("usr/share/doc/mailward/changelog.Debian.gz"), "rt") as f:
+            first = f.readline()
+        # The top entry is the package's version.
+        self.assertEqual(first.split()[:2], ["mailward", f"({self.fields['Version']})"])
+        if shutil.which("dpkg-parsechangelog"):
+            out = run(["dpkg-parsechangelog", "-l", self.path("usr/share/doc/mailward/changelog.Debian.gz"),
+                       "-S", "Version"], check=False)
+            if out.returncode == 0:  # needs the file uncompressed on some dpkg versions
+                self.assertEqual(out.stdout.strip(), self.fields["Version"])
+
+
+def complete(words, script=os.path.join(SOURCE, "completions", "mailward.bash"), cwd=None):
+    """COMPREPLY of the completion function for the command line `words` (the last one is the
+    word being completed), from a real bash that sourced the script."""
+    quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
+    p = run(["bash", "--norc", "--noprofile", "-c",
+             f"source '{script}' && COMP_WORDS=({quoted}) && COMP_CWORD={len(words) - 1} && "
+             "COMP_LINE=\"${COMP_WORDS[*]}\" && COMP_POINT=${#COMP_LINE} && _mailward && "
+             "printf '%s\\n' \"${COMPREPLY[@]}\""], cwd=cwd)
+    return [w for w in p.stdout.split("\n") if w]
+
+
+class Completion(unittest.TestCase):
+    """bash completion, sourced in bash and called as bash calls it."""
+
+    def test_commands_and_options(self):
+        self.assertEqual(complete(["mailward", "ap"]), ["apply"])
+        every = complete(["mailward", ""])
+        for cmd in help_subcommands(MAILWARD) + ["remove"]:
+            self.assertIn(cmd, every)
+        for opt in ("--policy", "--backend", "--state-dir", "--format", "--quiet", "--verbose", "--lock-timeout",
+                    "--help", "--version"):
+            self.assertIn(opt, every)
+        self.assertEqual(set(complete(["mailward", "apply", "--"])) >= {"--confirm", "--auto-confirm", "--force",
+                                                                        "--no-probe", "--policy"}, True)
+        self.assertIn("--no-probe", complete(["mailward", "check", "--"]))
+        self.assertEqual(set(complete(["mailward", "rollback", "--"])) >= {"--to", "--dry-run"}, True)
+        self.assertIn("--dry-run", complete(["mailward", "remove", "--"]))
+        self.assertEqual(complete(["mailward", "audit", ""]), ["dovecot"])
+        self.assertIn("--fix", complete(["mailward", "audit", "dovecot", "--"]))
+        self.assertEqual(set(complete(["mailward", "probe", "--"])) >= {"--source", "--timeout", "--deadline"}, True)
+        # A value is not taken for the command: `--policy plan` is a file named plan.
+        self.assertIn("validate", complete(["mailward", "--policy", "plan", ""]))
+        self.assertIn("--to", complete(["mailward", "--state-dir", "/tmp", "rollback", "--"]))
+
+    def test_values(self):
+        self.assertEqual(complete(["mailward", "--format", ""]), ["text", "json"])
+        self.assertEqual(complete(["mailward", "--format", "=", "j"]), ["json"])  # --format=j
+        self.assertEqual(complete(["mailward", "--backend", ""]), ["auto", "nftables", "iptables", "ufw"])
+        self.assertEqual(complete(["mailward", "check", "--fail-on", "m"]), ["medium"])
+        for words in (["mailward", "apply", "--confirm", ""], ["mailward", "probe", "--timeout", ""],
+                      ["mailward", "probe", "--deadline", ""], ["mailward", "--lock-timeout", ""]):
+            values = complete(words)
+            self.assertTrue(values, words)
+            self.assertTrue(all(v.isdigit() for v in values), (words, values))
+        self.assertIn("60", complete(["mailward", "apply", "--confirm", ""]))
+        # --source: this host's own addresses (probes leave from one of them).
+        sources = complete(["mailward", "probe", "--source", ""])
+        self.assertIn("127.0.0.1", sources)
+        self.assertIn("::1", sources)
+        self.assertTrue(all("/" not in a for a in sources), sources)
+        self.assertIn("lo", complete(["mailward", "explain", "143", "--iif", ""]))
+        self.assertEqual(complete(["mailward", "explain", "99"]), ["993", "995"])
+
+    def test_files_directories_and_snapshot_ids(self):
+        with tempfile.TemporaryDirectory(prefix="mwcomp") as d:
+            os.makedirs(os.path.join(d, "policy.d"))
+            os.makedirs(os.path.join(d, "state", "snapshots"))
+            for f in ("policy.yaml", "state/snapshots/00000000000000000007.snap",
+                      "state/snapshots/00000000000000000012.snap", "state/snapshots/00000000000000000012.elements"):
+                open(os.path.join(d, f), "w").close()
+            self.assertEqual(sorted(complete(["mailward", "--policy", f"{d}/pol"])),
+                             [f"{d}/policy.d", f"{d}/policy.yaml"])
+            self.assertEqual(complete(["mailward", "--policy", "=", f"{d}/policy.y"]), [f"{d}/policy.yaml"])
+            self.assertEqual(complete(["mailward", "init", "-o", "pol"], cwd=d), ["policy.d", "policy.yaml"])
+            self.assertEqual(complete(["mailward", "--state-dir", f"{d}/"]), [f"{d}/policy.d", f"{d}/state"])
+            self.assertEqual(sorted(complete(["mailward", "--state-dir", f"{d}/state", "rollback", "--to", ""])),
+                             ["12", "7"])
+
+    def test_filenames_option_in_an_interactive_bash(self):
+        # -o filenames is only visible through readline: a directory completes with its slash.
+        import pty
+        import select
+        with tempfile.TemporaryDirectory(prefix="mwcomp") as d:
+            os.makedirs(os.path.join(d, "policy.d"))
+            rc = os.path.join(d, "rc")
+            with open(rc, "w") as f:
+                f.write(f"source {SOURCE}/completions/mailward.bash\nPS1='$ '\n")
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.chdir(d)
+                os.execvpe("bash", ["bash", "--noprofile", "--rcfile", rc, "-i"],
+                           dict(os.environ, TERM="dumb", INPUTRC="/dev/null"))
+            out = b""
+            try:
+                os.write(fd, b"mailward --policy polic\t")
+                deadline = time.monotonic() + 20
+                while b"policy.d/" not in out and time.monotonic() < deadline:
+                    r, _, _ = select.select([fd], [], [], 0.5)
+                    if r:
+                        try:
+                            out += os.read(fd, 4096)
+                        except OSError:
+                            break
+            finally:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                os.close(fd)
+            self.assertIn(b"policy.d/", out)
 
 
 TLS_SERVER = """
