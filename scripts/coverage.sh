@@ -13,6 +13,6 @@ find build-coverage -name '*.gcda' -delete
 ctest --test-dir build-coverage -L unit -j"$jobs" --output-on-failure >build-coverage/ctest.log ||
   { tail -50 build-coverage/ctest.log; echo "unit tests failed (coverage below is of what ran)"; }
 echo "== line coverage of src/ by the unit tests (ctest -L unit)"
-gcovr -r . --filter 'src/' build-coverage --print-summary -s -o /dev/null | grep -E '^(lines|functions):'
+gcovr -r . --filter "src/" build-coverage --print-summary -o build-coverage/coverage.txt | grep -E '^(lines|functions):'
 echo "== per file (backends)"
 gcovr -r . --filter 'src/backend/' build-coverage | sed -n '/^File/,$p' | grep -v '^-*$'
