@@ -201,7 +201,7 @@ Result<bool> DeleteEmptyNftTable(int f, int t) {
 /// the programs run while it is held, so the restore programs of an apply that was killed keep
 /// it held until they exit: the journal is only ever replayed once nothing of that apply runs.
 Result<std::unique_ptr<sys::FileLock>> LockJournal(sys::Env& env, const std::string& path, double timeout_s) {
-  auto lock = sys::LockFile(env, path, timeout_s, 20, sys::LockInherit::kByChildren,
+  auto lock = env.LockFile(path, timeout_s, 20, sys::LockInherit::kByChildren,
                             "an iptables apply is still in progress (" + path + " held for more than " +
                                 std::to_string(static_cast<int>(timeout_s)) +
                                 " s, by mailward or by the iptables-restore or ipset programs of "

@@ -65,6 +65,23 @@ class PosixEnv : public Env {
     }
     return std::unique_ptr<FileLock>(std::make_unique<FdLock>(fd));
   }
+  /// One descriptor for the whole wait (others see who waits on the lock, in /proc/PID/fd).
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, double timeout_s, int poll_ms,
+                                             LockInherit inherit, const std::string& busy_message) override {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);
+    if (fd < 0)
+      return Status::Io(std::string(std::strerror(errno)) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
+    const int64_t deadline = MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (MonotonicMs() >= deadline) {
+        close(fd);
+        return Status::Error(Code::kBusy, busy_message);
+      }
+      SleepMs(poll_ms);
+    }
+    return std::unique_ptr<FileLock>(std::make_unique<FdLock>(fd));
+  }
   ProcessResult Run(const std::vector<std::string>& argv, const std::string& input) override {
     if (auto injected = InjectedRunFailure(argv)) {
       ProcessResult r;
@@ -98,14 +115,14 @@ Env& RealEnv() {
   return *env;
 }
 
-Result<std::unique_ptr<FileLock>> LockFile(Env& env, const std::string& path, double timeout_s, int poll_ms,
-                                           LockInherit inherit, const std::string& busy_message) {
-  const int64_t deadline = env.MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);
+Result<std::unique_ptr<FileLock>> Env::LockFile(const std::string& path, double timeout_s, int poll_ms,
+                                                LockInherit inherit, const std::string& busy_message) {
+  const int64_t deadline = MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);
   for (;;) {
-    auto lock = env.TryLock(path, inherit);
+    auto lock = TryLock(path, inherit);
     if (!lock.ok() || *lock) return lock;
-    if (env.MonotonicMs() >= deadline) return Status::Error(Code::kBusy, busy_message);
-    env.SleepMs(poll_ms);
+    if (MonotonicMs() >= deadline) return Status::Error(Code::kBusy, busy_message);
+    SleepMs(poll_ms);
   }
 }
 

@@ -56,6 +56,12 @@ class Env {
   /// a handle; nullptr when another holds it; an error (Code::kIo) when it cannot be opened.
   virtual Result<std::unique_ptr<FileLock>> TryLock(const std::string& path, LockInherit inherit) = 0;
 
+  /// Takes the exclusive lock on `path`, waiting (polling every `poll_ms`) up to `timeout_s`
+  /// seconds (0: one try). Code::kBusy with `busy_message` when it stays held; Code::kIo when
+  /// it cannot be opened. The default polls TryLock; RealEnv keeps one descriptor for the wait.
+  virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, double timeout_s, int poll_ms,
+                                                     LockInherit inherit, const std::string& busy_message);
+
   // --- Processes ---
   /// Runs argv[0] (looked up in PATH) with `input` on stdin; never through a shell.
   virtual ProcessResult Run(const std::vector<std::string>& argv, const std::string& input = "") = 0;
@@ -74,10 +80,5 @@ class Env {
 
 /// The process's real operating system. Lives as long as the program.
 Env& RealEnv();
-
-/// Takes the exclusive lock on `path`, polling every `poll_ms` for up to `timeout_s` seconds
-/// (0: one try). Code::kBusy with `busy_message` when it stays held; the open error otherwise.
-Result<std::unique_ptr<FileLock>> LockFile(Env& env, const std::string& path, double timeout_s, int poll_ms,
-                                           LockInherit inherit, const std::string& busy_message);
 
 }  // namespace mw::sys
