@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+from bench_scale import shard_set
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAILWARD = os.environ.get("MAILWARD_BIN", os.path.join(HERE, "..", "build", "mailward"))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10,1000,10000,100000").split(",")]
@@ -99,8 +101,9 @@ def bench_size(n, tmp):
             edit_times.append((time.perf_counter() - t) * 1000)
             sh(pid, mw + ["apply"])
         r["edit_mailward"] = statistics.median(edit_times)
-        r["edit_nft"] = timed(pid, ["nft", "add", "element", "inet", "mailward", "allow_big_hosts_v4", "{", "192.0.2.78", "}"],
-                              setup=lambda: sh(pid, ["nft", "delete", "element", "inet", "mailward", "allow_big_hosts_v4",
+        target = shard_set("allow_big_hosts_v4", n, "192.0.2.78")  # the shard the address belongs in
+        r["edit_nft"] = timed(pid, ["nft", "add", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"],
+                              setup=lambda: sh(pid, ["nft", "delete", "element", "inet", "mailward", target,
                                                      "{", "192.0.2.78", "}"], check=False))
         return r
     finally:

@@ -288,6 +288,56 @@ TEST(Reach, MailwardsOwnNftablesChainBlocksTheDnatPathBeforeDocker) {
   EXPECT_TRUE(Judge(t, Host(), {claim}).violations.empty());
 }
 
+TEST(Reach, ShardedAllowlistIsEvaluatedShardByShard) {
+  // A host set over kHostsPerShard is written as shards, each behind a mask compare: a listed
+  // source reaches (through its own shard only), an unlisted or ordinary one is blocked.
+  Policy p;
+  PortPolicy imap;
+  imap.name = "imap";
+  imap.port = 143;
+  imap.state = PortState::kClosed;
+  imap.allow = {"big"};
+  p.ports.push_back(imap);
+  Allowlist big;
+  big.name = "big";
+  for (size_t i = 0; i < kHostsPerShard * 3; ++i)
+    big.entries.push_back(C("10." + std::to_string(i >> 16 & 255) + "." + std::to_string(i >> 8 & 255) + "." +
+                            std::to_string(i & 255)));
+  p.allowlists["big"] = big;
+  Ruleset rs = ShardHostSets(BuildRuleset(p));
+  std::vector<nft::RulePtr> owned;
+  NftChainIn chain;
+  chain.family = NFPROTO_INET;
+  chain.table = "mailward";
+  chain.name = "prerouting";
+  chain.base = true;
+  chain.hook = NF_INET_PRE_ROUTING;
+  chain.priority = -150;
+  for (const auto& r : rs.rules) {
+    owned.push_back(nft::BuildRule(r));
+    chain.rules.push_back(owned.back().get());
+  }
+  auto sets = std::make_shared<Sets>();
+  size_t shards = 0;
+  for (const auto& s : rs.sets) {
+    ++shards;
+    for (const auto& iv : s.intervals) sets->contents[s.spec.name].push_back({iv.start.b.begin(), iv.start.b.begin() + 4});
+  }
+  ASSERT_EQ(shards, 4u);
+  Topology t;
+  AddNftTables({chain}, sets, &t);
+  for (const char* listed : {"10.0.0.0", "10.0.0.1", "10.1.2.3", "10.1.127.255"})
+    EXPECT_EQ(Walk(t, V4(143, listed)).reach, Reach::kReaches) << listed;
+  for (const char* other : {"10.2.0.1", "203.0.113.7"}) {
+    Verdict v = Walk(t, V4(143, other));
+    EXPECT_EQ(v.reach, Reach::kBlocked) << other;
+    EXPECT_EQ(v.decided_by->rule, "tcp dport 143 ct state new drop");
+  }
+  EXPECT_EQ(Walk(t, V4(143)).reach, Reach::kBlocked);  // an ordinary source
+  PortClaim claim{143, "imap", false, {{"big", big.entries}}};
+  EXPECT_TRUE(Judge(t, Host(), {claim}).violations.empty());
+}
+
 }  // namespace
 }  // namespace mw::analysis
 

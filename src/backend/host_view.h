@@ -54,7 +54,8 @@ std::vector<analysis::PortClaim> ClaimsOf(const Policy& policy);
 std::vector<Conflict> ToConflicts(const analysis::Judgement& j);
 
 /// Implemented by the nftables backend: adds every active nftables table (except `skip`, the
-/// tables iptables-nft manages) to `topo`.
+/// tables iptables-nft manages) to `topo`. REQUIRES: `desired` and `plan` outlive `topo`
+/// (mailward's own set contents are looked up in place, not copied).
 Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements, const std::set<std::pair<uint32_t, std::string>>& skip,
                              analysis::Topology* topo, std::vector<std::shared_ptr<void>>* keep);
 

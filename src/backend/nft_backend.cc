@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -172,7 +173,9 @@ struct LiveState {
 class NftPlan : public BackendPlan {
  public:
   Plan plan;
-  const Ruleset* desired = nullptr;  ///< the caller's, alive until Apply returns
+  /// What the kernel gets: the caller's ruleset with its large host sets sharded.
+  std::shared_ptr<const Ruleset> sharded;
+  const Ruleset* desired = nullptr;  ///< == sharded.get()
   std::unique_ptr<LiveState> live;   ///< what the plan was made against
 };
 
@@ -185,7 +188,7 @@ class NftBackend : public Backend {
     MW_RETURN_IF_ERROR(EnsureSocket());
     auto live = ReadLive();
     if (!live.ok()) return live.status();
-    return MakePlan(desired, std::make_unique<LiveState>(std::move(live.value())), opts);
+    return MakePlan(Sharded(desired), std::make_unique<LiveState>(std::move(live.value())), opts);
   }
 
   Status Apply(const BackendPlan& bplan) override {
@@ -197,10 +200,14 @@ class NftBackend : public Backend {
       if (!p.live || !p.live->elements_from_cache_file) RememberElements(*p.desired, p.generation - 1);
       return Status::Ok();
     }
-    Batch batch(p.generation);
-    BuildBatch(p.plan, &batch);
-    batch.End();
-    Status sent = sock_->Send(batch);
+    Status sent;
+    {
+      // The batch (16 bytes an address) is gone before the element record is made.
+      Batch batch(p.generation);
+      BuildBatch(p.plan, &batch);
+      batch.End();
+      sent = sock_->Send(batch);
+    }
     if (!sent.ok()) {
       if (sent.code() != Code::kGenerationMoved && p.live && p.live->elements_from_cache) {
         // The plan trusted mailward's record of its sets and the kernel refused it: the record
@@ -248,6 +255,26 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
+  /// The sharded form of `desired` (ShardHostSets); kept while the caller plans the same
+  /// ruleset again (the verification read-back), so a million addresses are copied once.
+  std::shared_ptr<const Ruleset> Sharded(const Ruleset& desired) {
+    bool any = false;
+    for (const auto& s : desired.sets) any |= s.spec.kind == SetSpec::Kind::kAllowHosts && ShardBits(s.intervals.size()) > 0;
+    if (!any) return std::shared_ptr<const Ruleset>(&desired, [](const Ruleset*) {});  // the caller's, as it is
+    // The same object with the same shape (its address alone could be a new ruleset's).
+    std::vector<size_t> shape{desired.rules.size()};
+    for (const auto& s : desired.sets) shape.push_back(s.intervals.size());
+    if (sharded_of_ != &desired || shape != sharded_shape_ || !sharded_) {
+      sharded_.reset();
+      sharded_ = std::make_shared<const Ruleset>(ShardHostSets(desired));
+      sharded_of_ = &desired;
+      sharded_shape_ = std::move(shape);
+    }
+    return sharded_;
+  }
+  const Ruleset* sharded_of_ = nullptr;
+  std::vector<size_t> sharded_shape_;
+  std::shared_ptr<const Ruleset> sharded_;
   /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
   /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it, so a test
   /// can commit from another process before this one reads back.
@@ -263,7 +290,7 @@ class NftBackend : public Backend {
   Status ReadOnce(LiveState* st, ElementCache* cache);
   /// What RememberElements last wrote, so a verification read-back needs no file.
   std::optional<ElementCache> last_written_;
-  Result<std::unique_ptr<BackendPlan>> MakePlan(const Ruleset& desired, std::unique_ptr<LiveState> live,
+  Result<std::unique_ptr<BackendPlan>> MakePlan(std::shared_ptr<const Ruleset> desired, std::unique_ptr<LiveState> live,
                                                 const PlanOptions& opts);
   void BuildBatch(const mw::Plan& plan, Batch* batch);
 
@@ -493,24 +520,42 @@ std::string SetDetail(const SetSpec& s) {
   return t + "; flags dynamic,timeout; timeout " + std::to_string(s.timeout_ms / 1000) + "s; size " + std::to_string(s.size);
 }
 
-Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired,
+Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(std::shared_ptr<const Ruleset> desired_ptr,
                                                           std::unique_ptr<LiveState> live_ptr,
                                                           const PlanOptions& opts) {
+  const Ruleset& desired = *desired_ptr;
   LiveState& live = *live_ptr;
   std::vector<std::string> bodies;
   bodies.reserve(desired.rules.size());
   for (const auto& r : desired.rules) bodies.push_back(RenderBody(r));
   auto out = std::make_unique<NftPlan>();
   out->generation = live.generation;
-  out->desired = &desired;
+  out->sharded = std::move(desired_ptr);
+  out->desired = out->sharded.get();
   out->plan = Diff(desired, bodies, live.table);
   const mw::Plan& p = out->plan;
 
-  auto elements_change = [&](const std::string& op, const ElementChange& ec, const std::vector<Interval>& ivs) {
-    Change c{op, "elements", ec.set, "", ivs.size(), {}};
-    size_t n = opts.max_items == 0 ? ivs.size() : std::min(ivs.size(), opts.max_items);
-    for (size_t i = 0; i < n; ++i) c.items.push_back(FormatInterval(ec.family, ivs[i]));
-    c.detail = std::to_string(ivs.size()) + (ivs.size() == 1 ? " entry" : " entries");
+  // Element changes of a sharded set are shown as changes of the one set the policy names: the
+  // count of all its shards, the first items in address order.
+  auto elements_change = [&](const std::string& op, const std::string& set, Family family,
+                             const std::vector<const std::vector<Interval>*>& parts) {
+    size_t total = 0;
+    for (const auto* v : parts) total += v->size();
+    if (total == 0) return;
+    Change c{op, "elements", set, "", total, {}};
+    size_t n = opts.max_items == 0 ? total : std::min(total, opts.max_items);
+    if (parts.size() == 1) {
+      for (size_t i = 0; i < n; ++i) c.items.push_back(FormatInterval(family, (*parts[0])[i]));
+    } else {
+      std::vector<const Interval*> all;
+      all.reserve(total);
+      for (const auto* v : parts)
+        for (const auto& iv : *v) all.push_back(&iv);
+      auto less = [](const Interval* a, const Interval* b) { return *a < *b; };
+      std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(), less);
+      for (size_t i = 0; i < n; ++i) c.items.push_back(FormatInterval(family, *all[i]));
+    }
+    c.detail = std::to_string(total) + (total == 1 ? " entry" : " entries");
     out->changes.push_back(std::move(c));
   };
   if (!p.recreate_reason.empty())
@@ -524,9 +569,23 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(const Ruleset& desired
                             r.text.empty() ? r.body : r.text, 1, {}});
   for (const auto& s : p.delete_sets) out->changes.push_back({"delete", "set", s, "", 1, {}});
   for (const auto& s : p.create_sets) out->changes.push_back({"add", "set", s.name, SetDetail(s), 1, {}});
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<Family, std::vector<const ElementChange*>>> by_base;
   for (const auto& ec : p.elements) {
-    if (!ec.remove.empty()) elements_change("delete", ec, ec.remove);
-    if (!ec.add.empty()) elements_change("add", ec, ec.add);
+    std::string base = ShardBaseName(ec.set);
+    auto [it, fresh] = by_base.try_emplace(base, ec.family, std::vector<const ElementChange*>{});
+    if (fresh) order.push_back(base);
+    it->second.second.push_back(&ec);
+  }
+  for (const auto& base : order) {
+    const auto& [family, ecs] = by_base[base];
+    std::vector<const std::vector<Interval>*> removes, adds;
+    for (const auto* ec : ecs) {
+      if (!ec->remove.empty()) removes.push_back(&ec->remove);
+      if (!ec->add.empty()) adds.push_back(&ec->add);
+    }
+    elements_change("delete", base, family, removes);
+    elements_change("add", base, family, adds);
   }
   for (const auto& r : p.add_rules) out->changes.push_back({"add", "rule", r.spec.key, r.spec.Describe(), 1, {}});
 
@@ -618,6 +677,14 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
     nftnl_rule_free(rule);
   }
   // Removals before additions: an interval that is replaced by a wider one shares its start.
+  size_t element_bytes = 0;
+  for (const auto& ec : p.elements) {
+    size_t each = ec.kind == SetSpec::Kind::kAllowHosts ? ElementBytes(ec.family, false)
+                                                        : ElementBytes(ec.family, false) + ElementBytes(ec.family, true);
+    size_t n = ec.add.size() + ec.remove.size();
+    element_bytes += n * each + (n * each / kMaxAttrLen + 2) * (MaxElementMessageBytes(ec.set) - kMaxAttrLen + 64);
+  }
+  batch->Reserve(element_bytes);
   for (const auto& ec : p.elements)
     if (!ec.remove.empty())
       AddElementMessages(batch, NFT_MSG_DELSETELEM, ec.set, ec.family, IntervalsToElements(ec.remove, ec.kind), "delete");
@@ -943,7 +1010,9 @@ class LiveNftSets : public analysis::NftSets {
   struct Own {
     Family family;
     SetSpec::Kind kind;
-    std::vector<Interval> intervals;
+    /// The desired ruleset's or the live state's (both outlive the topology): a million
+    /// addresses are not copied.
+    const std::vector<Interval>* intervals;
   };
   std::map<std::string, Own> own;
   std::map<std::tuple<uint32_t, std::string, std::string>, LiveState::OtherSet> other;
@@ -965,8 +1034,10 @@ class LiveNftSets : public analysis::NftSets {
       if (it == own.end() || it->second.kind == SetSpec::Kind::kMeter) return hit;  // a meter: no entry yet
       Addr a{};
       std::memcpy(a.b.data(), key.data(), std::min<size_t>(key.size(), 16));
-      for (const auto& iv : it->second.intervals)
-        if (!(a < iv.start) && (iv.to_max || a < iv.end)) hit.found = true;
+      // Sorted and disjoint: the last interval starting at or below the address.
+      const auto& ivs = *it->second.intervals;
+      auto up = std::upper_bound(ivs.begin(), ivs.end(), a, [](const Addr& x, const Interval& iv) { return x < iv.start; });
+      if (up != ivs.begin() && (std::prev(up)->to_max || a < std::prev(up)->end)) hit.found = true;
       return hit;
     }
     auto info = other.find({family, table, set});
@@ -1114,10 +1185,10 @@ Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bo
     }
     chains.push_back(std::move(own));
     for (const auto& set : desired->sets)
-      sets->own[set.spec.name] = {set.spec.family, set.spec.kind, set.intervals};
+      sets->own[set.spec.name] = {set.spec.family, set.spec.kind, &set.intervals};
   } else {
     for (const auto& ls : live.table.sets)
-      sets->own[ls.spec.name] = {ls.spec.family, ls.spec.kind, ls.intervals};
+      sets->own[ls.spec.name] = {ls.spec.family, ls.spec.kind, &ls.intervals};
   }
   analysis::AddNftTables(chains, sets, topo);
   keep->push_back(ka);

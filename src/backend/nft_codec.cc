@@ -34,9 +34,9 @@ void Meta(nftnl_rule* r, uint32_t key) {
   AddExpr(r, e);
 }
 
-void Cmp(nftnl_rule* r, uint32_t op, const void* data, uint32_t len) {
+void Cmp(nftnl_rule* r, uint32_t op, const void* data, uint32_t len, uint32_t sreg = NFT_REG_1) {
   nftnl_expr* e = nftnl_expr_alloc("cmp");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, sreg);
   nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
   nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
   AddExpr(r, e);
@@ -111,6 +111,20 @@ RulePtr BuildRule(const RuleSpec& spec) {
   if (spec.family) NfProto(r, *spec.family);
   if (!spec.saddr_set.empty() && spec.family) {
     SourceAddr(r, *spec.family);
+    if (spec.shard_mask) {
+      // This rule's shard: (source & mask) == value, computed in register 2 so that register 1
+      // keeps the source for the lookup.
+      uint32_t len = static_cast<uint32_t>(AddrLen(*spec.family));
+      std::vector<uint8_t> zero(len, 0);
+      nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+      nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_2);
+      nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, len);
+      nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, spec.shard_mask->b.data(), len);
+      nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
+      AddExpr(r, bw);
+      Cmp(r, NFT_CMP_EQ, spec.shard_value.b.data(), len, NFT_REG_2);
+    }
     nftnl_expr* lk = nftnl_expr_alloc("lookup");
     nftnl_expr_set_u32(lk, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
     nftnl_expr_set_str(lk, NFTNL_EXPR_LOOKUP_SET, spec.saddr_set.c_str());

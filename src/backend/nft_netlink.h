@@ -24,6 +24,11 @@ class Batch {
   /// Reserves room for a message of at most `max_len` bytes and returns its header with
   /// sequence number set; `what` describes the change, for error messages.
   nlmsghdr* Add(uint16_t type, uint16_t family, uint16_t flags, size_t max_len, std::string what);
+  /// Makes room for `bytes` more bytes of messages at once (growing by doubling would hold
+  /// the old and the new buffer, three times the batch, while it copies).
+  void Reserve(size_t bytes) {
+    if (buf_.size() < used_ + bytes + 64) buf_.resize(used_ + bytes + 64);
+  }
   /// Closes the message returned by the last Add (its length is now final).
   void Commit(nlmsghdr* nlh);
   void End();

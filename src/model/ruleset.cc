@@ -110,6 +110,8 @@ std::string RuleSpec::Describe() const {
   if (port) add("tcp dport " + std::to_string(port));
   if (ct_new) add("ct state new");
   const char* saddr = family == Family::kV6 ? "ip6 saddr" : "ip saddr";
+  if (!saddr_set.empty() && shard_mask && family)
+    add(std::string(saddr) + " & " + FormatAddr(*family, *shard_mask) + " == " + FormatAddr(*family, shard_value));
   if (!saddr_set.empty()) add(std::string(saddr) + " @" + saddr_set);
   if (!meter_set.empty() && limit)
     add("update @" + meter_set + " { " + saddr + " limit rate over " + std::to_string(limit->count) + "/" +
@@ -226,6 +228,106 @@ Ruleset BuildRuleset(const Policy& policy) {
     rs.rules.push_back(r);
   }
   return rs;
+}
+
+namespace {
+/// The address bits shard bits go to, in order: bit j of a shard index sits at byte
+/// kShardBytes[j % n], bit j / n. IPv4: the last three octets; IPv6: the end of the interface
+/// identifier and of the /64 prefix, so lists of ::1 hosts and of one /64 both spread.
+constexpr uint8_t kShardBytesV4[] = {3, 2, 1};
+constexpr uint8_t kShardBytesV6[] = {15, 7, 14, 6};
+
+template <typename F>
+void ForShardBits(Family f, unsigned bits, F&& fn) {
+  const uint8_t* bytes = f == Family::kV4 ? kShardBytesV4 : kShardBytesV6;
+  unsigned n = f == Family::kV4 ? 3 : 4;
+  for (unsigned j = 0; j < bits; ++j) fn(j, bytes[j % n], static_cast<uint8_t>(1u << (j / n)));
+}
+}  // namespace
+
+unsigned ShardBits(size_t count) {
+  unsigned b = 0;
+  while (b < kMaxShardBits && count > (kHostsPerShard << b)) ++b;
+  return b;
+}
+
+Addr ShardMask(Family f, unsigned bits) {
+  Addr m;
+  ForShardBits(f, bits, [&](unsigned, uint8_t byte, uint8_t bit) { m.b[byte] |= bit; });
+  return m;
+}
+
+Addr ShardValue(Family f, unsigned bits, uint32_t index) {
+  Addr v;
+  ForShardBits(f, bits, [&](unsigned j, uint8_t byte, uint8_t bit) {
+    if (index & (1u << j)) v.b[byte] |= bit;
+  });
+  return v;
+}
+
+uint32_t ShardOf(Family f, unsigned bits, const Addr& a) {
+  uint32_t index = 0;
+  ForShardBits(f, bits, [&](unsigned j, uint8_t byte, uint8_t bit) {
+    if (a.b[byte] & bit) index |= 1u << j;
+  });
+  return index;
+}
+
+std::string ShardSetName(const std::string& name, uint32_t index) {
+  return name + "_s" + std::to_string(index);
+}
+
+std::string ShardBaseName(const std::string& name) {
+  size_t at = name.rfind("_s");
+  if (at == std::string::npos || at + 2 == name.size()) return name;
+  for (size_t i = at + 2; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return name;
+  return name.substr(0, at);
+}
+
+Ruleset ShardHostSets(const Ruleset& rs) {
+  Ruleset out;
+  out.open_ports = rs.open_ports;
+  struct Sharded {
+    Family family;
+    unsigned bits;
+  };
+  std::vector<std::pair<std::string, Sharded>> sharded;
+  for (const auto& s : rs.sets) {
+    unsigned bits = s.spec.kind == SetSpec::Kind::kAllowHosts ? ShardBits(s.intervals.size()) : 0;
+    if (bits == 0) {
+      out.sets.push_back(s);
+      continue;
+    }
+    sharded.push_back({s.spec.name, {s.spec.family, bits}});
+    size_t n = size_t{1} << bits, first = out.sets.size();
+    for (uint32_t i = 0; i < n; ++i) {
+      AddrSet shard;
+      shard.spec = s.spec;
+      shard.spec.name = ShardSetName(s.spec.name, i);
+      out.sets.push_back(std::move(shard));
+    }
+    // Hosts are sorted, so each shard's subsequence stays sorted (canonical).
+    for (const auto& iv : s.intervals) out.sets[first + ShardOf(s.spec.family, bits, iv.start)].intervals.push_back(iv);
+    for (size_t i = first; i < out.sets.size(); ++i) out.sets[i].spec.size = HostsCapacity(out.sets[i].intervals.size());
+  }
+  for (const auto& r : rs.rules) {
+    auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& x) { return x.first == r.saddr_set; });
+    if (r.saddr_set.empty() || it == sharded.end()) {
+      out.rules.push_back(r);
+      continue;
+    }
+    const Sharded& sh = it->second;
+    for (uint32_t i = 0; i < (1u << sh.bits); ++i) {
+      RuleSpec s = r;
+      s.key = r.key + ":s" + std::to_string(i);
+      s.saddr_set = ShardSetName(r.saddr_set, i);
+      s.shard_mask = ShardMask(sh.family, sh.bits);
+      s.shard_value = ShardValue(sh.family, sh.bits, i);
+      out.rules.push_back(std::move(s));
+    }
+  }
+  return out;
 }
 
 }  // namespace mw

@@ -47,6 +47,10 @@ struct RuleSpec {
   uint16_t port = 0;                 ///< 0: any port (only with loopback)
   std::optional<Family> family;      ///< match the network protocol
   std::string saddr_set;             ///< match the source address in this set
+  /// With saddr_set: match only sources whose address, masked, equals shard_value (the one
+  /// shard of a sharded allowlist this rule's set holds; see ShardHostSets).
+  std::optional<Addr> shard_mask;
+  Addr shard_value;
   bool ct_new = false;               ///< match new connections only
   std::string meter_set;             ///< update this meter set with the limit below
   std::optional<RateLimit> limit;    ///< with meter_set: matches sources over the limit
@@ -82,5 +86,32 @@ bool SetCompatible(const SetSpec& desired, const SetSpec& live, size_t count);
 
 /// Builds the desired ruleset of a valid policy. Pure.
 Ruleset BuildRuleset(const Policy& policy);
+
+/// Sharding of large host sets (nftables only; see doc/sharding.md). The kernel dumps a set
+/// in chunks and walks it from the start for each one, so reading a set of n elements costs
+/// O(n^2); split over k sets, each read costs (n/k)^2. Each shard holds the addresses whose
+/// masked bits (a few low bits of the last octets, spread so that lists clustered on one
+/// octet still spread) equal the shard's value; each packet does one set lookup.
+inline constexpr size_t kHostsPerShard = 32768;
+inline constexpr unsigned kMaxShardBits = 6;  ///< at most 64 shards
+
+/// How many bits of shard index a host set of `count` addresses gets: the smallest b with
+/// count <= kHostsPerShard * 2^b, at most kMaxShardBits.
+unsigned ShardBits(size_t count);
+/// The mask selecting `bits` shard bits of an address of the family.
+Addr ShardMask(Family f, unsigned bits);
+/// The masked value of shard `index` (the index's bits placed on the mask's bits).
+Addr ShardValue(Family f, unsigned bits, uint32_t index);
+/// The shard of an address.
+uint32_t ShardOf(Family f, unsigned bits, const Addr& a);
+/// The set name of shard `index` of host set `name`: name + "_s" + index. Allowlist set names
+/// end in _v4/_v6, so a shard name never equals one.
+std::string ShardSetName(const std::string& name, uint32_t index);
+/// The host set a shard set name belongs to, or `name` itself when it names no shard.
+std::string ShardBaseName(const std::string& name);
+
+/// `rs` with every host set over kHostsPerShard addresses replaced by its shards, and every
+/// rule matching it by one rule per shard (same place, key + ":s" + index). Pure.
+Ruleset ShardHostSets(const Ruleset& rs);
 
 }  // namespace mw
