@@ -12,6 +12,7 @@ pkgs=(
   docker.io busybox-static fail2ban firewalld dbus python3-nftables
   openssh-server
   python3-voluptuous  # ansible-test sanity --test validate-modules, offline (--local)
+  gcovr  # scripts/coverage.sh: line coverage of src/ by the unit tests
   prometheus  # promtool checks the metrics file (tests); its service is never started here
   lintian  # test_packaging: the .deb passes lintian with no errors
 )

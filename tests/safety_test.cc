@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "util/fs.h"
 
 namespace mw {
@@ -37,6 +37,18 @@ TEST(Safety, FindsSessionsFromEnvAndProc) {
   EXPECT_EQ(s[1].port, 22);
   EXPECT_TRUE(FindSshSessions(nullptr, {}).empty());
   EXPECT_TRUE(FindSshSessions("garbage", {}).empty());
+}
+
+TEST(Safety, MalformedProcRowsAreSkippedNotThrown) {
+  // /proc/net/tcp rows with addresses that are not hex: skipped, never an exception.
+  const char* bad =
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+      "   0: 016433C6:0016 ZZZZZZZZ:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2\n"
+      "   1: 016433C6:0016 0000000000000000FFFF0000X20200C0:9C40 01 00000000:00000000 00:00000000 00000000 0 0 3\n"
+      "   2: 016433C6:0016 320200C0:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4\n";
+  auto s = FindSshSessions(nullptr, {bad});
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].client, "192.0.2.50");
 }
 
 TEST(Safety, LockoutRefusedOnlyWhenTheSessionsPortIsClosedToTheClient) {

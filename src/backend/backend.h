@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/ruleset.h"
+#include "sys/env.h"
 #include "util/status.h"
 
 namespace mw {
@@ -112,6 +113,10 @@ class Backend {
 
 struct BackendConfig {
   std::string state_dir;
+  sys::Env* env = &sys::RealEnv();  ///< files, programs, clock (tests: a FakeEnv)
+  /// The iptables backend may read and delete iptables-nft's own nftables tables over netlink
+  /// (unit tests turn it off: they never touch a kernel).
+  bool netlink = true;
 };
 
 /// The nftables backend (netlink, libnftnl).

@@ -36,6 +36,7 @@
 #include "util/fs.h"
 #include "util/text.h"
 #include "util/hash.h"
+#include "sys/test_hooks.h"
 #include "util/process.h"
 #include "util/timing.h"
 
@@ -52,10 +53,9 @@ struct Tools {
   std::string ipset = "ipset";
 };
 
-Tools ChooseTools() {
+Tools ChooseTools(sys::Env& env) {
   Tools t;
-  const char* env = std::getenv("MAILWARD_IPTABLES");
-  std::string want = env ? env : "";
+  std::string want = env.GetEnv("MAILWARD_IPTABLES").value_or("");
   auto use = [&](const std::string& suffix) {
     t.variant = suffix;
     std::string mid = suffix.empty() ? "" : "-" + suffix;
@@ -70,9 +70,9 @@ Tools ChooseTools() {
   }
   use("");
   // iptables-nft warns when the host's rules live in the legacy tables: follow the host.
-  auto probe = RunProcess({t.save[0], "-t", "filter"});
+  auto probe = env.Run({t.save[0], "-t", "filter"});
   if (probe.ok() && (probe.out + probe.err).find("iptables-legacy tables present") != std::string::npos &&
-      HaveProgram("iptables-legacy-save"))
+      env.HaveProgram("iptables-legacy-save"))
     use("legacy");
   return t;
 }
@@ -107,16 +107,6 @@ struct Target {
   OwnState own[2];
   std::map<std::string, IpsetSpec> ipsets;
 };
-
-/// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
-/// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it.
-void PauseAfterCommitForTests(const std::string& state_dir) {
-  const char* fault = std::getenv("MAILWARD_TEST_FAULT");
-  if (!fault || std::string(fault) != "pause-after-commit" || state_dir.empty()) return;
-  std::string flag = state_dir + "/paused-after-commit";
-  if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
-  for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
-}
 
 uint8_t NfProto(int f) { return f == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
 
@@ -207,32 +197,19 @@ Result<bool> DeleteEmptyNftTable(int f, int t) {
   return true;
 }
 
-/// An exclusive lock on the journal of the iptables backend. Its descriptor is inherited by
+/// The exclusive lock on the journal of the iptables backend. Its descriptor is inherited by
 /// the programs run while it is held, so the restore programs of an apply that was killed keep
 /// it held until they exit: the journal is only ever replayed once nothing of that apply runs.
-class JournalLock {
- public:
-  ~JournalLock() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Status Acquire(const std::string& path, double timeout_s) {
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW, 0600);  // no O_CLOEXEC: see above
-    if (fd_ < 0) return Status::Io(path + ": cannot open the journal lock: " + std::strerror(errno));
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (std::chrono::steady_clock::now() >= deadline)
-        return Status::Error(Code::kBusy, "an iptables apply is still in progress (" + path + " held for more than " +
-                                              std::to_string(static_cast<int>(timeout_s)) +
-                                              " s, by mailward or by the iptables-restore or ipset programs of "
-                                              "an apply that was killed); try again when they are done");
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return Status::Ok();
-  }
-
- private:
-  int fd_ = -1;
-};
+Result<std::unique_ptr<sys::FileLock>> LockJournal(sys::Env& env, const std::string& path, double timeout_s) {
+  auto lock = env.LockFile(path, timeout_s, 20, sys::LockInherit::kByChildren,
+                            "an iptables apply is still in progress (" + path + " held for more than " +
+                                std::to_string(static_cast<int>(timeout_s)) +
+                                " s, by mailward or by the iptables-restore or ipset programs of "
+                                "an apply that was killed); try again when they are done");
+  if (!lock.ok() && lock.status().code() == Code::kIo)
+    return Status::Io(path + ": cannot open the journal lock: " + lock.status().message());
+  return lock;
+}
 
 /// A snapshot parsed: mailward's objects per family and table, its ipsets, and which of
 /// iptables-nft's nftables tables existed.
@@ -253,7 +230,7 @@ class IptPlan : public BackendPlan {
 
 class IptablesBackend : public Backend {
  public:
-  explicit IptablesBackend(const BackendConfig& cfg) : cfg_(cfg), tools_(ChooseTools()) {}
+  explicit IptablesBackend(const BackendConfig& cfg) : cfg_(cfg), env_(*cfg.env), tools_(ChooseTools(env_)) {}
   std::string name() const override { return "iptables"; }
 
   Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) override {
@@ -291,8 +268,8 @@ class IptablesBackend : public Backend {
     const auto& plan = static_cast<const IptPlan&>(base);
     if (plan.changes.empty()) return Status::Ok();
     if (cfg_.state_dir.empty()) return ApplyLocked(plan, nullptr);
-    JournalLock lock;
-    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    auto lock = LockJournal(env_, JournalLockPath(), kJournalWait);
+    if (!lock.ok()) return lock.status();
     // An interrupted apply found now moves the generation, so the caller plans again.
     MW_RETURN_IF_ERROR(RecoverLocked());
     auto journal = TakeSnapshot(plan);
@@ -301,7 +278,7 @@ class IptablesBackend : public Backend {
     // What this commit made, so a failed read-back can tell it from someone else's later one.
     auto after = ReadLive(false);
     committed_generation_ = after.ok() ? std::optional<uint32_t>(after->generation) : std::nullopt;
-    PauseAfterCommitForTests(cfg_.state_dir);
+    sys::AfterCommitHook(cfg_.state_dir);
     return Status::Ok();
   }
 
@@ -365,8 +342,8 @@ class IptablesBackend : public Backend {
   Status Restore(const std::string& bytes, const std::string&) override {
     if (!IsSnapshot(bytes)) return Status::Invalid("this snapshot was not made by the iptables backend");
     if (cfg_.state_dir.empty()) return RestoreLocked(bytes, true);
-    JournalLock lock;
-    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    auto lock = LockJournal(env_, JournalLockPath(), kJournalWait);
+    if (!lock.ok()) return lock.status();
     MW_RETURN_IF_ERROR(RecoverLocked());
     return RestoreLocked(bytes, true);
   }
@@ -387,16 +364,16 @@ class IptablesBackend : public Backend {
   /// running any more) is put back to the state it started from, so the firewall is never left
   /// with IPv4 on one policy and IPv6 on another, nor with half-filled ipsets.
   Status Recover() {
-    if (cfg_.state_dir.empty() || !Exists(JournalPath())) return Status::Ok();
-    JournalLock lock;
-    MW_RETURN_IF_ERROR(lock.Acquire(JournalLockPath(), kJournalWait));
+    if (cfg_.state_dir.empty() || !env_.Exists(JournalPath())) return Status::Ok();
+    auto lock = LockJournal(env_, JournalLockPath(), kJournalWait);
+    if (!lock.ok()) return lock.status();
     return RecoverLocked();
   }
 
   Status RecoverLocked() {
     std::string path = JournalPath();
-    if (!Exists(path)) return Status::Ok();
-    auto j = ReadFile(path);
+    if (!env_.Exists(path)) return Status::Ok();
+    auto j = env_.ReadFile(path);
     if (!j.ok()) return j.status().WithContext("the journal of an interrupted iptables apply");
     if (!IsSnapshot(*j))
       return Status::Error(Code::kFirewall, path + " is not a journal of mailward's iptables backend; move it away to go on");
@@ -405,8 +382,7 @@ class IptablesBackend : public Backend {
     if (!s.ok())
       return Status::Error(s.code(), "an apply was interrupted part-way and putting back the state before it failed: " +
                                          s.message() + " (journal " + path + "; the next run tries again)");
-    if (unlink(path.c_str()) != 0 && errno != ENOENT)
-      return Status::Io(path + ": cannot remove the journal: " + std::strerror(errno));
+    if (Status rm = env_.RemoveFile(path); !rm.ok()) return rm.WithContext("cannot remove the journal");
     recovered_ = true;
     return Status::Ok();
   }
@@ -490,7 +466,7 @@ class IptablesBackend : public Backend {
   /// iptables-nft creates its `filter`, `mangle` and `nat` tables on first use; where the
   /// snapshot had none, the (now empty) table goes too, so the host is exactly as it was.
   void RemoveCreatedTables(const std::optional<bool> (&had)[2][kTableCount]) {
-    if (tools_.variant == "legacy") return;
+    if (tools_.variant == "legacy" || !cfg_.netlink) return;
     for (int f = 0; f < 2; ++f)
       for (int tb = 0; tb < kTableCount; ++tb)
         if (had[f][tb] && !*had[f][tb]) (void)DeleteEmptyNftTable(f, tb);
@@ -511,33 +487,26 @@ class IptablesBackend : public Backend {
     }
     if (journal) {
       Phase p("write journal");
-      MW_RETURN_IF_ERROR(WriteFileAtomic(JournalPath(), *journal, Durability::kFsync)
+      MW_RETURN_IF_ERROR(env_.WriteFileAtomic(JournalPath(), *journal, Durability::kFsync)
                              .WithContext("cannot write the apply journal, nothing was applied"));
     }
     auto done = [&] {
-      if (journal) unlink(JournalPath().c_str());
+      if (journal) (void)env_.RemoveFile(JournalPath());
     };
     if (!plan.ipset_script.empty()) {
       Phase p("ipset restore");
-      auto r = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_script);
+      auto r = env_.Run({tools_.ipset, "-exist", "restore"}, plan.ipset_script);
       if (!r.ok()) {
-        auto u = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
+        auto u = env_.Run({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
         if (u.ok()) done();
         return Status::Error(Code::kFirewall, "ipset restore failed: " + r.Message() +
                                                   (u.ok() ? "; nothing was applied" : "; undoing it failed too: " + u.Message()));
       }
     }
-    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
     for (int f = 0; f < 2; ++f) {
       if (plan.restore[f].empty()) continue;
       Phase p(f == 0 ? "iptables-restore" : "ip6tables-restore");
-      ProcessResult r;
-      if (f == 1 && fault && std::string(fault) == "ip6tables-restore") {
-        r.status = 1;
-        r.err = "injected failure (MAILWARD_TEST_FAULT=ip6tables-restore)";
-      } else {
-        r = RunProcess({tools_.restore[f], "--noflush"}, plan.restore[f]);
-      }
+      ProcessResult r = env_.Run({tools_.restore[f], "--noflush"}, plan.restore[f]);
       if (!r.ok()) {
         // Undo what went in: the families already restored, then the ipsets.
         std::string undo_errors;
@@ -545,17 +514,17 @@ class IptablesBackend : public Backend {
         if (auto now = ReadLive(false); now.ok() && now->fam[f].available) {
           std::string back = RestoreScript(now->fam[f].Own(), plan.live.fam[f].Own());
           if (!back.empty()) {
-            auto u = RunProcess({tools_.restore[f], "--noflush"}, back);
+            auto u = env_.Run({tools_.restore[f], "--noflush"}, back);
             if (!u.ok()) undo_errors += "; undoing " + tools_.restore[f] + " failed too: " + u.Message();
           }
         }
         for (int g = f - 1; g >= 0; --g)
           if (!plan.undo[g].empty()) {
-            auto u = RunProcess({tools_.restore[g], "--noflush"}, plan.undo[g]);
+            auto u = env_.Run({tools_.restore[g], "--noflush"}, plan.undo[g]);
             if (!u.ok()) undo_errors += "; undoing " + tools_.restore[g] + " failed too: " + u.Message();
           }
         if (!plan.ipset_undo.empty()) {
-          auto u = RunProcess({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
+          auto u = env_.Run({tools_.ipset, "-exist", "restore"}, plan.ipset_undo);
           if (!u.ok()) undo_errors += "; undoing the ipset changes failed too: " + u.Message();
         }
         if (undo_errors.empty()) {
@@ -570,7 +539,7 @@ class IptablesBackend : public Backend {
       }
     }
     for (const auto& name : plan.destroy) {
-      auto r = RunProcess({tools_.ipset, "destroy", name});
+      auto r = env_.Run({tools_.ipset, "destroy", name});
       if (!r.ok()) {
         done();  // the rules are all in: a set left over is drift the next apply removes
         return Status::Error(Code::kFirewall, "the rules were applied, but the unused ipset " + name +
@@ -587,7 +556,7 @@ class IptablesBackend : public Backend {
     for (int f = 0; f < 2; ++f) {
       // Every table at once (mailward's chains are in filter, mangle and nat); tables that
       // were never used are not listed, and reading does not create them.
-      auto r = RunProcess({tools_.save[f]});
+      auto r = env_.Run({tools_.save[f]});
       LiveFamily& fam = live.fam[f];
       if (!r.ok()) {
         if (f == 0)
@@ -606,7 +575,7 @@ class IptablesBackend : public Backend {
         for (const char* c : {"INPUT", "FORWARD", "OUTPUT"}) fam.table.chains.push_back(SavedChain{c, "ACCEPT", {}});
       }
     }
-    if (with_entries && tools_.variant != "legacy") {
+    if (with_entries && tools_.variant != "legacy" && cfg_.netlink) {
       auto sock = nft::Socket::Open();
       if (sock.ok())
         for (int f = 0; f < 2; ++f)
@@ -614,7 +583,7 @@ class IptablesBackend : public Backend {
             if (auto names = NftTableNames(**sock, f))
               for (int tb = 0; tb < kTableCount; ++tb) live.fam[f].nft_table[tb] = names->count(kTables[tb]) > 0;
     }
-    auto names = RunProcess({tools_.ipset, "list", "-t"});
+    auto names = env_.Run({tools_.ipset, "list", "-t"});
     if (names.status == 127) {  // no ipset: fine as long as no allowlist needs one
       live.ipset_missing = true;
       names.status = 0;
@@ -636,7 +605,7 @@ class IptablesBackend : public Backend {
     }
     if (with_entries)
       for (auto& [name, spec] : live.ipsets) {
-        auto r = RunProcess({tools_.ipset, "save", name});
+        auto r = env_.Run({tools_.ipset, "save", name});
         if (!r.ok()) return Status::Error(Code::kFirewall, "ipset save " + name + " failed: " + r.Message());
         auto parsed = ParseIpsetSave(r.out);
         if (parsed) spec = std::move(*parsed);
@@ -746,6 +715,7 @@ class IptablesBackend : public Backend {
   }
 
   BackendConfig cfg_;
+  sys::Env& env_;
   Tools tools_;
   bool recovered_ = false;  ///< this run put back an interrupted apply
   std::optional<uint32_t> committed_generation_;  ///< the state hash right after this run's Apply

@@ -41,20 +41,19 @@ struct Files {
   uint32_t Generation() const { return Fnv32(text[1] + '\0', Fnv32(text[0] + '\0')); }
 };
 
-Result<Files> ReadFiles() {
+Result<Files> ReadFiles(sys::Env& env) {
   Files out;
   for (int f = 0; f < 2; ++f) {
-    auto text = ReadFile(kFiles[f]);
+    auto text = env.ReadFile(kFiles[f]);
     if (!text.ok()) return text.status().WithContext("cannot read UFW's rules");
     out.text[f] = std::move(*text);
-    struct stat st;
-    if (stat(kFiles[f], &st) == 0) out.mode[f] = st.st_mode & 07777;
+    if (auto mode = env.FileMode(kFiles[f])) out.mode[f] = *mode;
   }
   return out;
 }
 
-bool ConfFlag(const std::string& path, const std::string& key) {
-  auto text = ReadFile(path);
+bool ConfFlag(sys::Env& env, const std::string& path, const std::string& key) {
+  auto text = env.ReadFile(path);
   if (!text.ok()) return false;
   std::istringstream in(*text);
   std::string line;
@@ -101,9 +100,9 @@ std::string PreText(const ipt::OwnState& s) {
 }
 
 /// mailward's mangle and nat objects of both families, as they are now.
-bool ReadPre(ipt::OwnState out[2], bool have[2], ipt::SavedTable filter[2]) {
+bool ReadPre(sys::Env& env, ipt::OwnState out[2], bool have[2], ipt::SavedTable filter[2]) {
   for (int f = 0; f < 2; ++f) {
-    auto r = RunProcess({kSave[f]});
+    auto r = env.Run({kSave[f]});
     have[f] = r.ok();
     if (!r.ok()) continue;
     auto tables = ipt::ParseSaveAll(r.out);
@@ -115,20 +114,20 @@ bool ReadPre(ipt::OwnState out[2], bool have[2], ipt::SavedTable filter[2]) {
 
 class UfwBackend : public Backend {
  public:
-  explicit UfwBackend(const BackendConfig& cfg) : cfg_(cfg) {}
+  explicit UfwBackend(const BackendConfig& cfg) : cfg_(cfg), env_(*cfg.env) {}
   std::string name() const override { return "ufw"; }
 
   Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) override {
     Phase phase("plan ufw");
-    if (!HaveProgram("ufw")) return Status::Error(Code::kFirewall, "ufw is not installed (backend: ufw)");
+    if (!env_.HaveProgram("ufw")) return Status::Error(Code::kFirewall, "ufw is not installed (backend: ufw)");
     auto plan = std::make_unique<UfwPlan>();
-    plan->active = ConfFlag("/etc/ufw/ufw.conf", "ENABLED");
-    bool ipv6 = ConfFlag("/etc/default/ufw", "IPV6");
+    plan->active = ConfFlag(env_, "/etc/ufw/ufw.conf", "ENABLED");
+    bool ipv6 = ConfFlag(env_, "/etc/default/ufw", "IPV6");
     if (!plan->active)
       plan->notes.push_back("UFW is not active: the rules are written to its files and take effect when UFW is enabled "
                             "(`ufw enable`); mailward's mangle and nat chains act at once");
     if (!ipv6) plan->notes.push_back("UFW has IPV6=no in /etc/default/ufw: its IPv6 rules (user6.rules) are not loaded");
-    auto files = ReadFiles();
+    auto files = ReadFiles(env_);
     if (!files.ok()) return files.status();
     for (int f = 0; f < 2; ++f) {
       auto parsed = ParseUserRules(files->text[f], kFiles[f]);
@@ -143,7 +142,7 @@ class UfwBackend : public Backend {
 
     std::vector<std::string> loaded[2];
     ipt::SavedTable kernel[2];
-    ReadPre(plan->pre_live, plan->have_family, kernel);
+    ReadPre(env_, plan->pre_live, plan->have_family, kernel);
     for (int f = 0; f < 2; ++f)
       if (const auto* c = kernel[f].Find(kInputChain[f])) loaded[f] = c->rules;
     plan->generation = Fnv32(PreText(plan->pre_live[0]) + PreText(plan->pre_live[1]), files->Generation());
@@ -225,11 +224,11 @@ class UfwBackend : public Backend {
   Status Apply(const BackendPlan& base) override {
     const auto& plan = static_cast<const UfwPlan&>(base);
     if (plan.changes.empty()) return Status::Ok();
-    auto now = ReadFiles();
+    auto now = ReadFiles(env_);
     if (!now.ok()) return now.status();
     ipt::OwnState pre_now[2];
     bool have[2];
-    ReadPre(pre_now, have, nullptr);
+    ReadPre(env_, pre_now, have, nullptr);
     if (Fnv32(PreText(pre_now[0]) + PreText(pre_now[1]), now->Generation()) != plan.generation)
       return Status::Error(Code::kGenerationMoved,
                            "UFW's rules files or mailward's mangle and nat chains changed since the plan was made; "
@@ -280,7 +279,7 @@ class UfwBackend : public Backend {
     std::string files[2];
     ipt::OwnState want[2];
     MW_RETURN_IF_ERROR(ParseSnapshot(bytes, files, want));
-    auto now = ReadFiles();
+    auto now = ReadFiles(env_);
     if (!now.ok()) return now.status();
     BackendPlan out;
     for (int f = 0; f < 2; ++f) {
@@ -295,7 +294,7 @@ class UfwBackend : public Backend {
     }
     ipt::OwnState pre_now[2];
     bool have[2];
-    ReadPre(pre_now, have, nullptr);
+    ReadPre(env_, pre_now, have, nullptr);
     for (int f = 0; f < 2; ++f) {
       if (!have[f]) continue;
       for (int t = 1; t < ipt::kTableCount; ++t)
@@ -313,8 +312,10 @@ class UfwBackend : public Backend {
     for (int f = 0; f < 2; ++f) {
       size_t nl = bytes.find('\n', pos);
       if (nl == std::string::npos) return Status::Io("a damaged UFW snapshot");
-      size_t len = std::strtoull(bytes.c_str() + pos, nullptr, 10);
-      if (nl + 1 + len > bytes.size()) return Status::Io("a damaged UFW snapshot");
+      char* end = nullptr;
+      size_t len = std::strtoull(bytes.c_str() + pos, &end, 10);
+      if (end == bytes.c_str() + pos || end != bytes.c_str() + nl || len > bytes.size() || nl + 1 + len > bytes.size())
+        return Status::Io("a damaged UFW snapshot");
       files[f] = bytes.substr(nl + 1, len);
       pos = nl + 1 + len;
     }
@@ -349,22 +350,22 @@ class UfwBackend : public Backend {
     std::string files[2];
     ipt::OwnState want[2];
     MW_RETURN_IF_ERROR(ParseSnapshot(bytes, files, want));
-    auto now = ReadFiles();
+    auto now = ReadFiles(env_);
     if (!now.ok()) return now.status();
     ipt::OwnState pre_now[2];
     bool have[2];
-    ReadPre(pre_now, have, nullptr);
+    ReadPre(env_, pre_now, have, nullptr);
     std::string fwd[2], back[2];
     for (int f = 0; f < 2; ++f) {
       if (!have[f]) continue;
       fwd[f] = ipt::RestoreScript(pre_now[f], want[f], kPreTables);
       back[f] = ipt::RestoreScript(want[f], pre_now[f], kPreTables);
     }
-    bool active = ConfFlag("/etc/ufw/ufw.conf", "ENABLED");
+    bool active = ConfFlag(env_, "/etc/ufw/ufw.conf", "ENABLED");
     Status s = WriteAndReload(now->text, files, now->mode[0], now->mode[1], active);
     if (!s.ok()) return s;
     s = RestorePre(fwd, back);
-    if (!s.ok()) WriteAndReload(files, now->text, now->mode[0], now->mode[1], active);
+    if (!s.ok()) (void)WriteAndReload(files, now->text, now->mode[0], now->mode[1], active);
     return s;
   }
 
@@ -397,17 +398,14 @@ class UfwBackend : public Backend {
   }
 
   /// Runs one iptables-restore --noflush per family; on a failure, the families done are undone.
-  static Status RestorePre(const std::string script[2], const std::string undo[2]) {
+  Status RestorePre(const std::string script[2], const std::string undo[2]) {
     Phase p("iptables-restore (mangle, nat)");
-    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
     for (int f = 0; f < 2; ++f) {
       if (script[f].empty()) continue;
-      ProcessResult r;
-      if (f == 1 && fault && std::string(fault) == "ip6tables-restore") r.err = "injected failure (MAILWARD_TEST_FAULT=ip6tables-restore)";
-      else r = RunProcess({kRestore[f], "--noflush"}, script[f]);
+      ProcessResult r = env_.Run({kRestore[f], "--noflush"}, script[f]);
       if (r.ok()) continue;
       for (int g = f - 1; g >= 0; --g)
-        if (!undo[g].empty()) RunProcess({kRestore[g], "--noflush"}, undo[g]);
+        if (!undo[g].empty()) env_.Run({kRestore[g], "--noflush"}, undo[g]);
       return Status::Error(Code::kFirewall, std::string(kRestore[f]) + " failed for mailward's mangle and nat chains: " + r.Message());
     }
     return Status::Ok();
@@ -419,28 +417,26 @@ class UfwBackend : public Backend {
       Phase p("write ufw files");
       for (int f = 0; f < 2; ++f) {
         if (next[f] == old[f]) continue;
-        Status s = WriteFileAtomic(kFiles[f], next[f], Durability::kFsync, modes[f]);
+        Status s = env_.WriteFileAtomic(kFiles[f], next[f], Durability::kFsync, modes[f]);
         if (!s.ok()) {
-          for (int g = 0; g < f; ++g) WriteFileAtomic(kFiles[g], old[g], Durability::kFsync, modes[g]);
+          for (int g = 0; g < f; ++g) (void)env_.WriteFileAtomic(kFiles[g], old[g], Durability::kFsync, modes[g]);
           return s.WithContext("cannot write UFW's rules; nothing was applied");
         }
       }
     }
     if (!active) return Status::Ok();
     Phase p("ufw reload");
-    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
-    ProcessResult r;
-    if (fault && std::string(fault) == "ufw-reload") r.err = "injected failure (MAILWARD_TEST_FAULT=ufw-reload)";
-    else r = RunProcess({"ufw", "reload"});
+    ProcessResult r = env_.Run({"ufw", "reload"});
     if (r.ok()) return Status::Ok();
-    for (int f = 0; f < 2; ++f) WriteFileAtomic(kFiles[f], old[f], Durability::kFsync, modes[f]);
-    auto again = RunProcess({"ufw", "reload"});
+    for (int f = 0; f < 2; ++f) (void)env_.WriteFileAtomic(kFiles[f], old[f], Durability::kFsync, modes[f]);
+    auto again = env_.Run({"ufw", "reload"});
     return Status::Error(Code::kFirewall, "ufw reload failed: " + r.Message() +
                                               (again.ok() ? "; UFW's previous rules were put back and reloaded"
                                                           : "; putting the previous rules back failed too: " + again.Message()));
   }
 
   BackendConfig cfg_;
+  sys::Env& env_;
 };
 
 }  // namespace

@@ -26,11 +26,12 @@
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "cli/safety.h"
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 #include "report/metrics.h"
 #include "report/report.h"
+#include "sys/test_hooks.h"
 #include "util/fs.h"
 #include "util/text.h"
 #include "util/timing.h"
@@ -607,7 +608,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     c->notes.push_back("removed a damaged " + g.state_dir + "/pending-confirm that no watchdog was waiting on");
   }
   ResolveUncommitted(g.state_dir);
-  if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "state-dir")
+  if (sys::InjectedFault("state-dir"))  // integration tests only (tests/hooks); never in production
     return ReportError(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
 
   Backend& be = *c->backend;

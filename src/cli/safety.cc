@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "backend/backend.h"
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 #include "util/fs.h"
 
 // Defined only by the test-hook library the integration tests preload (tests/hooks); null in
@@ -33,10 +33,25 @@ namespace {
 
 std::string PendingPath(const std::string& dir) { return dir + "/pending-confirm"; }
 
+/// Exactly 8 hex digits into a u32; false on anything else (no exception on a malformed row).
+bool ParseHex32(const std::string& hex, uint32_t* out) {
+  if (hex.size() != 8) return false;
+  uint32_t v = 0;
+  for (char c : hex) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return false;
+    v = v << 4 | static_cast<uint32_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
 /// "0100007F:0016" style address from /proc/net/tcp into text; IPv6 in 4 host-order words.
+/// "" when it is not one (the row is skipped).
 std::string ProcAddr(const std::string& hex) {
   if (hex.size() == 8) {
-    uint32_t v = static_cast<uint32_t>(std::stoul(hex, nullptr, 16));
+    uint32_t v = 0;
+    if (!ParseHex32(hex, &v)) return "";
     in_addr a{v};  // already in network order as the kernel printed the raw u32
     char buf[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &a, buf, sizeof buf);
@@ -45,7 +60,8 @@ std::string ProcAddr(const std::string& hex) {
   if (hex.size() == 32) {
     in6_addr a;
     for (int w = 0; w < 4; ++w) {
-      uint32_t v = static_cast<uint32_t>(std::stoul(hex.substr(w * 8, 8), nullptr, 16));
+      uint32_t v = 0;
+      if (!ParseHex32(hex.substr(w * 8, 8), &v)) return "";
       std::memcpy(&a.s6_addr[w * 4], &v, 4);
     }
     char buf[INET6_ADDRSTRLEN];

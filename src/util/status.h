@@ -25,8 +25,9 @@ enum class Code {
   kPermission,      ///< the firewall needs root (CAP_NET_ADMIN) and this process lacks it
 };
 
-/// A value: OK, or a kind plus a human message ("file:line:col: what").
-class Status {
+/// A value: OK, or a kind plus a human message ("file:line:col: what"). [[nodiscard]]: a
+/// Status dropped on the floor is a warning; write `(void)` where ignoring one is meant.
+class [[nodiscard]] Status {
  public:
   Status() = default;
   static Status Ok() { return Status(); }
@@ -49,9 +50,12 @@ class Status {
   std::string message_;
 };
 
-/// A T or a failed Status.
+[[noreturn]] void DieValueOfError(const Status& status);
+
+/// A T or a failed Status. value(), `*` and `->` are checked: on an error they print the
+/// error and abort (a programming error: test ok() first), never throw.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}
   Result(Status status) : v_(std::move(status)) {}
@@ -60,14 +64,27 @@ class Result {
     static const Status kOk;
     return ok() ? kOk : std::get<Status>(v_);
   }
-  T& value() & { return std::get<T>(v_); }
-  const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
+  T& value() & {
+    Check();
+    return *std::get_if<T>(&v_);
+  }
+  const T& value() const& {
+    Check();
+    return *std::get_if<T>(&v_);
+  }
+  T&& value() && {
+    Check();
+    return std::move(*std::get_if<T>(&v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() { return value(); }
+  const T& operator*() const { return value(); }
 
  private:
+  void Check() const {
+    if (!ok()) DieValueOfError(std::get<Status>(v_));
+  }
   std::variant<T, Status> v_;
 };
 

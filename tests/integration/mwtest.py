@@ -19,6 +19,15 @@ import time
 import unittest
 
 MAILWARD = os.environ.get("MAILWARD_BIN", os.path.join(os.path.dirname(__file__), "../../build/mailward"))
+# The test-only library (tests/hooks) preloaded into mailward for injected faults and pauses.
+TEST_HOOKS = os.environ.get("MAILWARD_TEST_HOOKS") or os.path.join(
+    os.path.dirname(os.path.abspath(MAILWARD)), "tests", "libmailward_test_hooks.so")
+
+
+def fault_env(fault):
+    """The environment that makes mailward inject `fault` (tests/hooks/test_hooks.cc)."""
+    assert os.path.exists(TEST_HOOKS), f"{TEST_HOOKS}: build the test hooks (tests/hooks) first"
+    return {**os.environ, "MAILWARD_TEST_FAULT": fault, "LD_PRELOAD": TEST_HOOKS}
 HOST_V4, PLAIN_V4, ALLOWED_V4 = "198.51.100.1", "198.51.100.2", "198.51.100.3"
 HOST_V6, PLAIN_V6, ALLOWED_V6 = "2001:db8::1", "2001:db8::2", "2001:db8::3"
 

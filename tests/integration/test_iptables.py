@@ -9,7 +9,7 @@ import time
 import unittest
 
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules, have_docker,
+from mwtest import (fault_env, ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules, have_docker,
                     assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
@@ -309,7 +309,7 @@ class Behaviour(Variant, MailwardCase):
         second = self.write("second.yaml", POLICY.replace("state: open", "state: open\n    rate_limit: 5/second")
                             .replace("- 203.0.113.0/24", "- 203.0.113.0/25\n    - 192.0.2.9"))
         # A failure in ip6tables-restore after iptables-restore went through: all put back.
-        env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
+        env = fault_env("ip6tables-restore")
         p = self.mw(lambda a, **kw: self.run_(a, env=env, **kw), "apply", policy=second)
         self.assertEqual(p.returncode, 1)
         self.assertIn("put back", p.stderr)

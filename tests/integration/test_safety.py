@@ -13,11 +13,8 @@ import subprocess
 import time
 import unittest
 
-from mwtest import HOST_V4, MAILWARD, PLAIN_V4, MailwardCase, Sandbox, Topology, run
+from mwtest import HOST_V4, MAILWARD, PLAIN_V4, TEST_HOOKS, MailwardCase, Sandbox, Topology, fault_env, run
 
-# The test-only library (tests/hooks) whose mailward_test_pause_point stops an apply at a point.
-TEST_HOOKS = os.environ.get("MAILWARD_TEST_HOOKS") or os.path.join(
-    os.path.dirname(os.path.abspath(MAILWARD)), "tests", "libmailward_test_hooks.so")
 
 POLICY = """\
 version: 1
@@ -437,7 +434,7 @@ class Safety(MailwardCase):
                  self.p1, "apply"], check=False)
         self.assertEqual(p.returncode, 1)
         self.assertEqual(self.ruleset(), before)
-        env = dict(os.environ, MAILWARD_TEST_FAULT="state-dir")
+        env = fault_env("state-dir")
         p = run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--state-dir", self.state, "--policy", self.p1,
                  "apply"], check=False, env=env)
         self.assertEqual(p.returncode, 1)

@@ -6,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from mwtest import MAILWARD, MailwardCase, Sandbox
+from mwtest import MAILWARD, TEST_HOOKS, MailwardCase, Sandbox
 
 POLICY_A = """\
 version: 1
@@ -48,7 +48,7 @@ class SeveralStateDirs(MailwardCase):
         policy_b = self.write("b.yaml", POLICY_B.replace("nftables", self.backend))
         state_a, state_b = os.path.join(self.dir, "state-a"), os.path.join(self.dir, "state-b")
         # A commits, then (test hook) waits before its read-back ...
-        a = subprocess.Popen(["nsenter", "-t", str(ns.pid), "-n", "env", "MAILWARD_TEST_FAULT=pause-after-commit",
+        a = subprocess.Popen(["nsenter", "-t", str(ns.pid), "-n", "env", "MAILWARD_TEST_FAULT=pause-after-commit", "LD_PRELOAD=" + TEST_HOOKS,
                               MAILWARD, "--state-dir", state_a, "--policy", policy_a, "apply", "--force"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: a.poll() is None and a.kill())

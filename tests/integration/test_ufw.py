@@ -15,7 +15,7 @@ import time
 import unittest
 
 from pidns import PrivatePids
-from mwtest import (ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules,
+from mwtest import (fault_env, ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules,
                     have_docker, assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
 
 POLICY = """\
@@ -175,7 +175,7 @@ class Reachability(UfwCase):
 class Safety(UfwCase):
     def test_failed_reload_and_rollback_put_the_files_back(self):
         before = self.h.files()
-        env = {**os.environ, "MAILWARD_TEST_FAULT": "ufw-reload"}
+        env = fault_env("ufw-reload")
         p = self.mw(lambda a, **kw: self.h.run(a, env=env, **kw), "apply", policy=self.policy)
         self.assertEqual(p.returncode, 1)
         self.assertIn("put back", p.stderr)
@@ -296,7 +296,7 @@ class DnatPath(UfwCase):
         self.assertNotIn("MAILWARD", self.h.run(["iptables-save"]).stdout)
         self.assertNotIn("MAILWARD", self.h.run(["ip6tables-save"]).stdout)
         files = self.h.files()
-        env = {**os.environ, "MAILWARD_TEST_FAULT": "ip6tables-restore"}
+        env = fault_env("ip6tables-restore")
         p = self.mw(lambda a, **kw: self.h.run(a, env=env, **kw), "apply", policy=self.policy)
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("put back", p.stderr)

@@ -1,4 +1,4 @@
-#include "cli/snapshots.h"
+#include "state/snapshots.h"
 
 #include <openssl/evp.h>
 #include <pwd.h>
@@ -39,13 +39,13 @@ bool SeqOf(const std::string& path, uint64_t* seq) {
 
 std::string AttachmentOf(const std::string& snap_path) { return Stem(snap_path) + ".elements"; }
 
-std::string ReadAttachment(const std::string& snap_path) {
-  auto a = ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
+std::string ReadAttachment(const std::string& snap_path, sys::Env& env) {
+  auto a = env.ReadFile(AttachmentOf(snap_path), Follow::kNoSymlinks);
   return a.ok() ? *a : "";
 }
 
-Result<std::vector<SnapshotFile>> ListSnapshots(const std::string& state_dir) {
-  auto files = ListFiles(state_dir + "/snapshots", ".snap");
+Result<std::vector<SnapshotFile>> ListSnapshots(const std::string& state_dir, sys::Env& env) {
+  auto files = env.ListFiles(state_dir + "/snapshots", ".snap");
   if (!files.ok()) return files.status();
   std::vector<SnapshotFile> out;
   for (const auto& f : *files) {
@@ -64,14 +64,14 @@ uint64_t NextSnapshotSeq(const std::vector<SnapshotFile>& existing) {
 
 std::string InfoOf(const std::string& snap_path) { return snap_path.substr(0, snap_path.size() - 5) + ".info"; }
 
-std::string HashFiles(const std::vector<std::string>& files) {
+std::string HashFiles(const std::vector<std::string>& files, sys::Env& env) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
     EVP_MD_CTX_free(ctx);
     return "";
   }
   for (const auto& f : files) {
-    auto data = ReadFile(f);
+    auto data = env.ReadFile(f);
     if (!data.ok()) {
       EVP_MD_CTX_free(ctx);
       return "";
@@ -91,17 +91,17 @@ std::string HashFiles(const std::vector<std::string>& files) {
   return hex;
 }
 
-std::string CurrentUser() {
+std::string CurrentUser(sys::Env& env) {
   std::string name = std::to_string(getuid());
   if (passwd* pw = getpwuid(getuid())) name = pw->pw_name;
-  if (const char* sudo = std::getenv("SUDO_USER"); sudo && *sudo) return std::string(sudo) + " (sudo)";
-  if (std::getenv("INVOCATION_ID")) return name + " (systemd)";
+  if (auto sudo = env.GetEnv("SUDO_USER"); sudo && !sudo->empty()) return *sudo + " (sudo)";
+  if (env.GetEnv("INVOCATION_ID")) return name + " (systemd)";
   return name;
 }
 
-SnapshotInfo ReadSnapshotInfo(const std::string& snap_path) {
+SnapshotInfo ReadSnapshotInfo(const std::string& snap_path, sys::Env& env) {
   SnapshotInfo info;
-  auto text = ReadFile(InfoOf(snap_path), Follow::kNoSymlinks);
+  auto text = env.ReadFile(InfoOf(snap_path), Follow::kNoSymlinks);
   if (!text.ok()) return info;
   auto j = nlohmann::json::parse(*text, nullptr, false);
   if (!j.is_object()) return info;
@@ -114,58 +114,57 @@ SnapshotInfo ReadSnapshotInfo(const std::string& snap_path) {
 }
 
 Result<std::string> SaveSnapshot(const std::string& state_dir, const Snapshot& snap, uint32_t generation,
-                                 const SnapshotInfo& info) {
+                                 const SnapshotInfo& info, sys::Env& env) {
   std::string dir = state_dir + "/snapshots";
-  MW_RETURN_IF_ERROR(MakeDirs(dir));
-  MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
-  auto existing = ListSnapshots(state_dir);
+  MW_RETURN_IF_ERROR(env.MakeDirs(dir));
+  MW_RETURN_IF_ERROR(env.CheckTrusted(dir, TrustedKind::kStateDir));
+  auto existing = ListSnapshots(state_dir, env);
   if (!existing.ok()) return existing.status();
   char name[64];
   std::snprintf(name, sizeof name, "/%020llu.snap", static_cast<unsigned long long>(NextSnapshotSeq(*existing)));
   std::string path = dir + name;
-  RemoveSnapshot(path);  // leftovers of a number freed by a rollback
+  RemoveSnapshot(path, env);  // leftovers of a number freed by a rollback
   // The marker first: once the snapshot exists, it is known to be uncommitted until the apply says so.
-  MW_RETURN_IF_ERROR(WriteFileAtomic(MarkerOf(path), std::to_string(generation) + "\n", Durability::kNoFsync));
+  MW_RETURN_IF_ERROR(env.WriteFileAtomic(MarkerOf(path), std::to_string(generation) + "\n", Durability::kNoFsync));
   if (!snap.attachment_path.empty()) {
     std::string att = AttachmentOf(path);
-    if (link(snap.attachment_path.c_str(), att.c_str()) != 0) {
-      std::string e = std::strerror(errno);
-      RemoveSnapshot(path);
-      return Status::Io(att + ": cannot link " + snap.attachment_path + ": " + e);
+    if (Status l = env.Link(snap.attachment_path, att); !l.ok()) {
+      RemoveSnapshot(path, env);
+      return l;
     }
   }
-  Status w = WriteFileAtomic(path, snap.bytes, Durability::kFsync);
+  Status w = env.WriteFileAtomic(path, snap.bytes, Durability::kFsync);
   if (!w.ok()) {
-    RemoveSnapshot(path);
+    RemoveSnapshot(path, env);
     return w;
   }
   // What made it: for people reading `mailward snapshots`; losing it loses nothing else.
   nlohmann::json j = {{"command", info.command}, {"user", info.user}, {"policy", info.policy},
                       {"policy_sha256", info.policy_sha256}};
-  (void)WriteFileAtomic(InfoOf(path), j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+  (void)env.WriteFileAtomic(InfoOf(path), j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
                         Durability::kNoFsync);
-  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) RemoveSnapshot((*existing)[i].path);
+  for (size_t i = 0; i + kSnapshotsKept < existing->size() + 1; ++i) RemoveSnapshot((*existing)[i].path, env);
   return path;
 }
 
-void MarkCommitted(const std::string& snap_path) { unlink(MarkerOf(snap_path).c_str()); }
+void MarkCommitted(const std::string& snap_path, sys::Env& env) { (void)env.RemoveFile(MarkerOf(snap_path)); }
 
-void RemoveSnapshot(const std::string& snap_path) {
-  unlink(snap_path.c_str());
-  unlink(AttachmentOf(snap_path).c_str());
-  unlink(MarkerOf(snap_path).c_str());
-  unlink(InfoOf(snap_path).c_str());
+void RemoveSnapshot(const std::string& snap_path, sys::Env& env) {
+  (void)env.RemoveFile(snap_path);
+  (void)env.RemoveFile(AttachmentOf(snap_path));
+  (void)env.RemoveFile(MarkerOf(snap_path));
+  (void)env.RemoveFile(InfoOf(snap_path));
 }
 
-void ResolveUncommitted(const std::string& state_dir) {
-  auto markers = ListFiles(state_dir + "/snapshots", ".uncommitted");
+void ResolveUncommitted(const std::string& state_dir, sys::Env& env) {
+  auto markers = env.ListFiles(state_dir + "/snapshots", ".uncommitted");
   if (!markers.ok()) return;
   for (const auto& m : *markers) {
     std::string snap = m.substr(0, m.size() - 12) + ".snap";
-    auto bytes = ReadFile(snap, Follow::kNoSymlinks);
-    auto gen_text = ReadFile(m, Follow::kNoSymlinks);
+    auto bytes = env.ReadFile(snap, Follow::kNoSymlinks);
+    auto gen_text = env.ReadFile(m, Follow::kNoSymlinks);
     if (!bytes.ok()) {  // a marker without its snapshot: nothing to keep
-      RemoveSnapshot(snap);
+      RemoveSnapshot(snap, env);
       continue;
     }
     if (!gen_text.ok()) continue;
@@ -175,10 +174,12 @@ void ResolveUncommitted(const std::string& state_dir) {
     PlanOptions o;
     o.analyze_conflicts = false;
     o.max_items = 1;
-    auto plan = BackendForSnapshot(*bytes, BackendConfig{state_dir})->Plan(Ruleset{}, o);
+    BackendConfig cfg{state_dir};
+    cfg.env = &env;
+    auto plan = BackendForSnapshot(*bytes, cfg)->Plan(Ruleset{}, o);
     if (!plan.ok()) continue;  // cannot tell: keep it, and the marker, for a later look
-    if ((*plan)->generation == want) RemoveSnapshot(snap);  // never committed
-    else MarkCommitted(snap);
+    if ((*plan)->generation == want) RemoveSnapshot(snap, env);  // never committed
+    else MarkCommitted(snap, env);
   }
 }
 

@@ -1,0 +1,129 @@
+#include "sys/env.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "sys/test_hooks.h"
+
+namespace mw::sys {
+namespace {
+
+class FdLock : public FileLock {
+ public:
+  explicit FdLock(int fd) : fd_(fd) {}
+  ~FdLock() override { close(fd_); }
+  FdLock(const FdLock&) = delete;
+  FdLock& operator=(const FdLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+class PosixEnv : public Env {
+ public:
+  Result<std::string> ReadFile(const std::string& path, Follow follow) override { return mw::ReadFile(path, follow); }
+  std::optional<unsigned> FileMode(const std::string& path) override {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return std::nullopt;
+    return st.st_mode & 07777;
+  }
+  Status WriteFileAtomic(const std::string& path, const std::string& data, Durability durability,
+                         unsigned mode) override {
+    return mw::WriteFileAtomic(path, data, durability, mode);
+  }
+  bool Exists(const std::string& path) override { return mw::Exists(path); }
+  Status RemoveFile(const std::string& path) override {
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) return Status::Io(path + ": cannot remove: " + std::strerror(errno));
+    return Status::Ok();
+  }
+  Status Link(const std::string& from, const std::string& to) override {
+    if (link(from.c_str(), to.c_str()) != 0) return Status::Io(to + ": cannot link " + from + ": " + std::strerror(errno));
+    return Status::Ok();
+  }
+  Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix) override {
+    return mw::ListFiles(dir, suffix);
+  }
+  Status MakeDirs(const std::string& path) override { return mw::MakeDirs(path); }
+  Status CheckTrusted(const std::string& path, TrustedKind kind) override { return mw::CheckTrusted(path, kind); }
+  Result<std::unique_ptr<FileLock>> TryLock(const std::string& path, LockInherit inherit) override {
+    // Without O_CLOEXEC the programs run while it is held inherit it (and keep it held).
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);
+    if (fd < 0)
+      return Status::Io(std::string(std::strerror(errno)) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      return std::unique_ptr<FileLock>();
+    }
+    return std::unique_ptr<FileLock>(std::make_unique<FdLock>(fd));
+  }
+  /// One descriptor for the whole wait (others see who waits on the lock, in /proc/PID/fd).
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, double timeout_s, int poll_ms,
+                                             LockInherit inherit, const std::string& busy_message) override {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);
+    if (fd < 0)
+      return Status::Io(std::string(std::strerror(errno)) +
+                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
+    const int64_t deadline = MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (MonotonicMs() >= deadline) {
+        close(fd);
+        return Status::Error(Code::kBusy, busy_message);
+      }
+      SleepMs(poll_ms);
+    }
+    return std::unique_ptr<FileLock>(std::make_unique<FdLock>(fd));
+  }
+  ProcessResult Run(const std::vector<std::string>& argv, const std::string& input) override {
+    if (auto injected = InjectedRunFailure(argv)) {
+      ProcessResult r;
+      r.status = 1;
+      r.err = *injected;
+      return r;
+    }
+    return RunProcess(argv, input);
+  }
+  bool HaveProgram(const std::string& name) override { return mw::HaveProgram(name); }
+  std::optional<std::string> GetEnv(const std::string& name) override {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  }
+  int64_t MonotonicMs() override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  int64_t UnixSeconds() override {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  void SleepMs(int64_t ms) override { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+};
+
+}  // namespace
+
+Env& RealEnv() {
+  static PosixEnv* env = new PosixEnv;  // never destroyed: used until exit
+  return *env;
+}
+
+Result<std::unique_ptr<FileLock>> Env::LockFile(const std::string& path, double timeout_s, int poll_ms,
+                                                LockInherit inherit, const std::string& busy_message) {
+  const int64_t deadline = MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);
+  for (;;) {
+    auto lock = TryLock(path, inherit);
+    if (!lock.ok() || *lock) return lock;
+    if (MonotonicMs() >= deadline) return Status::Error(Code::kBusy, busy_message);
+    SleepMs(poll_ms);
+  }
+}
+
+}  // namespace mw::sys
