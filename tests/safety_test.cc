@@ -1,4 +1,5 @@
-#include "cli/safety.h"
+#include "ops/lockout.h"
+#include "state/pending.h"
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
@@ -13,6 +14,15 @@
 
 namespace mw {
 namespace {
+
+using ops::CheckLockout;
+using ops::FindSshSessions;
+using ops::SshSession;
+using state::BootId;
+using state::PendingConfirm;
+using state::PendingIsStale;
+using state::ReadPending;
+long long BootMs() { return sys::RealEnv().BootMs(); }
 
 // /proc/net/tcp lines: local 198.51.100.1:22 <- 192.0.2.50:40000 established; a listener on 22;
 // an established connection to port 993.

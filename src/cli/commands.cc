@@ -25,7 +25,10 @@
 #include "util/process.h"
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
-#include "cli/safety.h"
+#include "ops/lockout.h"
+#include "ops/watchdog.h"
+#include "state/lock.h"
+#include "state/pending.h"
 #include "state/snapshots.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
@@ -37,9 +40,28 @@
 #include "util/timing.h"
 
 namespace mw {
+
+using ops::ArmConfirm;
+using ops::CheckLockout;
+using ops::ResolveStalePending;
+using ops::SshSessionsFor;
+using state::AnyWatchdogAlive;
+using state::CommitPending;
+using state::ConfirmPending;
+using state::DisarmConfirm;
+using state::EndPending;
+using state::PendingConfirm;
+using state::PendingIsStale;
+using state::PendingRecordExists;
+using state::ReadPending;
+using sys::TestPausePoint;
+
 namespace {
 
 using json = nlohmann::json;
+
+/// The state directory's lock, or the error to report.
+Result<state::StateLock> TakeLock(const GlobalOptions& g) { return state::StateLock::Acquire(g.state_dir, g.lock_timeout); }
 
 bool Json(const GlobalOptions& g) { return g.format == "json"; }
 
@@ -197,71 +219,6 @@ Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p, const std:
   }
   return c;
 }
-
-/// mailward's own files in the state directory are regular files (snapshots/ a directory) or
-/// absent: a symlink or a FIFO planted at one would make root write, append or read elsewhere.
-Status CheckStateEntries(const std::string& dir) {
-  auto bad = [&](const std::string& p, const char* what) {
-    return Status::Error(Code::kRefused, p + " is " + what + ", not a file mailward wrote: mailward never follows links "
-                                         "in its state directory; remove it (rm " + p + ") and run again");
-  };
-  auto check = [&](const std::string& p, bool want_dir) -> Status {
-    struct stat st;
-    if (lstat(p.c_str(), &st) != 0) return Status::Ok();
-    if (S_ISLNK(st.st_mode)) return bad(p, "a symlink");
-    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
-      return bad(p, want_dir ? "not a directory" : "not a regular file");
-    return Status::Ok();
-  };
-  for (const char* name : {"lock", "confirm.log", "pending-confirm", "nft-elements.cache", "last-apply"})
-    MW_RETURN_IF_ERROR(check(dir + "/" + name, false));
-  std::string snaps = dir + "/snapshots";
-  MW_RETURN_IF_ERROR(check(snaps, true));
-  if (DIR* d = opendir(snaps.c_str())) {
-    Status s;
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n == "." || n == "..") continue;
-      s = check(snaps + "/" + n, false);
-      if (!s.ok()) break;
-    }
-    closedir(d);
-    MW_RETURN_IF_ERROR(s);
-  }
-  return Status::Ok();
-}
-
-/// An exclusive lock on the state directory; waits up to `timeout` seconds.
-class Lock {
- public:
-  ~Lock() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Status Acquire(const std::string& dir, double timeout) {
-    if (!std::isfinite(timeout) || timeout < 0)
-      return Status::Error(Code::kRefused, "--lock-timeout must be a number of seconds from 0 to 86400");
-    MW_RETURN_IF_ERROR(MakeDirs(dir));
-    // Root writes snapshots, the lock and logs here: a directory others can change is refused.
-    MW_RETURN_IF_ERROR(CheckTrusted(dir, TrustedKind::kStateDir));
-    MW_RETURN_IF_ERROR(CheckStateEntries(dir));
-    std::string path = dir + "/lock";
-    fd_ = OpenStateFile(path, O_RDWR | O_CREAT);
-    if (fd_ < 0)
-      return Status::Io(path + ": cannot open the lock file: " + std::strerror(errno) +
-                        (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
-    while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (std::chrono::steady_clock::now() >= deadline)
-        return Status::Error(Code::kBusy, "another mailward is applying (lock " + path + " held for more than " +
-                                              std::to_string(static_cast<int>(timeout)) + " s); nothing was applied");
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return Status::Ok();
-  }
-
- private:
-  int fd_ = -1;
-};
 
 /// Judges every packet path of the live firewall (analysis/) against the policy and puts the
 /// conflicts and source restrictions into `plan`. `as_planned`: judge mailward's nftables table
@@ -580,9 +537,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     Status lo = CheckLockout(l->policy, sessions);
     if (!lo.ok()) return ReportError(g, "apply", lo);
   }
-  Lock lock;
-  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return ReportError(g, "apply", ls);
+  auto lock = TakeLock(g);
+  if (!lock.ok()) return ReportError(g, "apply", lock.status());
   PendingConfirm pending;
   if (ReadPending(g.state_dir, &pending)) {
     std::string why;
@@ -743,7 +699,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     if (!probes_ok) why = "a probe of an open port failed";
     else if (!lockout.ok()) why = "the policy closes the port of an SSH session to its client";
     PendingConfirm now_pending;
-    if (why.empty() && ReadPending(g.state_dir, &now_pending) && BootMs() >= now_pending.deadline_ms)
+    if (why.empty() && ReadPending(g.state_dir, &now_pending) && sys::RealEnv().BootMs() >= now_pending.deadline_ms)
       why = "the checks outlasted the --confirm time";  // the watchdog reverts once this apply ends
     bool auto_ok = ao.auto_confirm && why.empty();
     if (auto_ok) ConfirmPending(g.state_dir, "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off");
@@ -783,9 +739,8 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
 }
 
 int CmdConfirm(const GlobalOptions& g) {
-  Lock lock;
-  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return ReportError(g, "confirm", ls);
+  auto lock = TakeLock(g);
+  if (!lock.ok()) return ReportError(g, "confirm", lock.status());
   PendingConfirm pending;
   std::string why;
   if (ReadPending(g.state_dir, &pending) && PendingIsStale(g.state_dir, pending, &why)) {
@@ -867,9 +822,8 @@ static int RollbackDryRun(const GlobalOptions& g, const RollbackOptions& o) {
 int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   if (Status perm = RequireNetAdmin("rollback"); !perm.ok()) return ReportError(g, "rollback", perm);
   if (o.dry_run) return RollbackDryRun(g, o);
-  Lock lock;
-  Status ls = lock.Acquire(g.state_dir, g.lock_timeout);
-  if (!ls.ok()) return ReportError(g, "rollback", ls);
+  auto lock = TakeLock(g);
+  if (!lock.ok()) return ReportError(g, "rollback", lock.status());
   // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
   PendingConfirm pending;
   bool has_pending = ReadPending(g.state_dir, &pending);
@@ -1113,11 +1067,11 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
   if (backends.empty())
     return ReportError(g, "remove", Status::Error(Code::kFirewall, "no firewall backend is usable here (nft, iptables, ufw)"));
 
-  std::optional<Lock> lock;
+  std::optional<state::StateLock> lock;
   if (!o.dry_run) {
-    lock.emplace();
-    Status ls = lock->Acquire(g.state_dir, g.lock_timeout);
-    if (!ls.ok()) return ReportError(g, "remove", ls);
+    auto ls = TakeLock(g);
+    if (!ls.ok()) return ReportError(g, "remove", ls.status());
+    lock.emplace(std::move(ls.value()));
     PendingConfirm pending;
     if (ReadPending(g.state_dir, &pending)) {
       std::string why;

@@ -1,6 +1,7 @@
 #include "sys/env.h"
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <ctime>
 #include <thread>
 
 #include "sys/test_hooks.h"
@@ -50,6 +53,32 @@ class PosixEnv : public Env {
   }
   Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix) override {
     return mw::ListFiles(dir, suffix);
+  }
+  std::optional<EntryKind> Lstat(const std::string& path) override {
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return std::nullopt;
+    if (S_ISLNK(st.st_mode)) return EntryKind::kSymlink;
+    if (S_ISDIR(st.st_mode)) return EntryKind::kDirectory;
+    if (S_ISREG(st.st_mode)) return EntryKind::kRegular;
+    return EntryKind::kOther;
+  }
+  std::vector<std::string> ListEntries(const std::string& dir) override {
+    std::vector<std::string> out;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return out;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") out.push_back(n);
+    }
+    closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  void AppendFile(const std::string& path, const std::string& data) override {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    (void)!write(fd, data.data(), data.size());
+    close(fd);
   }
   Status MakeDirs(const std::string& path) override { return mw::MakeDirs(path); }
   Status CheckTrusted(const std::string& path, TrustedKind kind) override { return mw::CheckTrusted(path, kind); }
@@ -105,7 +134,16 @@ class PosixEnv : public Env {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
+  int64_t UnixMs() override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
   void SleepMs(int64_t ms) override { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+  int64_t BootMs() override {
+    timespec ts{};
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  }
 };
 
 }  // namespace

@@ -23,6 +23,9 @@ class FileLock {
   virtual ~FileLock() = default;
 };
 
+/// What a path is, without following a symlink there (lstat).
+enum class EntryKind { kRegular, kDirectory, kSymlink, kOther };
+
 /// Whether the programs run while a lock is held inherit (and so keep holding) it.
 enum class LockInherit { kNo, kByChildren };
 
@@ -47,6 +50,13 @@ class Env {
   virtual Status Link(const std::string& from, const std::string& to) = 0;
   /// The regular files in `dir` ending with `suffix`, sorted (util/fs.h ListFiles).
   virtual Result<std::vector<std::string>> ListFiles(const std::string& dir, const std::string& suffix) = 0;
+  /// What `path` itself is (a symlink is not followed); nullopt when it does not exist.
+  virtual std::optional<EntryKind> Lstat(const std::string& path) = 0;
+  /// The names of every entry in `dir` (files, directories, symlinks...; no "." or ".."),
+  /// sorted; empty when it cannot be read.
+  virtual std::vector<std::string> ListEntries(const std::string& dir) = 0;
+  /// Appends `data` to a log file (created 0600, never through a symlink); best effort.
+  virtual void AppendFile(const std::string& path, const std::string& data) = 0;
   /// Creates a directory and its parents (mode 0700 for new ones).
   virtual Status MakeDirs(const std::string& path) = 0;
   /// util/fs.h CheckTrusted: as root, whether `path` and the directories above it are root's
@@ -75,7 +85,12 @@ class Env {
   virtual int64_t MonotonicMs() = 0;
   /// Seconds since the epoch (for records people read).
   virtual int64_t UnixSeconds() = 0;
+  /// Milliseconds since the epoch (for log lines people read).
+  virtual int64_t UnixMs() = 0;
   virtual void SleepMs(int64_t ms) = 0;
+  /// CLOCK_BOOTTIME in milliseconds: counts suspend too, shared by every process of this boot
+  /// (commit-confirm deadlines are kept in it).
+  virtual int64_t BootMs() = 0;
 };
 
 /// The process's real operating system. Lives as long as the program.

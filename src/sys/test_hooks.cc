@@ -4,6 +4,7 @@
 extern "C" const char* mailward_test_fail_run(const char* const* argv, int argc) __attribute__((weak));
 extern "C" int mailward_test_fault(const char* name) __attribute__((weak));
 extern "C" void mailward_test_after_commit(const char* state_dir) __attribute__((weak));
+extern "C" void mailward_test_pause_point(const char* point) __attribute__((weak));
 
 namespace mw::sys {
 
@@ -20,6 +21,10 @@ bool InjectedFault(const char* name) { return mailward_test_fault && mailward_te
 
 void AfterCommitHook(const std::string& state_dir) {
   if (mailward_test_after_commit && !state_dir.empty()) mailward_test_after_commit(state_dir.c_str());
+}
+
+void TestPausePoint(const char* point) {
+  if (mailward_test_pause_point) mailward_test_pause_point(point);
 }
 
 }  // namespace mw::sys

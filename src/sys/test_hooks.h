@@ -22,4 +22,9 @@ bool InjectedFault(const char* name);
 /// file in `state_dir`) so a test can commit from another process before the read-back.
 void AfterCommitHook(const std::string& state_dir);
 
+/// Calls mailward_test_pause_point(point) when a test preloads the library that defines it (it
+/// stops the process there so a test can kill it at exactly that moment); does nothing
+/// otherwise. It never changes what a command does.
+void TestPausePoint(const char* point);
+
 }  // namespace mw::sys

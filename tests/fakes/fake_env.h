@@ -42,6 +42,7 @@ class FakeEnv : public sys::Env {
   std::set<std::string> held_by_others;    ///< locks another process holds
   std::set<std::string> held;              ///< locks this process holds now
   std::set<std::string> untrusted;         ///< paths CheckTrusted refuses
+  std::map<std::string, sys::EntryKind> planted;  ///< symlinks, FIFOs... Lstat reports (not readable)
   int64_t now_ms = 1'000'000;
   int64_t unix_s = 1'700'000'000;
 
@@ -94,6 +95,28 @@ class FakeEnv : public sys::Env {
         out.push_back(p);
     return out;
   }
+  std::optional<sys::EntryKind> Lstat(const std::string& path) override {
+    if (auto it = planted.find(path); it != planted.end()) return it->second;
+    if (files.count(path)) return sys::EntryKind::kRegular;
+    if (dirs.count(path)) return sys::EntryKind::kDirectory;
+    return std::nullopt;
+  }
+  std::vector<std::string> ListEntries(const std::string& dir) override {
+    std::set<std::string> out;
+    const std::string prefix = dir + "/";
+    auto add = [&](const std::string& p) {
+      if (p.rfind(prefix, 0) == 0 && p.size() > prefix.size() && p.find('/', prefix.size()) == std::string::npos)
+        out.insert(p.substr(prefix.size()));
+    };
+    for (const auto& [p, f] : files) add(p);
+    for (const auto& p : dirs) add(p);
+    for (const auto& [p, k] : planted) add(p);
+    return {out.begin(), out.end()};
+  }
+  void AppendFile(const std::string& path, const std::string& data) override {
+    if (planted.count(path)) return;  // O_NOFOLLOW
+    files[path].data += data;
+  }
   Status MakeDirs(const std::string& path) override {
     if (on_write) MW_RETURN_IF_ERROR(on_write(path));
     dirs.insert(path);
@@ -122,7 +145,9 @@ class FakeEnv : public sys::Env {
   }
   int64_t MonotonicMs() override { return now_ms; }
   int64_t UnixSeconds() override { return unix_s + (now_ms - 1'000'000) / 1000; }
+  int64_t UnixMs() override { return unix_s * 1000 + (now_ms - 1'000'000); }
   void SleepMs(int64_t ms) override { now_ms += ms; }
+  int64_t BootMs() override { return now_ms; }
 
   static ProcessResult Ok(std::string out = "") {
     ProcessResult r;

@@ -1,6 +1,6 @@
 // Test-only hooks, never installed: the integration tests preload this library (LD_PRELOAD)
-// into mailward. mailward calls its weak symbols at fixed points (src/cli/safety.h
-// TestPausePoint, src/sys/test_hooks.h); without this library they are null and nothing happens.
+// into mailward. mailward calls its weak symbols at fixed points (src/sys/test_hooks.h);
+// without this library they are null and nothing happens.
 //  - MAILWARD_TEST_PAUSE=<point>: stops the process (SIGSTOP) at that point, so a test can kill
 //    it exactly there.
 //  - MAILWARD_TEST_FAULT=ip6tables-restore: the first ip6tables*-restore mailward runs fails.
