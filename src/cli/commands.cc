@@ -27,7 +27,7 @@
 #include "cli/probe_cmd.h"
 #include "ops/lockout.h"
 #include "ops/watchdog.h"
-#include "state/lock.h"
+#include "ops/transaction.h"
 #include "state/pending.h"
 #include "state/snapshots.h"
 #include "model/ruleset.h"
@@ -60,8 +60,7 @@ namespace {
 
 using json = nlohmann::json;
 
-/// The state directory's lock, or the error to report.
-Result<state::StateLock> TakeLock(const GlobalOptions& g) { return state::StateLock::Acquire(g.state_dir, g.lock_timeout); }
+
 
 bool Json(const GlobalOptions& g) { return g.format == "json"; }
 
@@ -537,140 +536,20 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     Status lo = CheckLockout(l->policy, sessions);
     if (!lo.ok()) return ReportError(g, "apply", lo);
   }
-  auto lock = TakeLock(g);
-  if (!lock.ok()) return ReportError(g, "apply", lock.status());
-  PendingConfirm pending;
-  if (ReadPending(g.state_dir, &pending)) {
-    std::string why;
-    if (!PendingIsStale(g.state_dir, pending, &why))
-      return ReportError(g, "apply", Status::Error(Code::kRefused,
-                                            "an earlier apply --confirm is still pending (it reverts to " + pending.snapshot +
-                                                " at its deadline): run 'mailward confirm' or 'mailward rollback' first; "
-                                                "nothing was applied"));
-    // Nobody will ever confirm or revert it (a reboot, a killed watchdog): not confirmed.
-    Status rs = ResolveStalePending(g.state_dir, pending, why);
-    c->notes.push_back("an earlier apply --confirm was never confirmed (" + why + "): " +
-                       (rs.ok() ? "reverted to " + pending.snapshot + " first"
-                                : "its revert failed (" + rs.message() + "); applying the policy anyway") +
-                       ", see " + g.state_dir + "/confirm.log");
-  } else if (PendingRecordExists(g.state_dir)) {
-    // A record that cannot be read: its watchdog still reverts by its last reading of it.
-    if (AnyWatchdogAlive(g.state_dir))
-      return ReportError(g, "apply", Status::Error(Code::kRefused,
-                                            g.state_dir + "/pending-confirm cannot be read, and an apply --confirm watchdog "
-                                            "still runs: run 'mailward confirm' (keep the applied policy) or 'mailward "
-                                            "rollback' first; nothing was applied"));
-    EndPending(g.state_dir, "damaged pending confirmation record with no watchdog left: removed, nothing reverted");
-    c->notes.push_back("removed a damaged " + g.state_dir + "/pending-confirm that no watchdog was waiting on");
-  }
-  ResolveUncommitted(g.state_dir);
-  if (sys::InjectedFault("state-dir"))  // integration tests only (tests/hooks); never in production
-    return ReportError(g, "apply", Status::Io("injected fault: the state directory is unwritable; nothing was applied"));
-
-  Backend& be = *c->backend;
-  std::unique_ptr<BackendPlan> plan;
-  Snapshot snapshot;
-  std::string snapshot_path;
+  ops::ApplyRequest req;
+  req.state_dir = g.state_dir;
+  req.lock_timeout = g.lock_timeout;
+  req.plan_options = MakePlanOptions(g);
+  req.info = SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)};
+  req.confirm_seconds = ao.confirm_seconds;
+  auto applied = ops::Apply(*c->backend, l->desired, req);
+  if (!applied.ok())
+    return ReportError(g, "apply", applied.status(),
+                       applied.status().code() == Code::kVerifyFailed ? exit_code::kVerifyFailed : exit_code::kError);
+  for (auto& n : applied->notes) c->notes.push_back(std::move(n));
+  const std::unique_ptr<BackendPlan>& plan = applied->plan;
   const bool confirming = ao.confirm_seconds > 0;
-  bool armed = false;
-  int attempts = 0;
-  for (;;) {
-    auto p = [&] {
-      Phase phase("plan");
-      return be.Plan(l->desired, MakePlanOptions(g));
-    }();
-    if (!p.ok()) return ReportError(g, "apply", p.status());
-    plan = std::move(p.value());
-    if (!plan->in_sync()) {
-      Phase phase("snapshot");
-      auto snap = be.TakeSnapshot(*plan);
-      if (!snap.ok()) return ReportError(g, "apply", snap.status());
-      snapshot = std::move(snap.value());
-      Phase save("save snapshot");
-      auto saved = SaveSnapshot(g.state_dir, snapshot, plan->generation,
-                                SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)});
-      if (!saved.ok())
-        return ReportError(g, "apply", saved.status().WithContext("cannot save the rollback snapshot, nothing was applied"));
-      snapshot_path = *saved;
-      if (confirming) {
-        // Armed before the commit: from here on, whatever happens to this process, the watchdog
-        // reverts at the deadline unless the apply is confirmed (or disarms it itself).
-        Status ws = ArmConfirm(g.state_dir, snapshot_path, ao.confirm_seconds);
-        if (!ws.ok()) {
-          RemoveSnapshot(snapshot_path);
-          return ReportError(g, "apply", ws.WithContext("nothing was applied"));
-        }
-        armed = true;
-      }
-    }
-    TestPausePoint("before-commit");
-    Status s = [&] {
-      Phase phase("apply batch");
-      return be.Apply(*plan);
-    }();
-    if (s.ok()) break;
-    // Nothing was applied: this attempt's snapshot is not a rollback point, nor a revert.
-    if (armed) DisarmConfirm(g.state_dir, "the apply failed and changed nothing (" + s.message() + ")");
-    armed = false;
-    if (!snapshot_path.empty()) {
-      RemoveSnapshot(snapshot_path);
-      snapshot_path.clear();
-    }
-    if (s.code() == Code::kGenerationMoved && ++attempts < 5) continue;  // someone else committed: re-plan
-    return ReportError(g, "apply", s);
-  }
-  // Committed: the confirm deadline counts from now.
-  Status committed = armed ? CommitPending(g.state_dir, ao.confirm_seconds) : Status::Ok();
-  if (!snapshot_path.empty()) MarkCommitted(snapshot_path);
-  TestPausePoint("after-commit");
-  if (!committed.ok()) {
-    Status rs = be.Restore(snapshot.bytes, ReadAttachment(snapshot_path));
-    if (rs.ok()) {
-      DisarmConfirm(g.state_dir, "the apply could not record its commit and put the old state back");
-      RemoveSnapshot(snapshot_path);
-    }
-    return ReportError(g, "apply", committed.WithContext(rs.ok() ? "cannot record the pending confirmation; reverted"
-                                                                  : "cannot record the pending confirmation; REVERT FAILED (" +
-                                                                        rs.message() + "), the watchdog retries at the deadline"));
-  }
-
-  // Verify: read back and compare with the policy.
-  bool verified = true;
-  std::string verify_error;
-  if (!plan->in_sync()) {
-    PlanOptions o = MakePlanOptions(g);
-    o.analyze_conflicts = false;
-    Phase phase("verify read-back");
-    auto after = be.Plan(l->desired, o);
-    if (!after.ok()) {
-      verified = false;
-      verify_error = after.status().message();
-    } else if (!(*after)->in_sync()) {
-      verified = false;
-      verify_error = "the ruleset read back differs from the policy (" + std::to_string((*after)->changes.size()) +
-                     " differences):\n" + PlanText((*after)->changes, false, false);
-    }
-    if (!verified) {
-      // Only this apply's own commit is undone (the backend checks nobody committed since).
-      Status rs = be.RestoreOwnCommit(*plan, snapshot.bytes, ReadAttachment(snapshot_path));
-      if (rs.ok()) {
-        // Back where it started: no revert pending, and no no-op rollback point.
-        if (armed) DisarmConfirm(g.state_dir, "verification failed and the apply rolled back itself");
-        RemoveSnapshot(snapshot_path);
-      } else if (armed && rs.code() == Code::kGenerationMoved) {
-        // Another process committed after this apply: its state is not ours to revert.
-        DisarmConfirm(g.state_dir, "verification failed and another process committed after this apply; its state is left alone");
-      }
-      Status vs = Status::Error(Code::kVerifyFailed,
-                                "verification failed: " + verify_error +
-                                    (rs.ok() ? "; rolled back to the previous state"
-                                     : rs.code() == Code::kGenerationMoved
-                                         ? "; " + rs.message()
-                                         : "; ROLLBACK FAILED: " + rs.message() +
-                                               (armed ? " (the confirm watchdog tries again at its deadline)" : "")));
-      return ReportError(g, "apply", vs, exit_code::kVerifyFailed);
-    }
-  }
+  const bool armed = applied->armed;
   // Local probes of the ports the policy keeps open: the service answers through the firewall
   // as a client sees it. They cross loopback, so they cannot prove a closed port closed (that
   // needs `mailward probe HOST` from another host); a failure here is reported, not rolled back,
@@ -695,14 +574,9 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
       if (!dup) now_sessions.push_back(s);
     }
     Status lockout = CheckLockout(l->policy, now_sessions);
-    std::string why;
-    if (!probes_ok) why = "a probe of an open port failed";
-    else if (!lockout.ok()) why = "the policy closes the port of an SSH session to its client";
-    PendingConfirm now_pending;
-    if (why.empty() && ReadPending(g.state_dir, &now_pending) && sys::RealEnv().BootMs() >= now_pending.deadline_ms)
-      why = "the checks outlasted the --confirm time";  // the watchdog reverts once this apply ends
-    bool auto_ok = ao.auto_confirm && why.empty();
-    if (auto_ok) ConfirmPending(g.state_dir, "auto-confirmed: read-back verified, open ports answer, no SSH session is closed off");
+    ops::AutoConfirm ac = ops::MaybeAutoConfirm(g.state_dir, ao.auto_confirm, probes_ok, lockout.ok());
+    const std::string& why = ac.why;
+    bool auto_ok = ac.confirmed;
     confirm = {{"seconds", ao.confirm_seconds},
                {"pending", !auto_ok},
                {"auto_confirmed", auto_ok},
@@ -719,7 +593,7 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   if (Json(g)) {
     json j = PlanJson("apply", *c, *plan);
     j["applied"] = !plan->in_sync();
-    j["verified"] = verified;
+    j["verified"] = true;  // a read-back that differs is an error (exit code 3)
     json pj = json::array();
     for (const auto& p : probes) pj.push_back(ProbeJson(p));
     j["probes"] = pj;
@@ -739,61 +613,23 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
 }
 
 int CmdConfirm(const GlobalOptions& g) {
-  auto lock = TakeLock(g);
-  if (!lock.ok()) return ReportError(g, "confirm", lock.status());
-  PendingConfirm pending;
-  std::string why;
-  if (ReadPending(g.state_dir, &pending) && PendingIsStale(g.state_dir, pending, &why)) {
-    Status rs = ResolveStalePending(g.state_dir, pending, why);
-    return ReportError(g, "confirm", Status::Error(Code::kRefused,
-                                            "nothing to confirm: the pending apply --confirm can no longer be kept (" + why +
-                                                "), so it counts as not confirmed: " +
-                                                (rs.ok() ? "reverted to " + pending.snapshot : "its revert FAILED: " + rs.message()) +
-                                                " (see " + g.state_dir + "/confirm.log); apply again to keep the policy"));
-  }
-  bool done = ConfirmPending(g.state_dir);
-  if (!done)
-    return ReportError(g, "confirm", Status::Error(Code::kRefused, "nothing to confirm (no apply --confirm is pending; "
-                                                            "it may have been reverted already, see " + g.state_dir + "/confirm.log)"));
+  Status done = ops::Confirm(g.state_dir, g.lock_timeout);
+  if (!done.ok()) return ReportError(g, "confirm", done);
   (void)RecordLastApply(g.state_dir);  // for the metrics
   if (Json(g)) std::cout << DumpJson(json{{"command", "confirm"}, {"confirmed", true}}) << "\n";
   else if (!g.quiet) std::cout << "confirmed: the applied policy stays\n";
   return exit_code::kOk;
 }
 
-/// The snapshot `rollback` would restore: the newest, or --to's. Reads only.
-static Result<SnapshotFile> PickSnapshot(const GlobalOptions& g, const RollbackOptions& o,
-                                  const std::vector<SnapshotFile>& snaps) {
-  if (snaps.empty())
-    return Status::Error(Code::kNotFound, "no snapshot to roll back to: " + g.state_dir +
-                                              "/snapshots holds none (no apply through this state directory changed the "
-                                              "firewall, or every earlier state was rolled back already); nothing was changed");
-  if (!o.to) return snaps.back();
-  std::string have;
-  for (const auto& sf : snaps) {
-    if (sf.seq == *o.to) return sf;
-    have += (have.empty() ? "" : ", ") + std::to_string(sf.seq);
-  }
-  return Status::Error(Code::kNotFound, "no snapshot " + std::to_string(*o.to) + " in " + g.state_dir +
-                                            "/snapshots (there are: " + have +
-                                            "; 'mailward snapshots' lists them); nothing was changed");
-}
-
 /// `rollback --dry-run`: what the restore would change, against the firewall as it is now. No
 /// lock, no state-directory change, no firewall change.
 static int RollbackDryRun(const GlobalOptions& g, const RollbackOptions& o) {
-  auto snaps = ListSnapshots(g.state_dir);
-  if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
-  auto pick = PickSnapshot(g, o, *snaps);
-  if (!pick.ok()) return ReportError(g, "rollback", pick.status());
-  auto data = ReadFile(pick->path, Follow::kNoSymlinks);
-  if (!data.ok()) return ReportError(g, "rollback", data.status());
-  auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
-  auto changes = be->PlanRestore(*data, ReadAttachment(pick->path), MakePlanOptions(g));
-  if (!changes.ok()) return ReportError(g, "rollback", changes.status());
-  size_t dropped = 0;
-  for (const auto& sf : *snaps)
-    if (sf.seq > pick->seq) ++dropped;
+  auto preview = ops::PreviewRollback(g.state_dir, o.to, MakePlanOptions(g));
+  if (!preview.ok()) return ReportError(g, "rollback", preview.status());
+  const SnapshotFile* pick = &preview->snapshot;
+  const std::vector<Change>* changes = &preview->changes;
+  const size_t dropped = preview->dropped;
+  const std::string& backend = preview->backend;
   if (Json(g)) {
     json cj = json::array();
     for (const auto& ch : *changes) cj.push_back(ChangeToJson(ch));
@@ -801,12 +637,12 @@ static int RollbackDryRun(const GlobalOptions& g, const RollbackOptions& o) {
                                         {"dry_run", true},
                                         {"snapshot", pick->path},
                                         {"id", pick->seq},
-                                        {"backend", be->name()},
+                                        {"backend", backend},
                                         {"changes", cj},
                                         {"snapshots_dropped", dropped}}))
               << "\n";
   } else if (!g.quiet) {
-    std::cout << "rollback to snapshot " << pick->seq << " (" << pick->path << "), backend " << be->name() << ":\n";
+    std::cout << "rollback to snapshot " << pick->seq << " (" << pick->path << "), backend " << backend << ":\n";
     if (changes->empty()) {
       std::cout << "it would change nothing: the firewall already holds that state\n";
     } else {
@@ -822,33 +658,9 @@ static int RollbackDryRun(const GlobalOptions& g, const RollbackOptions& o) {
 int CmdRollback(const GlobalOptions& g, const RollbackOptions& o) {
   if (Status perm = RequireNetAdmin("rollback"); !perm.ok()) return ReportError(g, "rollback", perm);
   if (o.dry_run) return RollbackDryRun(g, o);
-  auto lock = TakeLock(g);
-  if (!lock.ok()) return ReportError(g, "rollback", lock.status());
-  // A pending revert (live or stale) is superseded by this rollback: its snapshot is the newest.
-  PendingConfirm pending;
-  bool has_pending = ReadPending(g.state_dir, &pending);
-  const bool damaged_pending = !has_pending && PendingRecordExists(g.state_dir);
-  ResolveUncommitted(g.state_dir);
-  if (has_pending && !Exists(pending.snapshot)) {
-    // Its apply was killed before committing (or its snapshot is gone): nothing to revert.
-    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': its apply never committed, nothing to revert");
-    has_pending = false;
-  }
-  auto snaps = ListSnapshots(g.state_dir);
-  if (!snaps.ok()) return ReportError(g, "rollback", snaps.status());
-  auto picked = PickSnapshot(g, o, *snaps);
-  if (!picked.ok()) return ReportError(g, "rollback", picked.status());
-  size_t pick = 0;
-  while ((*snaps)[pick].seq != picked->seq) ++pick;
-  const std::string newest = (*snaps)[pick].path;
-  auto data = ReadFile(newest, Follow::kNoSymlinks);
-  if (!data.ok()) return ReportError(g, "rollback", data.status());
-  auto be = BackendForSnapshot(*data, BackendConfig{g.state_dir});
-  Status s = be->Restore(*data, ReadAttachment(newest));
-  if (!s.ok()) return ReportError(g, "rollback", s);
-  for (size_t i = snaps->size(); i-- > pick;) RemoveSnapshot((*snaps)[i].path);
-  if (has_pending || damaged_pending)
-    EndPending(g.state_dir, "pending confirmation ended by 'mailward rollback': rolled back to " + newest);
+  auto restored = ops::Rollback(g.state_dir, g.lock_timeout, o.to);
+  if (!restored.ok()) return ReportError(g, "rollback", restored.status());
+  const std::string& newest = *restored;
   // Say when the result no longer matches the policy (a rollback after a repair of hand-made
   // drift brings the hand-made state back).
   std::optional<size_t> differs;
@@ -1067,69 +879,41 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
   if (backends.empty())
     return ReportError(g, "remove", Status::Error(Code::kFirewall, "no firewall backend is usable here (nft, iptables, ufw)"));
 
-  std::optional<state::StateLock> lock;
-  if (!o.dry_run) {
-    auto ls = TakeLock(g);
-    if (!ls.ok()) return ReportError(g, "remove", ls.status());
-    lock.emplace(std::move(ls.value()));
-    PendingConfirm pending;
-    if (ReadPending(g.state_dir, &pending)) {
-      std::string why;
-      if (!PendingIsStale(g.state_dir, pending, &why))
-        return ReportError(g, "remove", Status::Error(Code::kRefused,
-                                                     "an apply --confirm is pending (it reverts to " + pending.snapshot +
-                                                         " at its deadline): run 'mailward confirm' or 'mailward rollback' "
-                                                         "first; nothing was removed"));
+  std::vector<Backend*> order;
+  for (auto& be : backends) order.push_back(be.get());
+  auto info = [&] {
+    SnapshotInfo info{"remove", CurrentUser(), "", ""};
+    if (auto l = Load(g); l.ok()) {
+      info.policy = g.policy;
+      info.policy_sha256 = HashFiles(l->policy.files);
     }
-    ResolveUncommitted(g.state_dir);
-  }
+    return info;
+  };
+  ops::RemoveOutcome removed =
+      ops::Remove(order, want != "auto", o.dry_run, g.state_dir, g.lock_timeout, MakePlanOptions(g), info);
   json per = json::array();
   size_t total = 0;
   bool color = UseColor();
-  for (auto& be : backends) {
-    auto plan = be->PlanRemove(MakePlanOptions(g));
-    if (!plan.ok()) {
-      // A backend whose tools are missing or unusable holds nothing of mailward's to remove,
-      // unless it was asked for by name.
-      if (want != "auto") return ReportError(g, "remove", plan.status());
-      per.push_back({{"backend", be->name()}, {"skipped", plan.status().message()}, {"changes", json::array()}});
+  for (const auto& r : removed.backends) {
+    if (!r.skipped.empty()) {
+      per.push_back({{"backend", r.backend}, {"skipped", r.skipped}, {"changes", json::array()}});
       continue;
     }
-    const BackendPlan& p = **plan;
-    std::string snapshot_path;
-    if (!o.dry_run && !p.in_sync()) {
-      auto snap = be->TakeSnapshot(p);
-      if (!snap.ok()) return ReportError(g, "remove", snap.status().WithContext("nothing more was removed"));
-      SnapshotInfo info{"remove", CurrentUser(), "", ""};
-      if (auto l = Load(g); l.ok()) {
-        info.policy = g.policy;
-        info.policy_sha256 = HashFiles(l->policy.files);
-      }
-      auto saved = SaveSnapshot(g.state_dir, *snap, p.generation, info);
-      if (!saved.ok())
-        return ReportError(g, "remove", saved.status().WithContext("cannot save the rollback snapshot; nothing more was removed"));
-      snapshot_path = *saved;
-      Status s = be->Apply(p);
-      if (!s.ok()) {
-        RemoveSnapshot(snapshot_path);
-        return ReportError(g, "remove", s.WithContext(be->name() + ": nothing of it was removed"));
-      }
-      MarkCommitted(snapshot_path);
-    }
-    total += p.changes.size();
+    total += r.changes.size();
     json cj = json::array();
-    for (const auto& ch : p.changes) cj.push_back(ChangeToJson(ch));
-    per.push_back({{"backend", be->name()},
+    for (const auto& ch : r.changes) cj.push_back(ChangeToJson(ch));
+    per.push_back({{"backend", r.backend},
                    {"changes", cj},
-                   {"snapshot", snapshot_path.empty() ? json(nullptr) : json(snapshot_path)}});
-    if (!Json(g) && !g.quiet && !p.in_sync()) {
-      std::cout << be->name() << ": " << (o.dry_run ? "would remove" : "removed") << " ("
-                << Plural(p.changes.size(), "change") << "):\n"
-                << PlanText(p.changes, color, g.verbose);
-      if (!snapshot_path.empty())
-        std::cout << "  saved before: " << snapshot_path << " ('mailward rollback' puts it back)\n";
+                   {"snapshot", r.snapshot.empty() ? json(nullptr) : json(r.snapshot)}});
+    if (!Json(g) && !g.quiet && !r.changes.empty()) {
+      std::cout << r.backend << ": " << (o.dry_run ? "would remove" : "removed") << " ("
+                << Plural(r.changes.size(), "change") << "):\n"
+                << PlanText(r.changes, color, g.verbose);
+      if (!r.snapshot.empty())
+        std::cout << "  saved before: " << r.snapshot << " ('mailward rollback' puts it back)\n";
     }
   }
+  if (!removed.error.ok()) return ReportError(g, "remove", removed.error);
   if (Json(g)) {
     std::cout << DumpJson(Utf8Safe(json{{"command", "remove"}, {"dry_run", o.dry_run}, {"backends", per},
                                         {"nothing_to_remove", total == 0}}))
