@@ -349,3 +349,19 @@ TEST_F(Ops, RemoveInOrderSkippingUnusableBackends) {
 
 }  // namespace
 }  // namespace mw
+
+namespace mw {
+namespace {
+
+struct OtherPlan : BackendPlan {};
+
+TEST(PlanAs, ReturnsTheBackendsOwnPlanAndAbortsOnAForeignOne) {
+  OtherPlan mine;
+  mine.generation = 3;
+  EXPECT_EQ(PlanAs<OtherPlan>(mine, "test").generation, 3u);
+  BackendPlan foreign;
+  EXPECT_DEATH((void)PlanAs<OtherPlan>(foreign, "test"), "the test backend was given a plan it did not make");
+}
+
+}  // namespace
+}  // namespace mw

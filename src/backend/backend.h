@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +60,20 @@ class BackendPlan {
   uint32_t generation = 0;  ///< the live state's version the plan was made against
   bool in_sync() const { return changes.empty(); }
 };
+
+/// The plan a backend made, as its own type: each backend's Apply, TakeSnapshot and
+/// RestoreOwnCommit accept only the plans it made itself. A plan of another backend is a bug in
+/// the caller, never an input error: it aborts with a message naming both, instead of reading
+/// a foreign object (what an unchecked static_cast would do).
+template <class P>
+const P& PlanAs(const BackendPlan& plan, const char* backend) {
+  const P* p = dynamic_cast<const P*>(&plan);
+  if (!p) {
+    std::fprintf(stderr, "mailward: internal error: the %s backend was given a plan it did not make\n", backend);
+    std::abort();
+  }
+  return *p;
+}
 
 /// A rollback point: opaque bytes, plus optionally an existing file that holds the bulk of it
 /// (large address sets) and is hard-linked beside the snapshot instead of being copied.

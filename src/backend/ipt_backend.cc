@@ -265,7 +265,7 @@ class IptablesBackend : public Backend {
   }
 
   Status Apply(const BackendPlan& base) override {
-    const auto& plan = static_cast<const IptPlan&>(base);
+    const auto& plan = PlanAs<IptPlan>(base, "iptables");
     if (plan.changes.empty()) return Status::Ok();
     if (cfg_.state_dir.empty()) return ApplyLocked(plan, nullptr);
     auto lock = LockJournal(env_, JournalLockPath(), kJournalWait);
@@ -317,7 +317,7 @@ class IptablesBackend : public Backend {
   }
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
-    const auto& plan = static_cast<const IptPlan&>(base);
+    const auto& plan = PlanAs<IptPlan>(base, "iptables");
     std::string out = "MWIPT2\n";
     for (int f = 0; f < 2; ++f) {
       const auto& fam = plan.live.fam[f];

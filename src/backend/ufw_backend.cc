@@ -222,7 +222,7 @@ class UfwBackend : public Backend {
   }
 
   Status Apply(const BackendPlan& base) override {
-    const auto& plan = static_cast<const UfwPlan&>(base);
+    const auto& plan = PlanAs<UfwPlan>(base, "ufw");
     if (plan.changes.empty()) return Status::Ok();
     auto now = ReadFiles(env_);
     if (!now.ok()) return now.status();
@@ -249,7 +249,7 @@ class UfwBackend : public Backend {
   }
 
   Result<Snapshot> TakeSnapshot(const BackendPlan& base) override {
-    const auto& plan = static_cast<const UfwPlan&>(base);
+    const auto& plan = PlanAs<UfwPlan>(base, "ufw");
     std::string out = "MWUFW2\n";
     for (int f = 0; f < 2; ++f) out += std::to_string(plan.live[f].text.size()) + "\n" + plan.live[f].text;
     // Then mailward's mangle and nat objects, as the iptables backend records them.
