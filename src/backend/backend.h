@@ -1,5 +1,4 @@
-// The Backend interface: one per firewall manager (nftables now; iptables and UFW behind the
-// same seam). Commands only see plans, changes and conflicts; how a backend reads and writes
+// The Backend interface: one per firewall manager (nftables, iptables, UFW behind one seam). Commands only see plans, changes and conflicts; how a backend reads and writes
 // the kernel is its own business.
 #pragma once
 
@@ -95,14 +94,25 @@ class Backend {
   /// Reads the live state and diffs it against `desired`. Changes nothing.
   virtual Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) = 0;
 
-  /// Applies a plan made by this backend, atomically: all of it or none of it. Fails with
-  /// Code::kGenerationMoved when the live state changed since the plan was made.
+  /// Applies a plan made by this backend. Fails with Code::kGenerationMoved, changing nothing,
+  /// when the live state changed since the plan was made. What "all or nothing" means differs
+  /// per backend (the kernel interfaces differ):
+  ///  - nftables: one netlink batch; the kernel commits all of it or none of it.
+  ///  - iptables: one `ipset restore` and one `iptables-restore --noflush` per family covering
+  ///    every table (one transaction with iptables-nft, table by table with legacy; never one
+  ///    across the two families and the ipsets). A journal written first records the state
+  ///    before it; a failure part-way undoes the steps already done, and an apply killed
+  ///    part-way is put back from the journal by the next run that reads or writes the firewall.
+  ///  - UFW: writes user.rules and user6.rules (each atomically, by rename), runs one
+  ///    `ufw reload` and restores mailward's mangle/nat chains; a failure puts the files and
+  ///    chains back as they were. Between the steps, another reader may see a half-written pair.
   virtual Status Apply(const BackendPlan& plan) = 0;
 
   /// Serialises mailward's own objects as they were when `plan` was made, for rollback.
   virtual Result<Snapshot> TakeSnapshot(const BackendPlan& plan) = 0;
-  /// Restores a snapshot exactly, atomically. `attachment` is the content of the snapshot's
-  /// attachment file, if it had one.
+  /// Restores a snapshot exactly, with the same guarantee as Apply on this backend (nftables:
+  /// one batch; iptables: per family, journaled; UFW: the files, a reload, undone on failure).
+  /// `attachment` is the content of the snapshot's attachment file, if it had one.
   virtual Status Restore(const std::string& bytes, const std::string& attachment) = 0;
 
   /// A plan that takes away everything mailward owns on this backend (`mailward remove`): its
