@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "backend/backend.h"
-#include "backend/nft_netlink.h"
+#include "backend/select.h"
 #include "util/process.h"
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
@@ -103,50 +103,6 @@ Result<Loaded> Load(const GlobalOptions& g) {
   return l;
 }
 
-struct Chosen {
-  std::unique_ptr<Backend> backend;
-  std::string reason;
-  std::vector<std::string> notes;
-  /// Another firewall manager that would fight the chosen backend over the host: reported by
-  /// plan and check, and apply refuses it without --force.
-  std::vector<std::string> fights;
-};
-
-bool UfwActive() {
-  auto conf = ReadFile("/etc/ufw/ufw.conf");
-  if (!conf.ok() || !HaveProgram("ufw")) return false;
-  std::string text = "\n" + *conf;
-  return text.find("\nENABLED=yes") != std::string::npos;
-}
-
-/// Whether a process named `name` runs in this network namespace (a firewalld in a container
-/// or another namespace manages that namespace's firewall, not this one).
-bool ProcessRunning(const std::string& name) {
-  DIR* d = opendir("/proc");
-  if (!d) return false;
-  bool found = false;
-  char self_ns[64] = {};
-  ssize_t self_len = readlink("/proc/self/ns/net", self_ns, sizeof self_ns - 1);
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    auto comm = ReadFile(std::string("/proc/") + e->d_name + "/comm");
-    if (comm.ok() && (*comm == name + "\n" || *comm == name)) {
-      char ns[64] = {};
-      ssize_t len = readlink((std::string("/proc/") + e->d_name + "/ns/net").c_str(), ns, sizeof ns - 1);
-      if (self_len > 0 && len > 0 && std::string(ns, len) != std::string(self_ns, self_len)) continue;
-      found = true;
-      break;
-    }
-  }
-  closedir(d);
-  return found;
-}
-
-bool NftablesUsable() {
-  auto sock = nft::Socket::Open();
-  return sock.ok() && (*sock)->GetGeneration().ok();
-}
-
 }  // namespace
 
 bool HaveNetAdmin() {
@@ -169,54 +125,10 @@ Status RequireNetAdmin(const std::string& command) {
 
 namespace {
 
+/// The backend for a command (backend/select.h), once the command may read the firewall.
 Result<Chosen> ChooseBackend(const GlobalOptions& g, const Policy& p, const std::string& command) {
   MW_RETURN_IF_ERROR(RequireNetAdmin(command));
-  Chosen c;
-  std::string want = g.backend.empty() ? BackendName(p.backend) : g.backend;
-  std::string source = g.backend.empty() ? "the policy" : "--backend";
-  BackendConfig cfg{g.state_dir};
-  const bool ufw = UfwActive();
-  const bool firewalld = ProcessRunning("firewalld");
-  if (want == "auto") {
-    if (ufw) {
-      c.backend = MakeUfwBackend(cfg);
-      c.reason = "auto: UFW is active, so mailward's rules go through UFW";
-    } else if (firewalld) {
-      c.backend = MakeNftablesBackend(cfg);
-      c.reason = "auto: firewalld is running; mailward keeps to its own nftables table inet mailward";
-      c.notes.push_back("firewalld runs: it does not touch table inet mailward, and its own zones still apply "
-                        "(see the conflicts for anything they block)");
-    } else if (NftablesUsable()) {
-      c.backend = MakeNftablesBackend(cfg);
-      c.reason = "auto: nftables is available";
-    } else {
-      c.backend = MakeIptablesBackend(cfg);
-      c.reason = "auto: nftables is not available here, iptables is";
-    }
-    return c;
-  }
-  if (want == "nftables") {
-    c.backend = MakeNftablesBackend(cfg);
-    c.reason = "nftables, as " + source + " says";
-    if (ufw) c.notes.push_back("UFW is active too: its rules still apply beside table inet mailward; backend: ufw (or auto) would keep mailward's rules inside UFW");
-  } else if (want == "iptables") {
-    c.backend = MakeIptablesBackend(cfg);
-    c.reason = "iptables, as " + source + " says";
-    if (ufw)
-      c.fights.push_back("UFW is active and manages the same iptables INPUT chain; use backend: ufw (or auto) "
-                         "so the two do not fight over it");
-    if (firewalld)
-      c.fights.push_back("firewalld is running and rebuilds the firewall on every reload; use backend: nftables "
-                         "(or auto), which keeps to its own table");
-  } else if (want == "ufw") {
-    c.backend = MakeUfwBackend(cfg);
-    c.reason = "ufw, as " + source + " says";
-    if (firewalld)
-      c.fights.push_back("firewalld is running beside UFW: two firewall managers on one host; stop one of them");
-  } else {
-    return Status::Invalid("unknown backend '" + want + "' (expected auto, nftables, iptables or ufw)");
-  }
-  return c;
+  return mw::ChooseBackend(g.backend, p.backend, g.state_dir);
 }
 
 /// Judges every packet path of the live firewall (analysis/) against the policy and puts the
@@ -869,13 +781,8 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
   // Where mailward may own something: the backend asked for, or every one usable here (a host
   // may have changed backends). UFW first: its mangle and nat chains are the iptables backend's
   // too, and each backend plans against what the one before it left.
-  BackendConfig cfg{g.state_dir};
-  std::vector<std::unique_ptr<Backend>> backends;
   std::string want = g.backend.empty() ? "auto" : g.backend;
-  if (want == "ufw" || (want == "auto" && HaveProgram("ufw"))) backends.push_back(MakeUfwBackend(cfg));
-  if (want == "iptables" || (want == "auto" && (HaveProgram("iptables-save") || HaveProgram("iptables-legacy-save"))))
-    backends.push_back(MakeIptablesBackend(cfg));
-  if (want == "nftables" || (want == "auto" && NftablesUsable())) backends.push_back(MakeNftablesBackend(cfg));
+  std::vector<std::unique_ptr<Backend>> backends = RemoveBackends(want, g.state_dir);
   if (backends.empty())
     return ReportError(g, "remove", Status::Error(Code::kFirewall, "no firewall backend is usable here (nft, iptables, ufw)"));
 

@@ -74,6 +74,12 @@ class PosixEnv : public Env {
     std::sort(out.begin(), out.end());
     return out;
   }
+  std::optional<std::string> ReadLink(const std::string& path) override {
+    char buf[4096];
+    ssize_t n = readlink(path.c_str(), buf, sizeof buf - 1);
+    if (n <= 0) return std::nullopt;
+    return std::string(buf, static_cast<size_t>(n));
+  }
   void AppendFile(const std::string& path, const std::string& data) override {
     int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return;

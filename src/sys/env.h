@@ -55,6 +55,8 @@ class Env {
   /// The names of every entry in `dir` (files, directories, symlinks...; no "." or ".."),
   /// sorted; empty when it cannot be read.
   virtual std::vector<std::string> ListEntries(const std::string& dir) = 0;
+  /// The target of a symlink (readlink); nullopt when `path` is not one or cannot be read.
+  virtual std::optional<std::string> ReadLink(const std::string& path) = 0;
   /// Appends `data` to a log file (created 0600, never through a symlink); best effort.
   virtual void AppendFile(const std::string& path, const std::string& data) = 0;
   /// Creates a directory and its parents (mode 0700 for new ones).

@@ -43,6 +43,7 @@ class FakeEnv : public sys::Env {
   std::set<std::string> held;              ///< locks this process holds now
   std::set<std::string> untrusted;         ///< paths CheckTrusted refuses
   std::map<std::string, sys::EntryKind> planted;  ///< symlinks, FIFOs... Lstat reports (not readable)
+  std::map<std::string, std::string> links;       ///< what ReadLink answers
   int64_t now_ms = 1'000'000;
   int64_t unix_s = 1'700'000'000;
 
@@ -104,14 +105,19 @@ class FakeEnv : public sys::Env {
   std::vector<std::string> ListEntries(const std::string& dir) override {
     std::set<std::string> out;
     const std::string prefix = dir + "/";
-    auto add = [&](const std::string& p) {
-      if (p.rfind(prefix, 0) == 0 && p.size() > prefix.size() && p.find('/', prefix.size()) == std::string::npos)
-        out.insert(p.substr(prefix.size()));
+    auto add = [&](const std::string& p) {  // a deeper path implies its directory under `dir`
+      if (p.rfind(prefix, 0) == 0 && p.size() > prefix.size())
+        out.insert(p.substr(prefix.size(), p.find('/', prefix.size()) - prefix.size()));
     };
     for (const auto& [p, f] : files) add(p);
     for (const auto& p : dirs) add(p);
     for (const auto& [p, k] : planted) add(p);
     return {out.begin(), out.end()};
+  }
+  std::optional<std::string> ReadLink(const std::string& path) override {
+    auto it = links.find(path);
+    if (it == links.end()) return std::nullopt;
+    return it->second;
   }
   void AppendFile(const std::string& path, const std::string& data) override {
     if (planted.count(path)) return;  // O_NOFOLLOW
