@@ -252,6 +252,24 @@ TEST_F(Ops, AStalePendingConfirmIsRevertedFirst) {
   EXPECT_NE(c.message().find("reverted to"), std::string::npos) << c.message();
 }
 
+TEST_F(Ops, AStalePendingConfirmWhoseRevertFailsIsStillEnded) {
+  SaveSnap("OLD\n");
+  state::PendingConfirm p;
+  p.snapshot = Snaps().at(0);
+  p.pid = 99;
+  p.boot_id = "boot-0";  // another boot
+  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  be.restore_error = Status::Error(Code::kFirewall, "restore broke");
+  auto out = ops::Apply(be, desired, req, seams);
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_NE(out->notes.at(0).find("its revert failed (restore broke); applying the policy anyway"), std::string::npos)
+      << out->notes.at(0);
+  EXPECT_NE(env.Get(kDir + "/confirm.log").find("rebooted (boot id boot-0)): REVERT FAILED: restore broke"),
+            std::string::npos);
+  EXPECT_FALSE(state::PendingRecordExists(kDir, env));
+  EXPECT_EQ(Snaps().size(), 1u);  // kept: it is still the way back
+}
+
 TEST_F(Ops, ADamagedRecordWithoutWatchdogIsRemoved) {
   env.Put(kDir + "/pending-confirm", "garbage");
   auto out = ops::Apply(be, desired, req, seams);

@@ -26,7 +26,6 @@
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"
 #include "ops/lockout.h"
-#include "ops/watchdog.h"
 #include "ops/transaction.h"
 #include "state/pending.h"
 #include "state/snapshots.h"
@@ -41,18 +40,9 @@
 
 namespace mw {
 
-using ops::ArmConfirm;
 using ops::CheckLockout;
-using ops::ResolveStalePending;
 using ops::SshSessionsFor;
-using state::AnyWatchdogAlive;
-using state::CommitPending;
-using state::ConfirmPending;
-using state::DisarmConfirm;
-using state::EndPending;
 using state::PendingConfirm;
-using state::PendingIsStale;
-using state::PendingRecordExists;
 using state::ReadPending;
 using sys::TestPausePoint;
 

@@ -20,19 +20,11 @@ Seams RealSeams() {
 
 namespace {
 
-/// Restores a pending confirm's snapshot through the seams (ops/watchdog.h RevertPending does
-/// the same in the watchdog, with the real backend).
+/// Resolves a stale pending confirm as not confirmed: restores its snapshot (the last confirmed
+/// state), removes the record and logs it. REQUIRES: the lock.
 Status RevertStale(const std::string& state_dir, const state::PendingConfirm& p, const std::string& why,
                    const Seams& seams) {
-  sys::Env& env = *seams.env;
-  auto bytes = env.ReadFile(p.snapshot, Follow::kNoSymlinks);
-  Status s = bytes.ok() ? seams.backend_for_snapshot(*bytes, state_dir)->Restore(*bytes, ReadAttachment(p.snapshot, env))
-                        : bytes.status();
-  const std::string line = "stale pending confirmation (" + why + ")";
-  state::LogConfirm(state_dir, s.ok() ? line + ": reverted to " + p.snapshot : line + ": REVERT FAILED: " + s.message(), env);
-  if (s.ok()) RemoveSnapshot(p.snapshot, env);
-  (void)env.RemoveFile(state::PendingPath(state_dir));  // last: once the record is gone, the revert is complete
-  return s;
+  return RevertPending(state_dir, p, "stale pending confirmation (" + why + ")", *seams.env, seams.backend_for_snapshot);
 }
 
 }  // namespace

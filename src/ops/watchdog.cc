@@ -24,18 +24,21 @@ using state::PendingPath;
 using state::ReadPending;
 using state::WatchdogLockPath;
 
-Status RevertPending(const std::string& state_dir, const PendingConfirm& p, const std::string& why, sys::Env& env) {
+Status RevertPending(const std::string& state_dir, const PendingConfirm& p, const std::string& why, sys::Env& env,
+                     const BackendForSnapshotFn& backend_for_snapshot) {
   auto bytes = env.ReadFile(p.snapshot, Follow::kNoSymlinks);
-  Status s = bytes.ok() ? BackendForSnapshot(*bytes, BackendConfig{state_dir, &env})->Restore(*bytes, ReadAttachment(p.snapshot, env))
-                        : bytes.status();
+  Status s = Status::Ok();
+  if (!bytes.ok()) {
+    s = bytes.status();
+  } else {
+    auto be = backend_for_snapshot ? backend_for_snapshot(*bytes, state_dir)
+                                   : BackendForSnapshot(*bytes, BackendConfig{state_dir, &env});
+    s = be->Restore(*bytes, ReadAttachment(p.snapshot, env));
+  }
   state::LogConfirm(state_dir, s.ok() ? why + ": reverted to " + p.snapshot : why + ": REVERT FAILED: " + s.message(), env);
   if (s.ok()) RemoveSnapshot(p.snapshot, env);
   (void)env.RemoveFile(PendingPath(state_dir));  // last: once the record is gone, the revert is complete
   return s;
-}
-
-Status ResolveStalePending(const std::string& state_dir, const PendingConfirm& p, const std::string& why, sys::Env& env) {
-  return RevertPending(state_dir, p, "stale pending confirmation (" + why + ")", env);
 }
 
 namespace {

@@ -3,7 +3,11 @@
 // The record it watches is state/pending.h.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
+
+#include "backend/backend.h"
 
 #include "state/pending.h"
 #include "util/status.h"
@@ -17,14 +21,14 @@ namespace mw::ops {
 /// happens to the applying process afterwards, the revert happens. Real processes only (fork).
 Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int seconds);
 
-/// Restores the pending confirm's snapshot, removes the record (and the snapshot once restored:
-/// it is no rollback point any more) and logs "<why>: reverted to ..." or "...: REVERT FAILED".
-Status RevertPending(const std::string& state_dir, const state::PendingConfirm& p, const std::string& why,
-                     sys::Env& env = sys::RealEnv());
+/// The backend that made a snapshot, given its bytes and the state directory.
+using BackendForSnapshotFn = std::function<std::unique_ptr<Backend>(const std::string& bytes, const std::string& state_dir)>;
 
-/// Resolves a stale pending confirm as not confirmed: restores its snapshot (the last confirmed
-/// state), removes the record and logs it. REQUIRES: the caller holds the state directory's lock.
-Status ResolveStalePending(const std::string& state_dir, const state::PendingConfirm& p, const std::string& why,
-                           sys::Env& env = sys::RealEnv());
+/// Restores the pending confirm's snapshot (through `backend_for_snapshot`; empty: the real
+/// BackendForSnapshot), removes the record (and the snapshot once restored: it is no rollback
+/// point any more) and logs "<why>: reverted to ..." or "<why>: REVERT FAILED: ...".
+/// REQUIRES: the caller holds the state directory's lock.
+Status RevertPending(const std::string& state_dir, const state::PendingConfirm& p, const std::string& why,
+                     sys::Env& env = sys::RealEnv(), const BackendForSnapshotFn& backend_for_snapshot = {});
 
 }  // namespace mw::ops
