@@ -1,7 +1,6 @@
 #include "ops/lockout.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +9,6 @@
 #include <cstring>
 #include <sstream>
 
-#include "util/fs.h"
 
 namespace mw::ops {
 namespace {
@@ -124,41 +122,33 @@ std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::v
   return out;
 }
 
-std::set<uint64_t> SshdSocketInodes() {
+std::set<uint64_t> SshdSocketInodes(sys::Env& env) {
   std::set<uint64_t> out;
-  DIR* d = opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string dir = std::string("/proc/") + e->d_name;
-    auto comm = ReadFile(dir + "/comm");
+  for (const auto& pid : env.ListEntries("/proc")) {
+    if (pid.empty() || pid[0] < '0' || pid[0] > '9') continue;
+    const std::string dir = "/proc/" + pid;
+    auto comm = env.ReadFile(dir + "/comm");
     if (!comm.ok()) continue;
     std::string c = *comm;
     if (!c.empty() && c.back() == '\n') c.pop_back();
     if (c != "sshd" && c.rfind("sshd-", 0) != 0) continue;  // sshd, sshd-session (OpenSSH >= 9.8)
-    DIR* fds = opendir((dir + "/fd").c_str());
-    if (!fds) continue;
-    while (dirent* f = readdir(fds)) {
-      if (f->d_name[0] == '.') continue;
-      char target[64];
-      ssize_t n = readlink((dir + "/fd/" + f->d_name).c_str(), target, sizeof target - 1);
-      if (n <= 0) continue;
-      target[n] = 0;
+    for (const auto& fd : env.ListEntries(dir + "/fd")) {
+      if (fd.empty() || fd[0] == '.') continue;
+      auto target = env.ReadLink(dir + "/fd/" + fd);
+      if (!target) continue;
       unsigned long long inode = 0;
-      if (std::sscanf(target, "socket:[%llu]", &inode) == 1) out.insert(inode);
+      if (std::sscanf(target->c_str(), "socket:[%llu]", &inode) == 1) out.insert(inode);
     }
-    closedir(fds);
   }
-  closedir(d);
   return out;
 }
 
 namespace {
 
-std::vector<std::string> ReadProcNetTcp() {
+std::vector<std::string> ReadProcNetTcp(sys::Env& env) {
   std::vector<std::string> texts;
   for (const char* p : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    auto t = ReadFile(p);
+    auto t = env.ReadFile(p);
     if (t.ok()) texts.push_back(*t);
   }
   return texts;
@@ -166,25 +156,27 @@ std::vector<std::string> ReadProcNetTcp() {
 
 }  // namespace
 
-std::vector<SshSession> FindSshSessions() {
-  auto texts = ReadProcNetTcp();
-  return FindSshSessions(std::getenv("SSH_CONNECTION"), texts, SshdSocketInodes());
+std::vector<SshSession> FindSshSessions(sys::Env& env) {
+  auto texts = ReadProcNetTcp(env);
+  auto conn = env.GetEnv("SSH_CONNECTION");
+  return FindSshSessions(conn ? conn->c_str() : nullptr, texts, SshdSocketInodes(env));
 }
 
-std::vector<SshSession> SshSessionsFor(const Policy& policy) {
+std::vector<SshSession> SshSessionsFor(const Policy& policy, sys::Env& env) {
   // sshd may listen on any port, so any closed port may cut a session. Only a policy that
   // closes nothing, or a host with no established connection to a port the policy closes, can
   // skip looking for sshd's sockets in /proc/*/fd.
   std::vector<uint16_t> closed;
   for (const auto& p : policy.ports)
     if (p.state == PortState::kClosed) closed.push_back(p.port);
-  const char* env = std::getenv("SSH_CONNECTION");
-  if (closed.empty()) return FindSshSessions(env, {});
-  auto texts = ReadProcNetTcp();
+  auto conn = env.GetEnv("SSH_CONNECTION");
+  const char* ssh_connection = conn ? conn->c_str() : nullptr;
+  if (closed.empty()) return FindSshSessions(ssh_connection, {});
+  auto texts = ReadProcNetTcp(env);
   bool candidate = false;
   for (const auto& r : ParseTcp(texts))
     candidate |= r.state == "01" && std::find(closed.begin(), closed.end(), r.lport) != closed.end();
-  return FindSshSessions(env, texts, candidate ? SshdSocketInodes() : std::set<uint64_t>{});
+  return FindSshSessions(ssh_connection, texts, candidate ? SshdSocketInodes(env) : std::set<uint64_t>{});
 }
 
 Status CheckLockout(const Policy& policy, const std::vector<SshSession>& sessions) {

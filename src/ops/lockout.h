@@ -1,6 +1,6 @@
 // ops/: anti-lockout. An apply over SSH must not close the port of the caller's own session (or
 // any SSH session) to its client: the sessions are found from SSH_CONNECTION, /proc/net/tcp and
-// sshd's sockets, and a policy that would cut one is refused without --force.
+// sshd's sockets (through sys::Env), and a policy that would cut one is refused without --force.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "policy/policy.h"
+#include "sys/env.h"
 #include "util/status.h"
 
 namespace mw::ops {
@@ -26,14 +27,14 @@ struct SshSession {
 /// of processes whose comm is sshd, so sshd on 2222 or socket-activated sshd are found too).
 std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::vector<std::string>& proc_net_tcp,
                                         const std::set<uint64_t>& sshd_inodes = {});
-std::vector<SshSession> FindSshSessions();
+std::vector<SshSession> FindSshSessions(sys::Env& env = sys::RealEnv());
 
 /// The socket inodes held open by processes whose comm is sshd (or sshd-session), from
 /// /proc/*/fd (root can read them all).
-std::set<uint64_t> SshdSocketInodes();
+std::set<uint64_t> SshdSocketInodes(sys::Env& env = sys::RealEnv());
 
 /// The sessions that matter for `policy`: /proc is only read when the policy closes a port.
-std::vector<SshSession> SshSessionsFor(const Policy& policy);
+std::vector<SshSession> SshSessionsFor(const Policy& policy, sys::Env& env = sys::RealEnv());
 
 /// Refuses (Code::kRefused, with an explanation) a policy that would close the port of an SSH
 /// session to its client's address.

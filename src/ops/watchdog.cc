@@ -79,13 +79,10 @@ bool RecordGone(const std::string& state_dir) {
     }
     // Take the apply lock so the revert never interleaves with an apply, a confirm or a
     // rollback. An apply still holding it is still committing: it moves the deadline.
-    int lock = open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (lock >= 0) flock(lock, LOCK_EX);
+    // (It waits as long as it takes; a lock file that cannot be opened is no reason not to revert.)
+    auto lock = sys::RealEnv().LockFile(state_dir + "/lock", 1e9, 50, sys::LockInherit::kNo, "");
     if (!still_mine()) leave(0);  // confirmed meanwhile
-    if (last.deadline_ms > BootMs()) {
-      if (lock >= 0) close(lock);
-      continue;
-    }
+    if (last.deadline_ms > BootMs()) continue;  // an apply moved the deadline: `lock` is released here
     Status s = RevertPending(state_dir, last, "not confirmed in time", sys::RealEnv());
     leave(s.ok() ? 0 : 1);
   }
