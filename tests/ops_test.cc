@@ -4,6 +4,7 @@
 #include "fakes/fake_backend.h"
 #include "fakes/fake_env.h"
 #include "ops/transaction.h"
+#include "ops/watchdog.h"
 #include "state/pending.h"
 
 namespace mw {
@@ -281,6 +282,65 @@ TEST_F(Ops, ADamagedRecordWithoutWatchdogIsRemoved) {
   env.Put(state::WatchdogLockPath(kDir, 7), "");
   env.held_by_others.insert(state::WatchdogLockPath(kDir, 7));
   EXPECT_EQ(ops::Apply(be, desired, req, seams).status().code(), Code::kRefused);
+}
+
+TEST_F(Ops, WatchdogRevertsAtTheDeadline) {
+  SaveSnap("OLD\n");
+  state::PendingConfirm p;
+  p.snapshot = Snaps().at(0);
+  p.pid = 4242;
+  state::SetDeadline(&p, 30, env);
+  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  const int64_t start = env.now_ms;
+  EXPECT_EQ(ops::WatchdogLoop(kDir, 4242, p, env, seams.backend_for_snapshot), 0);
+  EXPECT_GE(env.now_ms - start, 30000);
+  ASSERT_EQ(be.restored.size(), 1u);
+  EXPECT_EQ(be.restored[0], "OLD\n");
+  EXPECT_FALSE(state::PendingRecordExists(kDir, env));
+  EXPECT_TRUE(Snaps().empty());  // no rollback point any more
+  EXPECT_NE(env.Get(kDir + "/confirm.log").find("not confirmed in time: reverted to " + p.snapshot), std::string::npos);
+  EXPECT_FALSE(env.held.count(kDir + "/lock"));
+}
+
+TEST_F(Ops, WatchdogKeepsTheLastReadingOfADamagedRecordAndReportsAFailedRevert) {
+  SaveSnap("OLD\n");
+  state::PendingConfirm p;
+  p.snapshot = Snaps().at(0);
+  p.pid = 4242;
+  state::SetDeadline(&p, 5, env);
+  env.Put(kDir + "/pending-confirm", "half-written");
+  be.restore_error = Status::Error(Code::kFirewall, "nope");
+  EXPECT_EQ(ops::WatchdogLoop(kDir, 4242, p, env, seams.backend_for_snapshot), 1);
+  EXPECT_EQ(be.restores, 1);
+  EXPECT_NE(env.Get(kDir + "/confirm.log").find("not confirmed in time: REVERT FAILED: nope"), std::string::npos);
+  EXPECT_EQ(Snaps().size(), 1u);
+}
+
+TEST_F(Ops, WatchdogLeavesWhenConfirmedDisarmedOrSuperseded) {
+  state::PendingConfirm p;
+  p.snapshot = kDir + "/snapshots/00000000000000000001.snap";
+  p.pid = 4242;
+  state::SetDeadline(&p, 30, env);
+  EXPECT_EQ(ops::WatchdogLoop(kDir, 4242, p, env, seams.backend_for_snapshot), 0);  // no record: confirmed
+  p.pid = 5555;  // another watchdog's record
+  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  EXPECT_EQ(ops::WatchdogLoop(kDir, 4242, p, env, seams.backend_for_snapshot), 0);
+  EXPECT_EQ(be.restores, 0);
+  // Confirmed while it waits.
+  struct ConfirmingEnv : FakeEnv {
+    int64_t confirm_at = 0;
+    void SleepMs(int64_t ms) override {
+      FakeEnv::SleepMs(ms);
+      if (now_ms >= confirm_at) files.erase(kDir + "/pending-confirm");
+    }
+  } cenv;
+  cenv.confirm_at = cenv.now_ms + 10000;
+  p.pid = 4242;
+  state::SetDeadline(&p, 30, cenv);
+  ASSERT_TRUE(state::WritePending(kDir, p, cenv).ok());
+  EXPECT_EQ(ops::WatchdogLoop(kDir, 4242, p, cenv, seams.backend_for_snapshot), 0);
+  EXPECT_EQ(be.restores, 0);
+  EXPECT_LT(cenv.now_ms, cenv.confirm_at + 1000);
 }
 
 TEST_F(Ops, RollbackPicksTheNewestOrTo) {

@@ -41,51 +41,45 @@ Status RevertPending(const std::string& state_dir, const PendingConfirm& p, cons
   return s;
 }
 
-namespace {
-
-long long BootMs() { return sys::RealEnv().BootMs(); }
-
-/// Whether the pending record is gone for sure (not merely unreadable for a moment).
-bool RecordGone(const std::string& state_dir) {
-  struct stat st;
-  return lstat(PendingPath(state_dir).c_str(), &st) != 0 && errno == ENOENT;
-}
-
-/// The watchdog's life: wait for the deadline (it may move while the apply commits), then
-/// revert unless the record was confirmed, disarmed or taken over. A record that cannot be read
-/// for a moment is not a confirmation: the last one read stays in force. Never returns.
-[[noreturn]] void Watchdog(const std::string& state_dir, PendingConfirm last) {
-  const int me = getpid();
-  auto leave = [&](int code) {
-    unlink(WatchdogLockPath(state_dir, me).c_str());
-    _exit(code);
-  };
-  // Confirmed, disarmed or superseded: false. Otherwise refreshes `last`.
+int WatchdogLoop(const std::string& state_dir, int me, PendingConfirm last, sys::Env& env,
+                 const BackendForSnapshotFn& backend_for_snapshot) {
+  // Confirmed, disarmed or superseded: false. Otherwise refreshes `last`. A record that cannot
+  // be read for a moment (but is there) keeps the last reading in force.
   auto still_mine = [&]() {
     PendingConfirm p;
-    if (ReadPending(state_dir, &p)) {
+    if (ReadPending(state_dir, &p, env)) {
       if (p.pid != me) return false;
       last = p;
       return true;
     }
-    return !RecordGone(state_dir);
+    return env.Lstat(PendingPath(state_dir)).has_value();
   };
   for (;;) {
-    if (!still_mine()) leave(0);
-    long long left = last.deadline_ms - BootMs();
+    if (!still_mine()) return 0;
+    const int64_t left = last.deadline_ms - env.BootMs();
     if (left > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left, 100LL)));
+      env.SleepMs(std::min<int64_t>(left, 100));
       continue;
     }
     // Take the apply lock so the revert never interleaves with an apply, a confirm or a
     // rollback. An apply still holding it is still committing: it moves the deadline.
     // (It waits as long as it takes; a lock file that cannot be opened is no reason not to revert.)
-    auto lock = sys::RealEnv().LockFile(state_dir + "/lock", 1e9, 50, sys::LockInherit::kNo, "");
-    if (!still_mine()) leave(0);  // confirmed meanwhile
-    if (last.deadline_ms > BootMs()) continue;  // an apply moved the deadline: `lock` is released here
-    Status s = RevertPending(state_dir, last, "not confirmed in time", sys::RealEnv());
-    leave(s.ok() ? 0 : 1);
+    auto lock = env.LockFile(state_dir + "/lock", 1e9, 50, sys::LockInherit::kNo, "");
+    if (!still_mine()) return 0;                        // confirmed meanwhile
+    if (last.deadline_ms > env.BootMs()) continue;      // an apply moved the deadline: `lock` is released here
+    Status s = RevertPending(state_dir, last, "not confirmed in time", env, backend_for_snapshot);
+    return s.ok() ? 0 : 1;
   }
+}
+
+namespace {
+
+/// The watchdog process's life (WatchdogLoop on the real system), then its exit. Never returns.
+[[noreturn]] void Watchdog(const std::string& state_dir, PendingConfirm last) {
+  const int me = getpid();
+  const int code = WatchdogLoop(state_dir, me, std::move(last), sys::RealEnv());
+  unlink(WatchdogLockPath(state_dir, me).c_str());
+  _exit(code);
 }
 
 }  // namespace

@@ -31,4 +31,11 @@ using BackendForSnapshotFn = std::function<std::unique_ptr<Backend>(const std::s
 Status RevertPending(const std::string& state_dir, const state::PendingConfirm& p, const std::string& why,
                      sys::Env& env = sys::RealEnv(), const BackendForSnapshotFn& backend_for_snapshot = {});
 
+/// The watchdog's life, as process `me` watching the record `last` it wrote: waits for the
+/// deadline (an apply may move it while it commits), then takes the state lock and reverts
+/// unless the record was confirmed, disarmed or taken over by another watchdog meanwhile.
+/// Returns the process's exit code: 0 (nothing to do, or reverted), 1 (the revert failed).
+int WatchdogLoop(const std::string& state_dir, int me, state::PendingConfirm last, sys::Env& env,
+                 const BackendForSnapshotFn& backend_for_snapshot = {});
+
 }  // namespace mw::ops
