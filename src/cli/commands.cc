@@ -3,22 +3,16 @@
 #include "analysis/judge.h"
 #include "backend/host_view.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
-#include <optional>
-#include <cstring>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <optional>
 #include <set>
-#include <thread>
 
 #include "backend/backend.h"
 #include "backend/select.h"
