@@ -486,6 +486,7 @@ std::string NftRuleText(const nftnl_rule* r) {
                    : name == "ct" ? CtLhs(U32(e, NFTNL_EXPR_CT_KEY), false, 0)
                                   : PayloadLhs(family, U32(e, NFTNL_EXPR_PAYLOAD_BASE), U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
                                                U32(e, NFTNL_EXPR_PAYLOAD_LEN), v6_context);
+      if (target.text.rfind("th ", 0) == 0) target.text = proto_word + target.text.substr(2);  // "tcp dport set 143"
       uint16_t sreg_attr = name == "meta" ? static_cast<uint16_t>(NFTNL_EXPR_META_SREG)
                            : name == "ct" ? static_cast<uint16_t>(NFTNL_EXPR_CT_SREG)
                                           : static_cast<uint16_t>(NFTNL_EXPR_PAYLOAD_SREG);
