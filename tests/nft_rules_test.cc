@@ -852,5 +852,230 @@ TEST(NftRules, UnreadableRulesAndChainsOnOtherHooks) {
   EXPECT_STREQ(NftFamilyName(99), "unknown");
 }
 
+
+TEST(NftRules, ForwardedFlowsMeetOutputInterfaceMatches) {
+  auto fw = [](R&& forward_rule) {
+    Fw f;
+    f.Chain("prerouting", true, NF_INET_PRE_ROUTING, "nat", -100);
+    f.Chain("forward", true, NF_INET_FORWARD);
+    R dnat;
+    dnat.Tcp().Dport().Cmp(NFT_CMP_EQ, Be16(143)).Imm(Ip4("172.17.0.2"), NFT_REG_1).Nat(NFT_NAT_DNAT, NFPROTO_IPV4, NFT_REG_1, std::nullopt);
+    f.Rule("prerouting", std::move(dnat));
+    f.Rule("forward", std::move(forward_rule));
+    return f.Walk(F(143));
+  };
+  R docker;
+  docker.Meta(NFT_META_OIFNAME).Cmp(NFT_CMP_EQ, Name("docker0")).Drop();
+  EXPECT_EQ(docker.Text(), "oifname \"docker0\" drop");
+  Verdict v = fw(std::move(docker));
+  EXPECT_EQ(v.reach, Reach::kBlocked);
+  EXPECT_EQ(v.decided_by->chain, "forward");
+  R eth;
+  eth.Meta(NFT_META_OIFNAME).Cmp(NFT_CMP_EQ, Name("eth0")).Drop();
+  Verdict r = fw(std::move(eth));
+  EXPECT_EQ(r.reach, Reach::kReaches);
+  EXPECT_EQ(r.destination, "172.17.0.2:143");
+  R type;
+  type.Meta(NFT_META_OIFTYPE).Cmp(NFT_CMP_EQ, {1, 0}).Drop();  // ARPHRD_ETHER
+  EXPECT_EQ(fw(std::move(type)).reach, Reach::kBlocked);
+  R oif;
+  oif.Meta(NFT_META_OIF).Cmp(NFT_CMP_EQ, U32(1)).Drop();  // 1 is loopback: never the way out
+  EXPECT_EQ(fw(std::move(oif)).reach, Reach::kReaches);
+}
+
+TEST(NftRules, StatelessDestinationRewrites) {
+  Fw fw;
+  fw.Chain("prerouting", true, NF_INET_PRE_ROUTING, "filter", -300);
+  R to;
+  to.Tcp().Dport().Cmp(NFT_CMP_EQ, Be16(143)).Imm(Ip4("172.17.0.2"), NFT_REG_1)
+      .PayloadSet(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1);
+  EXPECT_EQ(to.Text(), "tcp dport 143 ip daddr set 172.17.0.2");
+  R unknown;
+  unknown.Tcp().Dport().Cmp(NFT_CMP_EQ, Be16(993)).Meta(NFT_META_IIF, NFT_REG_2)
+      .PayloadSet(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_2);
+  EXPECT_EQ(unknown.Text(), "tcp dport 993 ip daddr set iif");
+  fw.Rule("prerouting", std::move(to));
+  fw.Rule("prerouting", std::move(unknown));
+  Verdict v = fw.Walk(F(143));
+  EXPECT_EQ(v.reach, Reach::kReaches);
+  EXPECT_EQ(v.destination, "172.17.0.2:143");
+  EXPECT_EQ(fw.Walk(F(993)).reach, Reach::kMaybeBlocked);  // sent somewhere mailward cannot tell
+}
+
+TEST(NftRules, RedirectAndMasqueradeOnIpv6) {
+  Fw fw;
+  fw.Chain("prerouting", true, NF_INET_PRE_ROUTING, "nat", -100);
+  fw.Chain("input", true, NF_INET_LOCAL_IN, "nat", 100);
+  R redir;
+  redir.Tcp().Dport().Cmp(NFT_CMP_EQ, Be16(110)).Imm(Be16(10110), NFT_REG_1).Redir(NFT_REG_1);
+  R masq;
+  masq.Named("masq");
+  fw.Rule("prerouting", std::move(redir));
+  fw.Rule("input", std::move(masq));
+  Verdict v = fw.Walk(F(110, nullptr, Family::kV6));
+  EXPECT_EQ(v.reach, Reach::kReaches);
+  EXPECT_EQ(v.destination, "[::1]:10110");
+  EXPECT_EQ(fw.Walk(F(143, nullptr, Family::kV6)).reach, Reach::kReaches);
+}
+
+TEST(NftRules, NamedObjectsByMapAndByName) {
+  auto by_map = [] {
+    R r;
+    r.Saddr4();
+    nftnl_rule* raw = const_cast<nftnl_rule*>(r.get());
+    nftnl_expr* e = nftnl_expr_alloc("objref");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_SET_SREG, NFT_REG_1);
+    nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_SET_NAME, "quotas");
+    nftnl_rule_add_expr(raw, e);
+    r.Drop();
+    return r;
+  };
+  auto fill = [](Sets& s) { s.sets["quotas"] = {4, {{Ip4("203.0.113.9"), {}, std::nullopt, ""}}}; };
+  EXPECT_EQ(by_map().Text(), "object name ip saddr map @quotas drop");
+  EXPECT_EQ(One(by_map(), F(143, "203.0.113.9"), fill).reach, Reach::kMaybeBlocked);  // the quota's state decides
+  EXPECT_EQ(One(by_map(), F(143, "203.0.113.8"), fill).reach, Reach::kReaches);       // no element: the kernel breaks
+  EXPECT_EQ(One(by_map(), F(143, "203.0.113.9"), [&](Sets& s) { fill(s); s.unreadable.insert("quotas"); }).reach,
+            Reach::kMaybeBlocked);
+  Verdict ordinary = One(by_map(), F(143), fill);
+  EXPECT_EQ(ordinary.reach, Reach::kReaches);
+  EXPECT_EQ(ordinary.restrictions.size(), 1u);
+  EXPECT_EQ(One(by_map(), F(143, "203.0.113.9")).reach, Reach::kMaybeBlocked);  // no such map
+
+  R lim;
+  lim.U32Attr("objref", {{NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_LIMIT}}).Drop();
+  EXPECT_EQ(One(std::move(lim), F(143)).reach, Reach::kMaybeBlocked);
+  R syn;
+  syn.U32Attr("objref", {{NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_SYNPROXY}});
+  EXPECT_EQ(One(std::move(syn), F(143)).reach, Reach::kMaybeBlocked);  // handed over: may drop
+}
+
+TEST(NftRules, UndecidableShapesAreMaybes) {
+  // A verdict map that cannot be read, or that does not exist: a possible drop.
+  auto vmap = [] {
+    R r;
+    r.Tcp().Dport().Lookup("ports", NFT_REG_1, NFT_REG_VERDICT);
+    return r;
+  };
+  EXPECT_EQ(One(vmap(), F(143)).reach, Reach::kMaybeBlocked);
+  EXPECT_EQ(One(vmap(), F(143), [](Sets& s) { s.sets["ports"] = {2, {}}; s.unreadable.insert("ports"); }).reach,
+            Reach::kMaybeBlocked);
+  // Source and destination of different lengths in a range; a link-layer load; a register
+  // beyond the register file.
+  R range;
+  range.Dport().Range(NFT_RANGE_EQ, Be16(1), {0, 0, 0, 9}).Drop();
+  EXPECT_EQ(One(std::move(range), F(143)).reach, Reach::kMaybeBlocked);
+  R ll;
+  ll.Payload(NFT_PAYLOAD_LL_HEADER, 6, 6).Cmp(NFT_CMP_EQ, {0, 1, 2, 3, 4, 5}).Drop();
+  EXPECT_EQ(ll.Text(), "@ll,48,48 0x000102030405 drop");
+  EXPECT_EQ(One(std::move(ll), F(143)).reach, Reach::kMaybeBlocked);
+  R wide;
+  wide.Meta(NFT_META_MARK, NFT_REG_4).Bitwise(Bytes(20, 0xff), Bytes(20, 0), NFT_REG_4, NFT_REG_4).Drop();
+  EXPECT_EQ(One(std::move(wide), F(143)).reach, Reach::kMaybeBlocked);
+  R swap;
+  swap.Meta(NFT_META_MARK, NFT_REG_4).Byteorder(20, 4, NFT_REG_4, NFT_REG_4).Drop();
+  EXPECT_EQ(One(std::move(swap), F(143)).reach, Reach::kMaybeBlocked);
+  // The IPv4 header's first byte is known (version 4, no options), the TOS is not.
+  R ver;
+  ver.Payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1).Cmp(NFT_CMP_EQ, {0x45}).Drop();
+  EXPECT_EQ(ver.Text(), "@nh,0,8 0x45 drop");
+  EXPECT_EQ(One(std::move(ver), F(143)).reach, Reach::kBlocked);
+  R tos;
+  tos.Payload(NFT_PAYLOAD_NETWORK_HEADER, 1, 1).Cmp(NFT_CMP_EQ, {0x10}).Drop();
+  EXPECT_EQ(One(std::move(tos), F(143)).reach, Reach::kMaybeBlocked);
+  // A verdict code that hands the packet to user space.
+  R q;
+  q.Verdict(NF_QUEUE);
+  EXPECT_EQ(q.Text(), "verdict 3");
+  EXPECT_EQ(One(std::move(q), F(143)).reach, Reach::kMaybeBlocked);
+  R brk;
+  brk.Verdict(NFT_BREAK);
+  EXPECT_EQ(One(std::move(brk), F(143)).reach, Reach::kReaches);
+}
+
+TEST(NftRules, MulticastBroadcastAndLoopbackSources) {
+  auto rule = [] {
+    R r;
+    r.Fib(NFTA_FIB_F_SADDR, NFT_FIB_RESULT_ADDRTYPE).Cmp(NFT_CMP_EQ, U32(RTN_MULTICAST)).Drop();
+    return r;
+  };
+  EXPECT_EQ(rule().Text(), "fib saddr type multicast drop");
+  EXPECT_EQ(One(rule(), F(143, "224.0.0.9")).reach, Reach::kBlocked);
+  EXPECT_EQ(One(rule(), F(143, "ff02::9", Family::kV6)).reach, Reach::kBlocked);
+  EXPECT_EQ(One(rule(), F(143, "2001:db8::9", Family::kV6)).reach, Reach::kReaches);
+  R bc;
+  bc.Fib(NFTA_FIB_F_SADDR, NFT_FIB_RESULT_ADDRTYPE).Cmp(NFT_CMP_EQ, U32(RTN_BROADCAST)).Drop();
+  EXPECT_EQ(One(std::move(bc), F(143, "255.255.255.255")).reach, Reach::kBlocked);
+  R lo;
+  lo.Meta(NFT_META_IIFTYPE).Cmp(NFT_CMP_EQ, {0x04, 0x03}).Drop();  // ARPHRD_LOOPBACK (772)
+  EXPECT_EQ(One(std::move(lo), F(143)).reach, Reach::kReaches);
+  R iif;
+  iif.Meta(NFT_META_IIF).Cmp(NFT_CMP_EQ, U32(1)).Accept();
+  R drop;
+  drop.Drop();
+  Fw fw;
+  fw.Chain("input", true);
+  fw.Rule("input", std::move(iif));
+  fw.Rule("input", std::move(drop));
+  EXPECT_EQ(fw.Walk(F(143)).reach, Reach::kBlocked);  // interface 1 is loopback: not this flow's
+}
+
+TEST(NftRules, TextOfLessCommonExpressions) {
+  R ct;
+  ct.Ct(NFT_CT_PROTO_SRC).Cmp(NFT_CMP_EQ, Be16(25)).Ct(NFT_CT_DST_IP6, NFT_REG_2, 1).Cmp(NFT_CMP_EQ, Ip6("2001:db8::1"), NFT_REG_2)
+      .Ct(NFT_CT_EXPIRATION, NFT_REG_3).Cmp(NFT_CMP_GTE, U32(5), NFT_REG_3).Drop();
+  EXPECT_EQ(ct.Text(), "ct proto-src 25 ct reply ip6 daddr 2001:db8::1 ct key 5 >= 0x05000000 drop");
+  EXPECT_EQ(One(std::move(ct), F(143, nullptr, Family::kV6)).reach, Reach::kMaybeBlocked);
+  R meta;
+  meta.Meta(NFT_META_CPU).Cmp(NFT_CMP_NEQ, U32(0)).Drop();
+  EXPECT_EQ(meta.Text(), "meta key " + std::to_string(NFT_META_CPU) + " != 0x00000000 drop");
+  R opts;
+  opts.Exthdr(NFT_EXTHDR_OP_TCPOPT, 4, 0, 1, true).Cmp(NFT_CMP_EQ, {1}).Exthdr(NFT_EXTHDR_OP_TCPOPT, 30, 1, 1, false, NFT_REG_2)
+      .Cmp(NFT_CMP_EQ, {4}, NFT_REG_2).Exthdr(NFT_EXTHDR_OP_TCPOPT, 8, 2, 4, false, NFT_REG_3).Cmp(NFT_CMP_EQ, {0, 0, 0, 1}, NFT_REG_3);
+  EXPECT_EQ(opts.Text(), "tcp option sack-perm exists tcp option 30 length 4 tcp option timestamp @16,32 1");
+  R ipopt;
+  ipopt.Exthdr(NFT_EXTHDR_OP_IPV4, 7, 0, 1, true).Cmp(NFT_CMP_EQ, {1}).Drop();
+  EXPECT_EQ(ipopt.Text(), "ip option 7 exists drop");
+  EXPECT_EQ(One(std::move(ipopt), F(143)).reach, Reach::kReaches);  // an ordinary SYN has no IP options
+  R gen;
+  gen.U32Attr("numgen", {{NFTNL_EXPR_NG_DREG, NFT_REG_1}, {NFTNL_EXPR_NG_MODULUS, 4}, {NFTNL_EXPR_NG_TYPE, NFT_NG_RANDOM},
+                         {NFTNL_EXPR_NG_OFFSET, 100}})
+      .Cmp(NFT_CMP_EQ, U32(101));
+  EXPECT_EQ(gen.Text(), "numgen random mod 4 offset 100 101");
+  R sym;
+  sym.U32Attr("hash", {{NFTNL_EXPR_HASH_DREG, NFT_REG_1}, {NFTNL_EXPR_HASH_MODULUS, 2}, {NFTNL_EXPR_HASH_TYPE, NFT_HASH_SYM}})
+      .Cmp(NFT_CMP_EQ, U32(1));
+  EXPECT_EQ(sym.Text(), "symhash mod 2 1");
+  R osf;
+  osf.U32Attr("osf", {{NFTNL_EXPR_OSF_DREG, NFT_REG_1}}).Cmp(NFT_CMP_EQ, Name("Linux")).Drop();
+  EXPECT_EQ(osf.Text().rfind("osf name 0x4c696e7578", 0), 0u) << osf.Text();
+  EXPECT_EQ(One(std::move(osf), F(143)).reach, Reach::kMaybeBlocked);
+  R mtu;
+  mtu.U32Attr("rt", {{NFTNL_EXPR_RT_DREG, NFT_REG_1}, {NFTNL_EXPR_RT_KEY, NFT_RT_TCPMSS}}).Cmp(NFT_CMP_GT, U32(1400));
+  EXPECT_EQ(mtu.Text(), "rt mtu > 1400");
+  R last;
+  last.Named("last").Drop();
+  EXPECT_EQ(last.Text(), "last drop");
+  EXPECT_EQ(One(std::move(last), F(143)).reach, Reach::kBlocked);  // a statement: the drop decides
+  R status;
+  status.Ct(NFT_CT_STATUS).Cmp(NFT_CMP_EQ, U32(IPS_SEEN_REPLY | IPS_ASSURED | IPS_CONFIRMED | IPS_SRC_NAT | IPS_EXPECTED | IPS_DYING));
+  EXPECT_EQ(status.Text(), "ct status expected,seen-reply,assured,confirmed,snat,dying");
+  R flags;
+  flags.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1).Cmp(NFT_CMP_EQ, {0xff});
+  EXPECT_EQ(flags.Text(), "tcp flags fin|syn|rst|psh|ack|urg|ecn|cwr");
+  R none;
+  none.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1).Cmp(NFT_CMP_EQ, {0});
+  EXPECT_EQ(none.Text(), "tcp flags 0x0");
+  R proto;
+  proto.Payload(NFT_PAYLOAD_NETWORK_HEADER, 9, 1).Cmp(NFT_CMP_EQ, {IPPROTO_UDP}).Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
+      .Cmp(NFT_CMP_EQ, Be16(53));
+  EXPECT_EQ(proto.Text(), "ip protocol udp udp dport 53");
+  R icmp;
+  icmp.Meta(NFT_META_L4PROTO).Cmp(NFT_CMP_EQ, {IPPROTO_ICMPV6}).Meta(NFT_META_NFPROTO).Cmp(NFT_CMP_EQ, {7});
+  EXPECT_EQ(icmp.Text(), "meta l4proto ipv6-icmp");
+  R gre;
+  gre.Meta(NFT_META_L4PROTO).Cmp(NFT_CMP_EQ, {47}).Meta(NFT_META_PKTTYPE).Cmp(NFT_CMP_EQ, {7});
+  EXPECT_EQ(gre.Text(), "meta l4proto 47 meta pkttype other");
+}
+
 }  // namespace
 }  // namespace mw::analysis
