@@ -2,6 +2,7 @@
 // port of 127.0.0.1, serves one connection from a script (greeting, capabilities, STARTTLS, a
 // TLS handshake with a certificate made here, a stall, a huge line, a reset).
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -11,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -594,6 +596,31 @@ TEST(ProbeServer, ProtocolNamesAndLocalAddresses) {
   EXPECT_TRUE(probe::IsLocal("::1"));
   EXPECT_TRUE(probe::IsLocal("localhost"));
   EXPECT_FALSE(probe::IsLocal("192.0.2.77"));
+}
+
+
+TEST(ProbeServer, HostNamesAreResolvedWithinTheDeadline) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  bool v4_first = getaddrinfo("localhost", "143", &hints, &res) == 0 && res && res->ai_family == AF_INET;
+  if (res) freeaddrinfo(res);
+  if (v4_first) {
+    Server s([](Peer& p) { p.Drain(); });
+    auto r = probe::ProbeOne("localhost", s.port, As(Proto::kTcp));
+    s.Join();
+    EXPECT_EQ(r.state, "open") << r.error;
+    EXPECT_EQ(r.host, "localhost");
+  }
+  // Not a valid host name: refused at once by the resolver, or at worst cut at the deadline.
+  probe::Options o = As(Proto::kTcp, 1);
+  o.deadline_s = 2;
+  auto start = std::chrono::steady_clock::now();
+  auto bad = probe::ProbeOne("-bad-", 143, o);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(bad.state, "filtered");
+  EXPECT_TRUE(bad.error.rfind("cannot resolve -bad-: ", 0) == 0 ||
+              bad.error.rfind("name lookup of -bad- did not finish within the deadline", 0) == 0)
+      << bad.error;
 }
 
 }  // namespace
