@@ -117,7 +117,9 @@ TEST(Report, SeverityColoursAndNoColorWithoutATerminal) {
   EXPECT_STREQ(SeverityRankColor("high"), "\033[31m");
   EXPECT_STREQ(SeverityRankColor("medium"), "\033[33m");
   EXPECT_STREQ(SeverityRankColor("low"), "\033[36m");
-  if (!isatty(STDOUT_FILENO)) EXPECT_FALSE(UseColor());  // ctest: a pipe
+  if (!isatty(STDOUT_FILENO)) {
+    EXPECT_FALSE(UseColor());  // ctest: a pipe
+  }
 }
 
 TEST(Report, PolicySummaryJsonAndInvalidUtf8KeysAndValues) {
