@@ -87,7 +87,8 @@ std::string OwnerOf(const Step& step, const std::vector<Step>& path) {
   if (step.table == "table inet mailward" || step.chain == "MAILWARD" || StartsWith(step.chain, "MAILWARD"))
     return "mailward";
   if (StartsWith(step.chain, "f2b-") || step.table.find("f2b-table") != std::string::npos) {
-    std::string jail = StartsWith(step.chain, "f2b-") ? step.chain.substr(4) : "";
+    // iptables: a chain per jail (f2b-dovecot); nftables: one f2b-chain, a set per jail.
+    std::string jail = StartsWith(step.chain, "f2b-") && step.chain != "f2b-chain" ? step.chain.substr(4) : "";
     size_t at = step.rule.find("addr-set-");
     if (jail.empty() && at != std::string::npos) {
       jail = step.rule.substr(at + 9);
