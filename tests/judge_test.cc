@@ -165,6 +165,22 @@ TEST(Judge, UfwOwnsAPolicyDropReachedThroughItsChains) {
   EXPECT_EQ(by["closed-port-reachable"]->fix, "mailward apply");
 }
 
+TEST(Judge, LegacyTablesAreNamedAndFixedWithTheLegacyTools) {
+  // On a host with both rulesets, `iptables` is one of them: a fix must name the other's tool.
+  for (bool legacy : {false, true}) {
+    Topology t;
+    AddIptablesTables("*filter\n:INPUT DROP [0:0]\nCOMMIT\n", Family::kV6, legacy, nullptr, &t);
+    Judgement j = Judge(t, Host(), {PortClaim{993, "imaps", true, {}}});
+    const Violation* v = nullptr;
+    for (const auto& x : j.violations)
+      if (x.family == Family::kV6) v = &x;
+    ASSERT_NE(v, nullptr);
+    std::string tool = legacy ? "ip6tables-legacy" : "ip6tables";
+    EXPECT_EQ(v->where, tool + " filter chain INPUT");
+    EXPECT_EQ(v->fix, tool + " -I INPUT -p tcp --dport 993 -j ACCEPT");
+  }
+}
+
 TEST(Judge, PlainTablesGetTheirToolsInsertCommand) {
   Topology t;
   AddIptablesTables("*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -s 203.0.113.0/24 -j DROP\nCOMMIT\n",

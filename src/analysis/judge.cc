@@ -150,7 +150,8 @@ std::string FixFor(ConflictKind kind, const std::string& owner, const Step& step
     std::string match = kind == ConflictKind::kAllowlistBlocked ? NftFamilyWord(f) + " saddr " + source + " " : "";
     return "nft insert rule " + t + " " + step.chain + " " + match + "tcp dport " + port + " accept";
   }
-  std::string tool = StartsWith(step.table, "ip6tables") ? "ip6tables" : "iptables";
+  // The tool of the table's own ruleset: on a host with both, `iptables` is one of the two.
+  std::string tool = step.table.substr(0, step.table.find(' '));  // iptables, ip6tables-legacy...
   std::string table = step.table.substr(step.table.find(' ') + 1);
   std::string src = kind == ConflictKind::kAllowlistBlocked ? " -s " + source : "";
   return tool + (table == "filter" ? "" : " -t " + table) + " -I " + step.chain + src + " -p tcp --dport " + port +
