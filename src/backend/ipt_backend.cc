@@ -32,7 +32,7 @@
 
 #include "backend/backend.h"
 #include "backend/ipt_rules.h"
-#include "backend/nft_netlink.h"
+#include "backend/nft/nft_netlink.h"
 #include "util/fs.h"
 #include "util/text.h"
 #include "util/hash.h"

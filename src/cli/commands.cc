@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "backend/backend.h"
-#include "backend/nft_netlink.h"
+#include "backend/nft/nft_netlink.h"
 #include "util/process.h"
 #include "cli/audit_cmd.h"
 #include "cli/probe_cmd.h"

@@ -1,4 +1,4 @@
-#include "backend/nft_netlink.h"
+#include "backend/nft/nft_netlink.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

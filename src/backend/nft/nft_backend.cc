@@ -19,9 +19,9 @@
 
 #include "backend/backend.h"
 #include "backend/host_view.h"
-#include "backend/nft_codec.h"
-#include "backend/nft_netlink.h"
-#include "backend/restore_diff.h"
+#include "backend/nft/nft_codec.h"
+#include "backend/nft/nft_netlink.h"
+#include "backend/nft/restore_diff.h"
 #include "analysis/nft_eval.h"
 #include "plan/diff.h"
 #include "util/fs.h"
