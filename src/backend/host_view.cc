@@ -13,7 +13,7 @@
 #include <regex>
 
 #include "analysis/ipt_eval.h"
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "util/fs.h"
 #include "util/process.h"
 

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 
 #include "backend/backend.h"
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "backend/ufw_rules.h"
 #include "util/fs.h"
 #include "util/hash.h"

@@ -6,7 +6,7 @@
 #include <set>
 #include <sstream>
 
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "util/fs.h"
 #include "util/text.h"
 

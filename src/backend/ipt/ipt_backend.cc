@@ -31,7 +31,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "backend/nft/nft_netlink.h"
 #include "util/fs.h"
 #include "util/text.h"
