@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "backend/ipt/ipt_rules.h"
-#include "backend/ufw_rules.h"
+#include "backend/ufw/ufw_rules.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 

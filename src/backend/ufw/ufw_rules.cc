@@ -1,4 +1,4 @@
-#include "backend/ufw_rules.h"
+#include "backend/ufw/ufw_rules.h"
 
 #include <algorithm>
 #include <charconv>

@@ -20,7 +20,7 @@
 
 #include "backend/backend.h"
 #include "backend/ipt/ipt_rules.h"
-#include "backend/ufw_rules.h"
+#include "backend/ufw/ufw_rules.h"
 #include "util/fs.h"
 #include "util/hash.h"
 #include "util/process.h"
