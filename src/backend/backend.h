@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,9 @@
 #include "util/status.h"
 
 namespace mw {
+namespace nft {
+class Transport;
+}
 
 /// One line of a plan, for people and for JSON.
 struct Change {
@@ -117,6 +121,9 @@ struct BackendConfig {
   /// The iptables backend may read and delete iptables-nft's own nftables tables over netlink
   /// (unit tests turn it off: they never touch a kernel).
   bool netlink = true;
+  /// Opens the netlink transport to nf_tables (backend/nft/nft_netlink.h); empty: a real netlink
+  /// socket. Unit tests give a fake (tests/fakes/fake_nft_transport.h).
+  std::function<Result<std::unique_ptr<nft::Transport>>()> nft_transport;
 };
 
 /// The nftables backend (netlink, libnftnl).

@@ -119,7 +119,14 @@ Result<std::unique_ptr<Socket>> Socket::Open() {
   return s;
 }
 
-Result<uint32_t> Socket::GetGeneration() {
+Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory) {
+  if (factory) return factory();
+  auto s = Socket::Open();
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<Transport>(std::move(s.value()));
+}
+
+Result<uint32_t> Transport::GetGeneration() {
   uint32_t genid = 0;
   bool got = false;
   Status st = Request(

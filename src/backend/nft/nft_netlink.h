@@ -1,5 +1,7 @@
-// The one file that talks netlink to nf_tables (like nftables' src/mnl.c). Everything above it
-// builds and parses messages without a kernel.
+// The netlink transport seam to nf_tables: `Transport` (send a batch, request a dump, read the
+// ruleset generation) and `Socket`, its real implementation, the one file that talks netlink to
+// the kernel (like nftables' src/mnl.c). Everything above it builds and parses messages without
+// a kernel; unit tests use tests/fakes/fake_nft_transport.h, an in-memory nf_tables.
 #pragma once
 
 #include <libmnl/libmnl.h>
@@ -46,23 +48,40 @@ class Batch {
   std::vector<std::string> what_;
 };
 
-/// A netlink socket to nf_tables.
-class Socket {
+/// The way to nf_tables: requests with their replies, and batches.
+class Transport {
  public:
-  ~Socket();
-  static Result<std::unique_ptr<Socket>> Open();
+  virtual ~Transport() = default;
 
-  /// The ruleset generation (NFT_MSG_GETGEN).
+  /// The ruleset generation (an NFT_MSG_GETGEN request).
   Result<uint32_t> GetGeneration();
 
-  /// Sends a request (built by `build` into the given buffer; it must return the header) and
-  /// calls `cb` for each reply message until the dump or ack is complete.
+  /// Sends a request (built by `build` into the given buffer of 64 KiB; it must return the
+  /// header) and calls `cb` for each reply message until the dump or ack is complete.
+  virtual Status Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& build,
+                         const std::function<int(const nlmsghdr*)>& cb) = 0;
+
+  /// Sends the whole batch and reads every acknowledgement: all of it is applied or none. An
+  /// error names the change that caused it. The generation moved: Code::kGenerationMoved.
+  virtual Status Send(const Batch& batch) = 0;
+};
+
+/// Opens a transport: BackendConfig::nft_transport when set (tests: a fake), else a Socket.
+using TransportFactory = std::function<Result<std::unique_ptr<Transport>>()>;
+Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory);
+
+/// A netlink socket to nf_tables.
+class Socket : public Transport {
+ public:
+  ~Socket() override;
+  static Result<std::unique_ptr<Socket>> Open();
+
   Status Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& build,
-                 const std::function<int(const nlmsghdr*)>& cb);
+                 const std::function<int(const nlmsghdr*)>& cb) override;
 
   /// Sends the whole batch in one sendmsg and reads every acknowledgement. An error names the
   /// change that caused it. ERESTART (the generation moved) becomes Code::kGenerationMoved.
-  Status Send(const Batch& batch);
+  Status Send(const Batch& batch) override;
 
  private:
   explicit Socket(mnl_socket* nl) : nl_(nl) {}
