@@ -204,7 +204,8 @@ Status Socket::Send(const Batch& batch) {
   // time sendmsg returns, so read until all acks are in or an error shows.
   std::vector<char> buf(kRecvBuf);
   size_t acks = 0;
-  std::string first_error;
+  uint32_t first_seq = 0;
+  std::string first_extack;
   int first_errno = 0;
   while (acks < batch.messages()) {
     // The size of the next datagram first: an error that echoes a large message (a kernel
@@ -231,19 +232,24 @@ Status Socket::Send(const Batch& batch) {
       ++acks;
       if (err->error != 0 && first_errno == 0) {
         first_errno = -err->error;
-        std::string what = batch.Describe(err->msg.nlmsg_seq);
-        if (what.empty()) what = "the batch";
-        first_error = what + ": " + Err(first_errno);
-        std::string detail = ExtAckMessage(nlh);
-        if (!detail.empty()) first_error += " (" + detail + ")";
+        first_seq = err->msg.nlmsg_seq;
+        first_extack = ExtAckMessage(nlh);
       }
     }
   }
-  if (first_errno == ERESTART || first_errno == EINTR)
+  return BatchStatus(batch, first_seq, first_errno, first_extack);
+}
+
+Status BatchStatus(const Batch& batch, uint32_t seq, int err, const std::string& extack) {
+  if (err == 0) return Status::Ok();
+  if (err == ERESTART || err == EINTR)
     return Status::Error(Code::kGenerationMoved,
                          "the ruleset changed since it was read (generation moved); nothing was applied");
-  if (first_errno) return Status::Netlink("the kernel refused the batch, nothing was applied: " + first_error);
-  return Status::Ok();
+  std::string what = batch.Describe(seq);
+  if (what.empty()) what = "the batch";
+  std::string error = what + ": " + Err(err);
+  if (!extack.empty()) error += " (" + extack + ")";
+  return Status::Netlink("the kernel refused the batch, nothing was applied: " + error);
 }
 
 }  // namespace mw::nft

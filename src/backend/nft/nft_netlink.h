@@ -66,6 +66,10 @@ class Transport {
   virtual Status Send(const Batch& batch) = 0;
 };
 
+/// The status of a batch the kernel answered with `err` (an errno, 0: applied) on the message
+/// with sequence number `seq`; `extack` is the kernel's extended-ack text, if any.
+Status BatchStatus(const Batch& batch, uint32_t seq, int err, const std::string& extack);
+
 /// Opens a transport: BackendConfig::nft_transport when set (tests: a fake), else a Socket.
 using TransportFactory = std::function<Result<std::unique_ptr<Transport>>()>;
 Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory);

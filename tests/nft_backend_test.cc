@@ -1,0 +1,356 @@
+// The nftables backend against FakeNftKernel (tests/fakes/fake_nft_transport.h): plan, apply,
+// verify read-back, snapshot, restore, remove, the generation check, the element cache and
+// sharded sets, with no kernel and no netlink socket.
+#include <gtest/gtest.h>
+
+#include "backend/backend.h"
+#include "backend/host_view.h"
+#include "backend/nft/nft_codec.h"
+#include "fakes/fake_env.h"
+#include "fakes/fake_nft_transport.h"
+#include "model/ruleset.h"
+#include "policy/policy.h"
+
+namespace mw {
+namespace {
+
+using testing::FakeEnv;
+using testing::FakeNftKernel;
+
+Ruleset FromYaml(const std::string& yaml) {
+  auto p = ParsePolicyText(yaml, "test.yaml");
+  EXPECT_TRUE(p.ok()) << p.status().message();
+  return BuildRuleset(*p);
+}
+
+const char* kPolicy = R"(version: 1
+allowlists:
+  office: [198.51.100.0/24, 203.0.113.7, "2001:db8::/48"]
+ports:
+  imap: {state: closed, allow: [office]}
+  imaps: {state: open}
+  pop3: {state: closed, action: reject}
+)";
+
+const char* kPolicy2 = R"(version: 1
+allowlists:
+  office: [198.51.100.0/24, 203.0.113.7, 203.0.113.9, "2001:db8::/48"]
+ports:
+  imap: {state: closed, allow: [office]}
+  imaps: {state: open}
+  pop3: {state: closed, action: reject}
+)";
+
+const char* kPolicy3 = R"(version: 1
+ports:
+  imaps: {state: open, rate_limit: 20/minute}
+  submission: {state: closed}
+)";
+
+class NftBackendTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> Make(const std::string& state_dir = "/var/lib/mailward") {
+    BackendConfig cfg;
+    cfg.state_dir = state_dir;
+    cfg.env = &env_;
+    cfg.nft_transport = kernel_.Factory();
+    return MakeNftablesBackend(cfg);
+  }
+  std::unique_ptr<BackendPlan> PlanOf(Backend& b, const Ruleset& rs) {
+    auto p = b.Plan(rs, PlanOptions{});
+    EXPECT_TRUE(p.ok()) << p.status().message();
+    return p.ok() ? std::move(*p) : nullptr;
+  }
+  std::string Snap(Backend& b) {
+    auto p = b.Plan(Ruleset{}, PlanOptions{});
+    EXPECT_TRUE(p.ok());
+    auto s = b.TakeSnapshot(**p);
+    EXPECT_TRUE(s.ok()) << s.status().message();
+    return s.ok() ? s->bytes : "";
+  }
+  /// The content of a snapshot's attachment (mailward's element record, linked beside it).
+  std::string Att(const Snapshot& s) { return s.attachment_path.empty() ? "" : env_.Get(s.attachment_path); }
+  FakeEnv env_;
+  FakeNftKernel kernel_;
+};
+
+TEST_F(NftBackendTest, AppliesThenIsInSync) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);
+  auto plan = PlanOf(*b, rs);
+  ASSERT_TRUE(plan);
+  EXPECT_FALSE(plan->in_sync());
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  ASSERT_EQ(kernel_.batches.size(), 1u);
+  EXPECT_EQ(kernel_.batches[0].genid, plan->generation);
+  EXPECT_EQ(kernel_.batches[0].Count(NFT_MSG_NEWTABLE), 1u);
+  EXPECT_EQ(kernel_.batches[0].Count(NFT_MSG_NEWCHAIN), 1u);
+  EXPECT_GE(kernel_.batches[0].Count(NFT_MSG_NEWRULE), 3u);
+  EXPECT_TRUE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+  EXPECT_GE(kernel_.RuleCount("mailward", "prerouting"), 3u);
+  // The verification read-back, and a second plan from a fresh backend (no element record).
+  auto again = PlanOf(*b, rs);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->in_sync()) << again->changes[0].op << " " << again->changes[0].name;
+  FakeEnv other_env;
+  BackendConfig cfg;
+  cfg.env = &other_env;
+  cfg.nft_transport = kernel_.Factory();
+  auto fresh = MakeNftablesBackend(cfg);
+  auto p3 = PlanOf(*fresh, rs);
+  ASSERT_TRUE(p3);
+  EXPECT_TRUE(p3->in_sync()) << p3->changes[0].op << " " << p3->changes[0].object << " " << p3->changes[0].name << " "
+                             << p3->changes[0].detail << " " << p3->changes[0].count << " " << (p3->changes[0].items.empty() ? "" : p3->changes[0].items[0]) << " n=" << p3->changes.size();
+  // A no-op apply sends nothing.
+  ASSERT_TRUE(b->Apply(*again).ok());
+  EXPECT_EQ(kernel_.batches.size(), 1u);
+}
+
+TEST_F(NftBackendTest, OneElementEditSendsOneElementMessage) {
+  auto b = Make();
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, FromYaml(kPolicy))).ok());
+  Ruleset rs2 = FromYaml(kPolicy2);
+  auto plan = PlanOf(*b, rs2);
+  ASSERT_TRUE(plan);
+  ASSERT_EQ(plan->changes.size(), 1u);
+  EXPECT_EQ(plan->changes[0].object, "elements");
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  const auto& batch = kernel_.batches.back();
+  ASSERT_EQ(batch.messages.size(), 1u);
+  EXPECT_EQ(batch.messages[0].type, NFT_MSG_NEWSETELEM);
+  // Decoded with libnftnl: one element, 203.0.113.9.
+  nftnl_set* s = nftnl_set_alloc();
+  ASSERT_EQ(nftnl_set_elems_nlmsg_parse(batch.messages[0].nlh(), s), 0);
+  nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(s);
+  size_t n = 0;
+  while (nftnl_set_elem* e = nftnl_set_elems_iter_next(it)) {
+    uint32_t len = 0;
+    auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+    ASSERT_EQ(len, 4u);
+    EXPECT_EQ(key[0], 203);
+    EXPECT_EQ(key[3], 9);
+    ++n;
+  }
+  nftnl_set_elems_iter_destroy(it);
+  nftnl_set_free(s);
+  EXPECT_EQ(n, 1u);
+  EXPECT_TRUE(PlanOf(*b, rs2)->in_sync());
+}
+
+TEST_F(NftBackendTest, AForeignCommitBetweenPlanAndApplyMovesTheGeneration) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);  // outlives the plan, which points at it
+  auto plan = PlanOf(*b, rs);
+  ASSERT_TRUE(plan);
+  kernel_.AddForeignTable(NFPROTO_INET, "filter");
+  Status s = b->Apply(*plan);
+  EXPECT_EQ(s.code(), Code::kGenerationMoved) << s.message();
+  EXPECT_FALSE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+}
+
+TEST_F(NftBackendTest, AMidBatchFailureLeavesNothing) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);  // outlives the plan, which points at it
+  auto plan = PlanOf(*b, rs);
+  ASSERT_TRUE(plan);
+  uint32_t gen = kernel_.generation;
+  kernel_.fail_message = {{3, ENOENT}};
+  Status s = b->Apply(*plan);
+  EXPECT_EQ(s.code(), Code::kNetlink);
+  EXPECT_NE(s.message().find("nothing was applied"), std::string::npos) << s.message();
+  EXPECT_FALSE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+  EXPECT_EQ(kernel_.generation, gen);
+}
+
+TEST_F(NftBackendTest, SnapshotRestoresByteIdentical) {
+  auto b = Make();
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, FromYaml(kPolicy))).ok());
+  std::string before = Snap(*b);
+  ASSERT_FALSE(before.empty());
+  Ruleset rs3 = FromYaml(kPolicy3);
+  auto plan3 = PlanOf(*b, rs3);
+  ASSERT_TRUE(plan3);
+  auto snap = b->TakeSnapshot(*plan3);  // what plan3 was made against: the first state
+  ASSERT_TRUE(snap.ok());
+  std::string att = Att(*snap);  // the record is linked beside the snapshot when it is taken
+  ASSERT_TRUE(b->Apply(*plan3).ok());
+  EXPECT_NE(Snap(*b), before);
+  // rollback --dry-run: lists changes, changes nothing.
+  uint32_t gen = kernel_.generation;
+  size_t sent = kernel_.batches.size();
+  auto dry = b->PlanRestore(snap->bytes, att, PlanOptions{});
+  ASSERT_TRUE(dry.ok()) << dry.status().message();
+  EXPECT_FALSE(dry->empty());
+  EXPECT_EQ(kernel_.generation, gen);
+  EXPECT_EQ(kernel_.batches.size(), sent);
+  ASSERT_TRUE(b->Restore(snap->bytes, att).ok());
+  EXPECT_EQ(Snap(*b), before);
+  EXPECT_TRUE(PlanOf(*b, FromYaml(kPolicy))->in_sync());
+}
+
+TEST_F(NftBackendTest, RestoreOwnCommitRefusesAfterAForeignCommit) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);  // outlives the plan, which points at it
+  auto plan = PlanOf(*b, rs);
+  auto snap = b->TakeSnapshot(*plan);
+  ASSERT_TRUE(snap.ok());
+  std::string att = Att(*snap);
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  kernel_.AddForeignTable(NFPROTO_IPV4, "other");
+  EXPECT_EQ(b->RestoreOwnCommit(*plan, snap->bytes, att).code(), Code::kGenerationMoved);
+  EXPECT_TRUE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+}
+
+TEST_F(NftBackendTest, RestoreOwnCommitUndoesItsOwnApply) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);  // outlives the plan, which points at it
+  auto plan = PlanOf(*b, rs);
+  auto snap = b->TakeSnapshot(*plan);
+  ASSERT_TRUE(snap.ok());
+  std::string att = Att(*snap);
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  ASSERT_TRUE(b->RestoreOwnCommit(*plan, snap->bytes, att).ok());
+  EXPECT_FALSE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+}
+
+TEST_F(NftBackendTest, PlanRemoveThenApplyLeavesNoTable) {
+  auto b = Make();
+  auto none = b->PlanRemove(PlanOptions{});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE((*none)->in_sync());
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, FromYaml(kPolicy))).ok());
+  auto rm = b->PlanRemove(PlanOptions{});
+  ASSERT_TRUE(rm.ok());
+  EXPECT_FALSE((*rm)->in_sync());
+  ASSERT_TRUE(b->Apply(**rm).ok());
+  EXPECT_FALSE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+  EXPECT_EQ(kernel_.batches.back().Count(NFT_MSG_DELTABLE), 1u);
+  EXPECT_FALSE(env_.Has("/var/lib/mailward/nft-elements.cache"));
+}
+
+TEST_F(NftBackendTest, DriftIsSeen) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, rs)).ok());
+  std::string set;
+  for (const auto& n : kernel_.SetNames("mailward"))
+    if (kernel_.ElementCount("mailward", n) > 0) set = n;
+  ASSERT_FALSE(set.empty());
+  ASSERT_TRUE(kernel_.RemoveFirstElement("mailward", set));
+  auto plan = PlanOf(*b, rs);
+  ASSERT_TRUE(plan);
+  EXPECT_FALSE(plan->in_sync());
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  EXPECT_TRUE(PlanOf(*b, rs)->in_sync());
+}
+
+TEST_F(NftBackendTest, TheElementCacheIsTrustedOnlyAtTheSameGeneration) {
+  auto b = Make();
+  Ruleset rs = FromYaml(kPolicy);
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, rs)).ok());
+  ASSERT_TRUE(env_.Has("/var/lib/mailward/nft-elements.cache"));
+  // A new backend (another run) at the same generation plans from the record: no element dump.
+  auto count_elem_dumps = [&](Backend& be) {
+    size_t dumps = 0;
+    auto inner = kernel_.Factory();
+    BackendConfig cfg;
+    cfg.state_dir = "/var/lib/mailward";
+    cfg.env = &env_;
+    (void)be;
+    cfg.nft_transport = [&]() -> Result<std::unique_ptr<nft::Transport>> {
+      struct Counting : nft::Transport {
+        FakeNftKernel* k;
+        size_t* n;
+        Status Request(const std::function<nlmsghdr*(char*, uint32_t)>& build,
+                       const std::function<int(const nlmsghdr*)>& cb) override {
+          return k->Request(
+              [&](char* buf, uint32_t seq) {
+                nlmsghdr* nlh = build(buf, seq);
+                if ((nlh->nlmsg_type & 0xff) == NFT_MSG_GETSETELEM) ++*n;
+                return nlh;
+              },
+              cb);
+        }
+        Status Send(const nft::Batch& batch) override { return k->Apply(batch); }
+      };
+      auto t = std::make_unique<Counting>();
+      t->k = &kernel_;
+      t->n = &dumps;
+      return std::unique_ptr<nft::Transport>(std::move(t));
+    };
+    auto fresh = MakeNftablesBackend(cfg);
+    auto p = fresh->Plan(rs, PlanOptions{});
+    EXPECT_TRUE(p.ok());
+    EXPECT_TRUE((*p)->in_sync());
+    return dumps;
+  };
+  EXPECT_EQ(count_elem_dumps(*b), 0u);
+  // A foreign commit: the record is not trusted, the elements are dumped.
+  kernel_.AddForeignTable(NFPROTO_IPV4, "other");
+  EXPECT_GT(count_elem_dumps(*b), 0u);
+}
+
+TEST_F(NftBackendTest, ShardedSetsRoundTrip) {
+  std::string yaml = "version: 1\nallowlists:\n  many: [";
+  const int kHosts = 40000;
+  for (int i = 0; i < kHosts; ++i)
+    yaml += (i ? "," : "") + std::string("10.") + std::to_string(1 + i / 65536) + "." + std::to_string((i / 256) % 256) + "." +
+            std::to_string(i % 256);
+  yaml += "]\nports:\n  imap: {state: closed, allow: [many]}\n";
+  Ruleset rs = FromYaml(yaml);
+  auto b = Make();
+  auto plan = PlanOf(*b, rs);
+  ASSERT_TRUE(plan);
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  size_t total = 0, sets_with = 0;
+  for (const auto& n : kernel_.SetNames("mailward")) {
+    size_t c = kernel_.ElementCount("mailward", n);
+    total += c;
+    sets_with += c > 0;
+  }
+  EXPECT_EQ(total, static_cast<size_t>(kHosts));
+  EXPECT_GT(sets_with, 1u);  // sharded
+  EXPECT_TRUE(PlanOf(*b, rs)->in_sync());
+  // From the kernel (no record), across multipart dumps.
+  env_.files.clear();
+  auto fresh = Make();
+  EXPECT_TRUE(PlanOf(*fresh, rs)->in_sync());
+  // Snapshot and restore of the sharded sets.
+  Ruleset small = FromYaml(kPolicy);
+  auto to_small = PlanOf(*fresh, small);
+  auto snap = fresh->TakeSnapshot(*to_small);
+  ASSERT_TRUE(snap.ok());
+  std::string att = Att(*snap);
+  ASSERT_TRUE(fresh->Apply(*to_small).ok());
+  ASSERT_TRUE(fresh->Restore(snap->bytes, att).ok());
+  EXPECT_TRUE(PlanOf(*fresh, rs)->in_sync());
+}
+
+TEST_F(NftBackendTest, NoPermissionIsAnError) {
+  kernel_.fail_requests = EPERM;
+  auto b = Make();
+  auto p = b->Plan(FromYaml(kPolicy), PlanOptions{});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("Operation not permitted"), std::string::npos) << p.status().message();
+}
+
+TEST_F(NftBackendTest, HostViewReadsThroughTheFakes) {
+  auto b = Make();
+  ASSERT_TRUE(b->Apply(*PlanOf(*b, FromYaml(kPolicy))).ok());
+  kernel_.AddForeignTable(NFPROTO_INET, "filter");
+  env_.files["/proc/sys/net/ipv4/ip_forward"] = {"0\n", 0644};
+  env_.files["/proc/sys/net/ipv6/conf/all/forwarding"] = {"1\n", 0644};
+  BackendConfig cfg;
+  cfg.env = &env_;
+  cfg.nft_transport = kernel_.Factory();
+  HostViewOptions opts;
+  opts.backend = &cfg;
+  auto hv = ReadHostView(opts);
+  ASSERT_TRUE(hv.ok()) << hv.status().message();
+  EXPECT_FALSE(hv->forwarding[0]);
+  EXPECT_TRUE(hv->forwarding[1]);
+  EXPECT_FALSE(hv->topo.tables.empty());
+}
+
+}  // namespace
+}  // namespace mw
