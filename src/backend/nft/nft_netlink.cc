@@ -33,7 +33,8 @@ nlmsghdr* PutMarker(char* at, uint16_t type, uint32_t seq) {
   nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
   return nlh;
 }
-/// The kernel's extended-ack text of an error message (NLMSGERR_ATTR_MSG), or "".
+}  // namespace
+
 std::string ExtAckMessage(const nlmsghdr* nlh) {
   if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
   const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
@@ -57,7 +58,6 @@ std::string ExtAckMessage(const nlmsghdr* nlh) {
   }
   return "";
 }
-}  // namespace
 
 Batch::Batch(uint32_t genid) {
   first_seq_ = static_cast<uint32_t>(time(nullptr));
@@ -161,22 +161,31 @@ Status Socket::Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& 
   nlmsghdr* nlh = build(buf.data(), seq);
   if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
     return Status::Netlink("netlink send failed: " + Err(errno));
-  CbCtx ctx{&cb};
   for (;;) {
     ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::Netlink("netlink receive failed: " + Err(errno));
     }
-    int ret = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid_, DataCb, &ctx);
-    if (ret < 0) {
-      if (errno == EINTR) {
-        // The dump was interrupted by a concurrent change (NLM_F_DUMP_INTR).
-        return Status::Error(Code::kGenerationMoved, "the ruleset changed during the dump");
-      }
-      return Status::Netlink(Err(errno));
+    bool done = false;
+    MW_RETURN_IF_ERROR(HandleReplies(buf.data(), static_cast<size_t>(n), seq, portid_, cb, &done));
+    if (done) break;
+  }
+  return Status::Ok();
+}
+
+Status HandleReplies(const char* buf, size_t n, uint32_t seq, uint32_t portid,
+                     const std::function<int(const nlmsghdr*)>& cb, bool* done) {
+  CbCtx ctx{&cb};
+  errno = 0;
+  int ret = mnl_cb_run(buf, n, seq, portid, DataCb, &ctx);
+  *done = ret == MNL_CB_STOP;
+  if (ret < 0) {
+    if (errno == EINTR) {
+      // The dump was interrupted by a concurrent change (NLM_F_DUMP_INTR).
+      return Status::Error(Code::kGenerationMoved, "the ruleset changed during the dump");
     }
-    if (ret == MNL_CB_STOP) break;
+    return Status::Netlink(Err(errno));
   }
   return Status::Ok();
 }
@@ -203,11 +212,8 @@ Status Socket::Send(const Batch& batch) {
   // Every change message asked for an ack; the kernel has processed the whole batch by the
   // time sendmsg returns, so read until all acks are in or an error shows.
   std::vector<char> buf(kRecvBuf);
-  size_t acks = 0;
-  uint32_t first_seq = 0;
-  std::string first_extack;
-  int first_errno = 0;
-  while (acks < batch.messages()) {
+  AckTally acks;
+  while (acks.acks < batch.messages()) {
     // The size of the next datagram first: an error that echoes a large message (a kernel
     // without NETLINK_CAP_ACK) is read whole, never cut off and lost.
     ssize_t want = recv(fd, buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
@@ -216,7 +222,7 @@ Status Socket::Send(const Batch& batch) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (first_errno) break;
+        if (acks.first_errno) break;
         pollfd pfd{fd, POLLIN, 0};
         int pr = poll(&pfd, 1, 10000);
         if (pr == 0)
@@ -225,19 +231,24 @@ Status Socket::Send(const Batch& batch) {
       }
       return Status::Netlink("reading the batch acknowledgements failed: " + Err(errno));
     }
-    for (nlmsghdr* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, static_cast<int>(n));
-         nlh = mnl_nlmsg_next(nlh, reinterpret_cast<int*>(&n))) {
-      if (nlh->nlmsg_type != NLMSG_ERROR) continue;
-      auto* err = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-      ++acks;
-      if (err->error != 0 && first_errno == 0) {
-        first_errno = -err->error;
-        first_seq = err->msg.nlmsg_seq;
-        first_extack = ExtAckMessage(nlh);
-      }
+    CountAcks(buf.data(), static_cast<size_t>(n), &acks);
+  }
+  return BatchStatus(batch, acks.first_seq, acks.first_errno, acks.first_extack);
+}
+
+void CountAcks(const char* buf, size_t n, AckTally* tally) {
+  int left = static_cast<int>(n);
+  for (const nlmsghdr* nlh = reinterpret_cast<const nlmsghdr*>(buf); mnl_nlmsg_ok(nlh, left);
+       nlh = mnl_nlmsg_next(nlh, &left)) {
+    if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    ++tally->acks;
+    if (err->error != 0 && tally->first_errno == 0) {
+      tally->first_errno = -err->error;
+      tally->first_seq = err->msg.nlmsg_seq;
+      tally->first_extack = ExtAckMessage(nlh);
     }
   }
-  return BatchStatus(batch, first_seq, first_errno, first_extack);
 }
 
 Status BatchStatus(const Batch& batch, uint32_t seq, int err, const std::string& extack) {

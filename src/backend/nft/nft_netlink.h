@@ -70,6 +70,27 @@ class Transport {
 /// with sequence number `seq`; `extack` is the kernel's extended-ack text, if any.
 Status BatchStatus(const Batch& batch, uint32_t seq, int err, const std::string& extack);
 
+// How Socket reads the kernel's replies, apart from the socket (unit tests feed them bytes).
+
+/// The kernel's extended-ack text of an error message (NLMSGERR_ATTR_MSG), or "".
+std::string ExtAckMessage(const nlmsghdr* nlh);
+
+/// Hands one datagram of replies to request `seq` to `cb`, message by message; *done when the
+/// dump or the ack is complete. An error message is its errno; NLM_F_DUMP_INTR (the ruleset
+/// changed during the dump) is Code::kGenerationMoved.
+Status HandleReplies(const char* buf, size_t n, uint32_t seq, uint32_t portid,
+                     const std::function<int(const nlmsghdr*)>& cb, bool* done);
+
+/// The acknowledgements of a batch read so far, and its first error.
+struct AckTally {
+  size_t acks = 0;
+  int first_errno = 0;
+  uint32_t first_seq = 0;
+  std::string first_extack;
+};
+/// Counts the acknowledgements in one datagram.
+void CountAcks(const char* buf, size_t n, AckTally* tally);
+
 /// Opens a transport: BackendConfig::nft_transport when set (tests: a fake), else a Socket.
 using TransportFactory = std::function<Result<std::unique_ptr<Transport>>()>;
 Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory);
