@@ -354,3 +354,78 @@ TEST_F(NftBackendTest, HostViewReadsThroughTheFakes) {
 
 }  // namespace
 }  // namespace mw
+
+namespace mw {
+namespace {
+
+TEST(HostView, ReadsIptablesAndIpsetsThroughTheEnv) {
+  testing::FakeEnv env;
+  testing::FakeNftKernel kernel;
+  env.programs = {"iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ipset"};
+  env.files["/proc/net/ip_tables_names"] = {"filter\n", 0444};
+  env.on_run = [](const std::vector<std::string>& argv, const std::string&) {
+    ProcessResult r;
+    r.status = 0;
+    if (argv[0] == "iptables-nft-save") {
+      r.out = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m set --match-set blk src -m tcp --dport 143 -j DROP\nCOMMIT\n";
+    } else if (argv[0] == "iptables-legacy-save") {
+      r.out = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+    } else if (argv[0] == "ipset") {
+      r.out = "create blk hash:ip family inet hashsize 1024 maxelem 65536\nadd blk 192.0.2.1\n";
+    } else {
+      r.status = 1;
+      r.err = "cannot initialize ip6tables table";
+    }
+    return r;
+  };
+  BackendConfig cfg;
+  cfg.env = &env;
+  cfg.nft_transport = kernel.Factory();
+  HostViewOptions opts;
+  opts.backend = &cfg;
+  auto hv = ReadHostView(opts);
+  ASSERT_TRUE(hv.ok()) << hv.status().message();
+  EXPECT_FALSE(hv->topo.tables.empty());
+  ASSERT_EQ(hv->notes.size(), 1u);
+  EXPECT_NE(hv->notes[0].find("ip6tables-nft-save failed"), std::string::npos) << hv->notes[0];
+  EXPECT_EQ(env.RunsOf("ipset save blk").size(), 1u);
+  // nftables unreadable: a note, since iptables could be read.
+  kernel.fail_requests = EPERM;
+  auto hv2 = ReadHostView(opts);
+  ASSERT_TRUE(hv2.ok());
+  EXPECT_NE(hv2->notes.back().find("nftables could not be read"), std::string::npos);
+  // Nothing readable at all: the error.
+  env.programs.clear();
+  EXPECT_FALSE(ReadHostView(opts).ok());
+}
+
+TEST(HostView, ClaimsAndConflicts) {
+  auto p = ParsePolicyText(kPolicy, "test.yaml");
+  ASSERT_TRUE(p.ok());
+  auto claims = ClaimsOf(*p);
+  ASSERT_EQ(claims.size(), 3u);
+  bool imap_with_office = false;
+  for (const auto& c : claims) imap_with_office |= c.port == 143 && !c.open && c.allowlists.size() == 1;
+  EXPECT_TRUE(imap_with_office);
+  analysis::Judgement j;
+  analysis::Violation mine;  // mailward's own drift: the plan's business
+  mine.owner = "mailward";
+  j.violations.push_back(mine);
+  analysis::Violation v;
+  v.kind = analysis::ConflictKind::kClosedPortReachable;
+  v.port = 143;
+  v.family = Family::kV6;
+  v.certainty = analysis::Tri::kMaybe;
+  v.owner = "Docker";
+  v.destination = "172.17.0.2:143";
+  j.violations.push_back(v);
+  auto cs = ToConflicts(j);
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(cs[0].family, "ipv6");
+  EXPECT_EQ(cs[0].certainty, "may reach");
+  EXPECT_EQ(cs[0].kind, "closed-port-reachable");
+  EXPECT_EQ(cs[0].destination, "172.17.0.2:143");
+}
+
+}  // namespace
+}  // namespace mw

@@ -91,8 +91,51 @@ std::string Batch::Describe(uint32_t seq) const {
   return what_[seq - first_seq_];
 }
 
-Socket::~Socket() {
-  if (nl_) mnl_socket_close(nl_);
+namespace {
+/// The real wire: a netlink socket.
+class NetlinkWire : public Wire {
+ public:
+  explicit NetlinkWire(mnl_socket* nl) : nl_(nl) {}
+  ~NetlinkWire() override { mnl_socket_close(nl_); }
+  ssize_t Send(const void* buf, size_t len) override {
+    sockaddr_nl snl{};
+    snl.nl_family = AF_NETLINK;
+    iovec iov{const_cast<void*>(buf), len};
+    msghdr msg{};
+    msg.msg_name = &snl;
+    msg.msg_namelen = sizeof snl;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    return sendmsg(mnl_socket_get_fd(nl_), &msg, 0);
+  }
+  ssize_t Recv(void* buf, size_t len, int flags) override {
+    // Blocking reads go through libmnl (it checks the sender is the kernel).
+    if (flags == 0) return mnl_socket_recvfrom(nl_, buf, len);
+    return recv(mnl_socket_get_fd(nl_), buf, len, flags);
+  }
+  int Poll(int timeout_ms) override {
+    pollfd pfd{mnl_socket_get_fd(nl_), POLLIN, 0};
+    return poll(&pfd, 1, timeout_ms);
+  }
+  void GrowSendBuffer(size_t bytes) override {
+    int fd = mnl_socket_get_fd(nl_);
+    int snd = static_cast<int>(std::min<size_t>(bytes + 4096, 1u << 30));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
+  }
+
+ private:
+  mnl_socket* nl_;
+};
+}  // namespace
+
+Socket::~Socket() = default;
+
+std::unique_ptr<Socket> Socket::Over(std::unique_ptr<Wire> wire, uint32_t portid, uint32_t seq) {
+  std::unique_ptr<Socket> s(new Socket(std::move(wire)));
+  s->portid_ = portid;
+  s->seq_ = seq;
+  return s;
 }
 
 Result<std::unique_ptr<Socket>> Socket::Open() {
@@ -113,10 +156,8 @@ Result<std::unique_ptr<Socket>> Socket::Open() {
   // An error ack would otherwise echo the whole refused message (up to 64 KB of elements and
   // more); capped, it carries only the header. Send() still reads an uncapped one whole.
   setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
-  std::unique_ptr<Socket> s(new Socket(nl));
-  s->portid_ = mnl_socket_get_portid(nl);
-  s->seq_ = static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u;
-  return s;
+  return Over(std::make_unique<NetlinkWire>(nl), mnl_socket_get_portid(nl),
+              static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u);
 }
 
 Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory) {
@@ -159,10 +200,9 @@ Status Socket::Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& 
   std::vector<char> buf(kRecvBuf);
   uint32_t seq = seq_++;
   nlmsghdr* nlh = build(buf.data(), seq);
-  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
-    return Status::Netlink("netlink send failed: " + Err(errno));
+  if (wire_->Send(nlh, nlh->nlmsg_len) < 0) return Status::Netlink("netlink send failed: " + Err(errno));
   for (;;) {
-    ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
+    ssize_t n = wire_->Recv(buf.data(), buf.size(), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::Netlink("netlink receive failed: " + Err(errno));
@@ -192,21 +232,10 @@ Status HandleReplies(const char* buf, size_t n, uint32_t seq, uint32_t portid,
 
 Status Socket::Send(const Batch& batch) {
   const auto& bytes = batch.bytes();
-  int fd = mnl_socket_get_fd(nl_);
-  int snd = static_cast<int>(std::min<size_t>(bytes.size() + 4096, 1u << 30));
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
-  sockaddr_nl snl{};
-  snl.nl_family = AF_NETLINK;
-  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_name = &snl;
-  msg.msg_namelen = sizeof snl;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  wire_->GrowSendBuffer(bytes.size());
   {
     Phase phase("kernel commit");
-    if (sendmsg(fd, &msg, 0) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
+    if (wire_->Send(bytes.data(), bytes.size()) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
   }
 
   // Every change message asked for an ack; the kernel has processed the whole batch by the
@@ -216,15 +245,14 @@ Status Socket::Send(const Batch& batch) {
   while (acks.acks < batch.messages()) {
     // The size of the next datagram first: an error that echoes a large message (a kernel
     // without NETLINK_CAP_ACK) is read whole, never cut off and lost.
-    ssize_t want = recv(fd, buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+    ssize_t want = wire_->Recv(buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     if (want > static_cast<ssize_t>(buf.size())) buf.resize(static_cast<size_t>(want));
-    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    ssize_t n = wire_->Recv(buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         if (acks.first_errno) break;
-        pollfd pfd{fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, 10000);
+        int pr = wire_->Poll(10000);
         if (pr == 0)
           return Status::Netlink("the kernel did not acknowledge every change of the batch within 10 s");
         continue;

@@ -95,11 +95,27 @@ void CountAcks(const char* buf, size_t n, AckTally* tally);
 using TransportFactory = std::function<Result<std::unique_ptr<Transport>>()>;
 Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory);
 
+/// The socket's system calls, so unit tests can play the kernel at the socket level.
+class Wire {
+ public:
+  virtual ~Wire() = default;
+  /// Sends one datagram to the kernel (sendmsg).
+  virtual ssize_t Send(const void* buf, size_t len) = 0;
+  /// Receives one datagram (recv(2) flags: MSG_DONTWAIT, MSG_PEEK | MSG_TRUNC for its size).
+  virtual ssize_t Recv(void* buf, size_t len, int flags) = 0;
+  /// Waits for input; poll(2)'s result.
+  virtual int Poll(int timeout_ms) = 0;
+  /// Makes room in the send buffer for a batch of `bytes`.
+  virtual void GrowSendBuffer(size_t bytes) = 0;
+};
+
 /// A netlink socket to nf_tables.
 class Socket : public Transport {
  public:
   ~Socket() override;
   static Result<std::unique_ptr<Socket>> Open();
+  /// A socket over another wire (unit tests), with this port id and first sequence number.
+  static std::unique_ptr<Socket> Over(std::unique_ptr<Wire> wire, uint32_t portid, uint32_t seq);
 
   Status Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& build,
                  const std::function<int(const nlmsghdr*)>& cb) override;
@@ -109,8 +125,8 @@ class Socket : public Transport {
   Status Send(const Batch& batch) override;
 
  private:
-  explicit Socket(mnl_socket* nl) : nl_(nl) {}
-  mnl_socket* nl_;
+  explicit Socket(std::unique_ptr<Wire> wire) : wire_(std::move(wire)) {}
+  std::unique_ptr<Wire> wire_;
   uint32_t portid_ = 0;
   uint32_t seq_ = 1;
 };
