@@ -429,3 +429,19 @@ TEST(HostView, ClaimsAndConflicts) {
 
 }  // namespace
 }  // namespace mw
+
+namespace mw {
+namespace {
+
+TEST(BackendForSnapshot, EachSnapshotGoesBackToItsBackend) {
+  testing::FakeEnv env;
+  BackendConfig cfg;
+  cfg.env = &env;
+  cfg.netlink = false;
+  EXPECT_EQ(BackendForSnapshot("MWIPT2\n...", cfg)->name(), "iptables");
+  EXPECT_EQ(BackendForSnapshot("MWUFW1\n...", cfg)->name(), "ufw");
+  EXPECT_EQ(BackendForSnapshot("MWSN2\n\x01", cfg)->name(), "nftables");
+}
+
+}  // namespace
+}  // namespace mw
