@@ -55,7 +55,8 @@ Ipsets ParseIpsetSave(const std::string& text) {
       Cidr c;
       std::string err;
       std::string e = w[2];
-      if (ParseCidr(e, &c, &err)) {
+      bool nomatch = std::find(w.begin() + 3, w.end(), "nomatch") != w.end();  // an exception, not a member
+      if (!nomatch && ParseCidr(e, &c, &err)) {
         it->second.entries.push_back(c);
       } else {
         it->second.decidable = false;  // ranges, host bits: not read here
@@ -301,7 +302,9 @@ class IptRule : public Rule {
             test(FromBool(in));
           }
         }
-        SkipValues(&i);  // --return-nomatch and the like
+        SkipValues(&i);
+        // Only "nomatch" entries make it matter, and a set with them is not decided here.
+        if (i + 1 < words_.size() && words_[i + 1] == "--return-nomatch") ++i;
       } else if (t == "--rcheck" || t == "--update") {
         // A source seen before (a port-scan or brute-force list): an ordinary source is not.
         source_test([](const Addr&) { return Tri::kNo; });

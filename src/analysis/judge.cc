@@ -87,7 +87,8 @@ std::string OwnerOf(const Step& step, const std::vector<Step>& path) {
   if (step.table == "table inet mailward" || step.chain == "MAILWARD" || StartsWith(step.chain, "MAILWARD"))
     return "mailward";
   if (StartsWith(step.chain, "f2b-") || step.table.find("f2b-table") != std::string::npos) {
-    std::string jail = StartsWith(step.chain, "f2b-") ? step.chain.substr(4) : "";
+    // iptables: a chain per jail (f2b-dovecot); nftables: one f2b-chain, a set per jail.
+    std::string jail = StartsWith(step.chain, "f2b-") && step.chain != "f2b-chain" ? step.chain.substr(4) : "";
     size_t at = step.rule.find("addr-set-");
     if (jail.empty() && at != std::string::npos) {
       jail = step.rule.substr(at + 9);
@@ -149,7 +150,8 @@ std::string FixFor(ConflictKind kind, const std::string& owner, const Step& step
     std::string match = kind == ConflictKind::kAllowlistBlocked ? NftFamilyWord(f) + " saddr " + source + " " : "";
     return "nft insert rule " + t + " " + step.chain + " " + match + "tcp dport " + port + " accept";
   }
-  std::string tool = StartsWith(step.table, "ip6tables") ? "ip6tables" : "iptables";
+  // The tool of the table's own ruleset: on a host with both, `iptables` is one of the two.
+  std::string tool = step.table.substr(0, step.table.find(' '));  // iptables, ip6tables-legacy...
   std::string table = step.table.substr(step.table.find(' ') + 1);
   std::string src = kind == ConflictKind::kAllowlistBlocked ? " -s " + source : "";
   return tool + (table == "filter" ? "" : " -t " + table) + " -I " + step.chain + src + " -p tcp --dport " + port +

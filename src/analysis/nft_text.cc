@@ -128,7 +128,8 @@ std::string Value(const Lhs& l, const uint8_t* b, uint32_t len) {
     }
     case Kind::kBe16:  // a big-endian field of a header or option (tcp option maxseg size)
       if (len == 1) return std::to_string(b[0]);
-      if (len >= 2) return std::to_string((b[0] << 8) | b[1]);
+      if (len == 2) return std::to_string((b[0] << 8) | b[1]);
+      if (len == 4) return std::to_string(uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3]);
       break;
     case Kind::kTcpFlags:
       if (len >= 1) {
@@ -470,6 +471,12 @@ std::string NftRuleText(const nftnl_rule* r) {
       parts.push_back(std::string("quota ") + (U32(e, NFTNL_EXPR_QUOTA_FLAGS) & NFT_QUOTA_F_INV ? "over " : "") +
                       std::to_string(nftnl_expr_get_u64(e, NFTNL_EXPR_QUOTA_BYTES)) + " bytes");
     } else if (name == "objref") {
+      if (nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_SET_SREG)) {  // "quota name ip saddr map @m"
+        size_t o = Off(U32(e, NFTNL_EXPR_OBJREF_SET_SREG));
+        const char* set = nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_SET_NAME) ? nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_SET_NAME) : "?";
+        parts.push_back("object name " + (regs.count(o) ? regs[o].text : std::string("?")) + " map @" + set);
+        continue;
+      }
       const char* obj = nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_IMM_NAME) ? nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_IMM_NAME) : nullptr;
       parts.push_back(std::string("object ") + (obj ? obj : "(by map)"));
     } else if (name == "match" || name == "target") {
@@ -486,6 +493,7 @@ std::string NftRuleText(const nftnl_rule* r) {
                    : name == "ct" ? CtLhs(U32(e, NFTNL_EXPR_CT_KEY), false, 0)
                                   : PayloadLhs(family, U32(e, NFTNL_EXPR_PAYLOAD_BASE), U32(e, NFTNL_EXPR_PAYLOAD_OFFSET),
                                                U32(e, NFTNL_EXPR_PAYLOAD_LEN), v6_context);
+      if (target.text.rfind("th ", 0) == 0) target.text = proto_word + target.text.substr(2);  // "tcp dport set 143"
       uint16_t sreg_attr = name == "meta" ? static_cast<uint16_t>(NFTNL_EXPR_META_SREG)
                            : name == "ct" ? static_cast<uint16_t>(NFTNL_EXPR_CT_SREG)
                                           : static_cast<uint16_t>(NFTNL_EXPR_PAYLOAD_SREG);

@@ -65,7 +65,7 @@ std::string Flow::RouteOut(const Addr& a) const {
 
 std::string Table::Label() const {
   if (dialect == Dialect::kNft) return "table " + family + " " + name;
-  return family + " " + name;
+  return family + (legacy ? "-legacy " : " ") + name;
 }
 
 bool Table::Applies(Family f) const {

@@ -570,7 +570,7 @@ Result ProbeOne(const std::string& host, uint16_t port, const Options& opt) {
   Result r;
   r.host = host;
   r.port = port;
-  r.proto = ProtoForPort(port);
+  r.proto = opt.proto ? *opt.proto : ProtoForPort(port);
   Conn c(opt);
   std::string err;
   r.state = c.Connect(host, port, &r.connect_ms, &err);

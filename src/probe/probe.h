@@ -48,6 +48,9 @@ struct Options {
   double timeout_s = 3;      ///< per network step (connect, each read, the handshake)
   double deadline_s = 15;    ///< for one whole probe
   std::string source;        ///< bind to this source address (empty: the kernel's choice)
+  /// Speak this protocol instead of the port's convention (ProtoForPort): a service on a
+  /// non-standard port.
+  std::optional<Proto> proto;
 };
 
 /// Probes one port. Never throws; always returns within about `deadline_s`.

@@ -92,9 +92,11 @@ std::string HashFiles(const std::vector<std::string>& files, sys::Env& env) {
 }
 
 std::string CurrentUser(sys::Env& env) {
-  std::string name = std::to_string(getuid());
-  if (passwd* pw = getpwuid(getuid())) name = pw->pw_name;
   if (auto sudo = env.GetEnv("SUDO_USER"); sudo && !sudo->empty()) return *sudo + " (sudo)";
+  // root without a name-service lookup (it costs milliseconds on every apply).
+  std::string name = getuid() == 0 ? "root" : std::to_string(getuid());
+  if (getuid() != 0)
+    if (passwd* pw = getpwuid(getuid())) name = pw->pw_name;
   if (env.GetEnv("INVOCATION_ID")) return name + " (systemd)";
   return name;
 }

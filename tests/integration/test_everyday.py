@@ -17,7 +17,9 @@ def ruleset(topo):
 
 
 def ipt_save(topo):
-    return "".join(topo.in_host([tool]).stdout for tool in ("iptables-save", "ip6tables-save"))
+    """Both families' rules, without the save's comment lines (they carry the time)."""
+    return "".join(line + "\n" for tool in ("iptables-save", "ip6tables-save")
+                   for line in topo.in_host([tool]).stdout.splitlines() if not line.startswith("#"))
 
 
 def ipsets(topo):

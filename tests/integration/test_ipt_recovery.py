@@ -232,12 +232,21 @@ class Recovery(MailwardCase):
         outcomes = {"a": 0, "b": 0}
         recovered = 0
         current, target = self.policy_a, self.policy_b
+        # Kill moments span a whole apply as long as it takes on this machine now (a loaded
+        # machine makes it slower): time two uninterrupted ones first.
+        took = []
+        for policy in (self.policy_b, self.policy_a):
+            t = time.monotonic()
+            rc, j, err = self.mw_ns_json("apply", policy=policy)
+            took.append(time.monotonic() - t)
+            self.assertEqual(rc, 0, (j, err))
+        window = max(0.25, 1.3 * max(took))
         for i in range(30):
             argv = ["nsenter", "-t", str(self.ns.pid), "-n"] + self.env_argv(False) + \
                 [MAILWARD, "--state-dir", self.state, "apply", "--force", "--policy", target]
             p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.children.append(p)
-            time.sleep(rnd.uniform(0.0, 0.25))
+            time.sleep(rnd.uniform(0.0, window))
             p.kill()
             p.wait()
             rc, j, err = self.mw_ns_json("plan", policy=current)
@@ -255,7 +264,7 @@ class Recovery(MailwardCase):
                 current, target = target, current
         # Both outcomes happened: the kills did land part-way through and after the end.
         self.assertTrue(all(outcomes.values()), outcomes)
-        print(f"random kills: {outcomes}, {recovered} put back from the journal")
+        print(f"random kills over {window:.2f} s: {outcomes}, {recovered} put back from the journal")
 
     def test_rollback_removes_the_filter_tables_apply_created(self):
         self.assertEqual(self.ns.run(["nft", "list", "tables"]).stdout, "")

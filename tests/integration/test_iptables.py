@@ -255,8 +255,10 @@ class Behaviour(Variant, MailwardCase):
         self.ns.run([self.tool("ip6tables"), "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "DROP"])
         rc, j = self.mw_json(self.run_, "plan", policy=self.policy)
         got = {(c["port"], c["family"], c["where"], c["certainty"]) for c in j["conflicts"]}
-        self.assertIn((993, "ipv4", "iptables filter chain INPUT", "blocks"), got)
-        self.assertIn((993, "ipv6", "ip6tables filter chain INPUT", "blocks"), got)
+        # Each names the ruleset it is in: "iptables-legacy filter" on the legacy tables.
+        legacy = "-legacy" if self.variant == "legacy" else ""
+        self.assertIn((993, "ipv4", f"iptables{legacy} filter chain INPUT", "blocks"), got)
+        self.assertIn((993, "ipv6", f"ip6tables{legacy} filter chain INPUT", "blocks"), got)
         # fail2ban's chain rejects only banned sources: a source restriction, not a conflict.
         self.assertFalse([c for c in j["conflicts"] if "f2b" in c["where"]], j["conflicts"])
         self.assertIn((993, "ipv4", "fail2ban jail dovecot"),
