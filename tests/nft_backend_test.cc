@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/host_view.h"
+#include "analysis/judge.h"
 #include "backend/nft/nft_codec.h"
 #include "fakes/fake_env.h"
 #include "fakes/fake_nft_transport.h"
@@ -441,6 +442,76 @@ TEST(BackendForSnapshot, EachSnapshotGoesBackToItsBackend) {
   EXPECT_EQ(BackendForSnapshot("MWIPT2\n...", cfg)->name(), "iptables");
   EXPECT_EQ(BackendForSnapshot("MWUFW1\n...", cfg)->name(), "ufw");
   EXPECT_EQ(BackendForSnapshot("MWSN2\n\x01", cfg)->name(), "nftables");
+}
+
+}  // namespace
+}  // namespace mw
+
+namespace mw {
+namespace {
+
+/// Another program's table inet filter: a base input chain whose rule drops sources in its own
+/// set "blocked" (mailward's allowlist rule, moved there); the engine looks the set up through
+/// the transport when it judges a claim.
+TEST(HostView, ForeignSetsAreDumpedWhenTheEngineLooksThemUp) {
+  testing::FakeEnv env;
+  testing::FakeNftKernel kernel;
+  kernel.AddForeignTable(NFPROTO_INET, "filter");
+  auto chain = std::shared_ptr<nftnl_chain>(nftnl_chain_alloc(), nftnl_chain_free);
+  nftnl_chain_set_u32(chain.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+  nftnl_chain_set_str(chain.get(), NFTNL_CHAIN_TABLE, "filter");
+  nftnl_chain_set_str(chain.get(), NFTNL_CHAIN_NAME, "input");
+  nftnl_chain_set_u32(chain.get(), NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+  nftnl_chain_set_s32(chain.get(), NFTNL_CHAIN_PRIO, 0);
+  nftnl_chain_set_str(chain.get(), NFTNL_CHAIN_TYPE, "filter");
+  nftnl_chain_set_u32(chain.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  FakeNftKernel::Key ck{NFPROTO_INET, "filter", "input"};
+  kernel.state.chains[ck] = chain;
+
+  Ruleset rs = FromYaml(kPolicy);
+  const SetSpec* hosts = nullptr;
+  for (const auto& s : rs.sets)
+    if (s.spec.kind == SetSpec::Kind::kAllowHosts && s.spec.family == Family::kV4) hosts = &s.spec;
+  ASSERT_TRUE(hosts);
+  const RuleSpec* lookup = nullptr;
+  for (const auto& r : rs.rules)
+    if (r.saddr_set == hosts->name) lookup = &r;
+  ASSERT_TRUE(lookup);
+  nft::SetPtr set = nft::BuildSet(*hosts);
+  nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, "filter");
+  nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+  FakeNftKernel::Key sk{NFPROTO_INET, "filter", hosts->name};
+  kernel.state.sets[sk] = std::shared_ptr<nftnl_set>(set.release(), nftnl_set_free);
+  FakeNftKernel::Elem e;
+  e.key = {203, 0, 113, 7};
+  kernel.state.elements[sk][{e.key, false}] = e;
+  nft::RulePtr rule = nft::BuildRule(*lookup);
+  nftnl_rule_set_str(rule.get(), NFTNL_RULE_TABLE, "filter");
+  nftnl_rule_set_str(rule.get(), NFTNL_RULE_CHAIN, "input");
+  nftnl_rule_set_u32(rule.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+  nftnl_rule_set_u64(rule.get(), NFTNL_RULE_HANDLE, 99);
+  kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(rule.release(), nftnl_rule_free));
+
+  BackendConfig cfg;
+  cfg.env = &env;
+  cfg.nft_transport = kernel.Factory();
+  HostViewOptions opts;
+  opts.backend = &cfg;
+  auto hv = ReadHostView(opts);
+  ASSERT_TRUE(hv.ok()) << hv.status().message();
+  auto p = ParsePolicyText(kPolicy, "test.yaml");
+  ASSERT_TRUE(p.ok());
+  auto dumps = [&] { return std::count(kernel.requests.begin(), kernel.requests.end(), NFT_MSG_GETSETELEM); };
+  EXPECT_EQ(dumps(), 0);  // the foreign set's elements: only when looked up
+  analysis::Interface eth0;  // this machine's own interfaces do not matter
+  eth0.name = "eth0";
+  Cidr c;
+  c.addr.b[0] = 198, c.addr.b[1] = 51, c.addr.b[2] = 100, c.addr.b[3] = 1;
+  c.prefix = 24;
+  eth0.addresses.push_back(c);
+  (void)analysis::Judge(hv->topo, {eth0}, ClaimsOf(*p), hv->forwarding);
+  EXPECT_EQ(dumps(), 1);  // dumped once, then cached
+  EXPECT_TRUE(kernel.batches.empty());  // read only
 }
 
 }  // namespace

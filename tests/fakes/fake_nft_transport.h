@@ -113,6 +113,7 @@ class FakeNftKernel {
   uint32_t generation = 1;
   uint64_t next_handle = 1;
   std::vector<NftBatch> batches;  ///< every batch sent, applied or not
+  std::vector<uint16_t> requests;  ///< the type (NFT_MSG_GET*) of every request, in order
   /// Faults: the batch's n-th change message (0-based) is refused with this errno.
   std::optional<std::pair<size_t, int>> fail_message;
   /// Faults: every request (dump) fails with this errno (EPERM: no CAP_NET_ADMIN).
@@ -184,6 +185,7 @@ class FakeNftKernel {
     std::vector<char> req(1 << 16);
     const nlmsghdr* nlh = build(req.data(), 7);
     uint16_t type = nlh->nlmsg_type & 0xff;
+    requests.push_back(type);
     uint32_t family = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh))->nfgen_family;
     bool dump = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
     auto match = [&](uint32_t f) { return family == NFPROTO_UNSPEC || family == f; };
