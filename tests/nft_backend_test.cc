@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/host_view.h"
+#include "backend/ipt/ipt_rules.h"
 #include "analysis/judge.h"
 #include "backend/nft/nft_codec.h"
 #include "fakes/fake_env.h"
@@ -512,6 +513,40 @@ TEST(HostView, ForeignSetsAreDumpedWhenTheEngineLooksThemUp) {
   (void)analysis::Judge(hv->topo, {eth0}, ClaimsOf(*p), hv->forwarding);
   EXPECT_EQ(dumps(), 1);  // dumped once, then cached
   EXPECT_TRUE(kernel.batches.empty());  // read only
+}
+
+}  // namespace
+}  // namespace mw
+
+namespace mw {
+namespace {
+
+TEST(HostView, MailwardsIpsetsComeFromTheDesiredRuleset) {
+  testing::FakeEnv env;
+  testing::FakeNftKernel kernel;
+  Ruleset rs = FromYaml(kPolicy);
+  std::string name;
+  for (const auto& s : rs.sets)
+    if (s.spec.is_allow() && s.spec.family == Family::kV4 && !s.intervals.empty()) name = ipt::IpsetName(s.spec.name);
+  ASSERT_FALSE(name.empty());
+  env.programs = {"iptables-nft-save", "ipset"};
+  env.on_run = [&](const std::vector<std::string>& argv, const std::string&) {
+    ProcessResult r;
+    r.status = argv[0] == "iptables-nft-save" ? 0 : 1;
+    if (r.status == 0)
+      r.out = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -m set --match-set " + name +
+              " src -m tcp --dport 143 -j ACCEPT\nCOMMIT\n";
+    return r;
+  };
+  BackendConfig cfg;
+  cfg.env = &env;
+  cfg.nft_transport = kernel.Factory();
+  HostViewOptions opts;
+  opts.backend = &cfg;
+  opts.desired_ipsets = &rs;
+  auto hv = ReadHostView(opts);
+  ASSERT_TRUE(hv.ok()) << hv.status().message();
+  EXPECT_TRUE(env.RunsOf("ipset").empty());  // not dumped: taken from the ruleset
 }
 
 }  // namespace
