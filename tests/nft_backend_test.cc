@@ -551,3 +551,45 @@ TEST(HostView, MailwardsIpsetsComeFromTheDesiredRuleset) {
 
 }  // namespace
 }  // namespace mw
+
+namespace mw {
+namespace {
+
+TEST_F(NftBackendTest, ARefusedBatchPlannedFromTheRecordDropsTheRecord) {
+  Ruleset rs = FromYaml(kPolicy);
+  {
+    auto b = Make();
+    ASSERT_TRUE(b->Apply(*PlanOf(*b, rs)).ok());
+  }
+  ASSERT_TRUE(env_.Has("/var/lib/mailward/nft-elements.cache"));
+  auto b = Make();  // another run: plans from the record
+  Ruleset rs2 = FromYaml(kPolicy2);
+  auto plan = PlanOf(*b, rs2);
+  ASSERT_TRUE(plan);
+  kernel_.fail_message = {{0, ENOENT}};
+  Status s = b->Apply(*plan);
+  EXPECT_EQ(s.code(), Code::kNetlink);
+  EXPECT_NE(s.message().find("is now dropped"), std::string::npos) << s.message();
+  EXPECT_FALSE(env_.Has("/var/lib/mailward/nft-elements.cache"));
+}
+
+TEST_F(NftBackendTest, TheHostViewJudgesMailwardsTableAsPlanned) {
+  Ruleset rs = FromYaml(kPolicy);
+  BackendConfig cfg;
+  cfg.env = &env_;
+  cfg.nft_transport = kernel_.Factory();
+  HostViewOptions opts;
+  opts.backend = &cfg;
+  opts.desired_nft = &rs;
+  auto hv = ReadHostView(opts);
+  ASSERT_TRUE(hv.ok()) << hv.status().message();
+  // Nothing applied, yet mailward's chain is there as the plan would make it.
+  ASSERT_FALSE(hv->topo.tables.empty());
+  bool own = false;
+  for (const auto& t : hv->topo.tables) own |= t.Label().find("mailward") != std::string::npos;
+  EXPECT_TRUE(own);
+  EXPECT_FALSE(kernel_.HasTable(NFPROTO_INET, "mailward"));
+}
+
+}  // namespace
+}  // namespace mw
