@@ -493,6 +493,33 @@ TEST(HostView, ForeignSetsAreDumpedWhenTheEngineLooksThemUp) {
   nftnl_rule_set_u64(rule.get(), NFTNL_RULE_HANDLE, 99);
   kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(rule.release(), nftnl_rule_free));
 
+  // And the interval set of the allowlist's networks, with its rule.
+  const SetSpec* nets = nullptr;
+  for (const auto& s : rs.sets)
+    if (s.spec.kind == SetSpec::Kind::kAllowNets && s.spec.family == Family::kV4) nets = &s.spec;
+  ASSERT_TRUE(nets);
+  const RuleSpec* nets_rule = nullptr;
+  for (const auto& r : rs.rules)
+    if (r.saddr_set == nets->name) nets_rule = &r;
+  ASSERT_TRUE(nets_rule);
+  nft::SetPtr nset = nft::BuildSet(*nets);
+  nftnl_set_set_str(nset.get(), NFTNL_SET_TABLE, "filter");
+  nftnl_set_set_u32(nset.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+  FakeNftKernel::Key nk{NFPROTO_INET, "filter", nets->name};
+  kernel.state.sets[nk] = std::shared_ptr<nftnl_set>(nset.release(), nftnl_set_free);
+  FakeNftKernel::Elem start, end;
+  start.key = {198, 51, 100, 0};
+  end.key = {198, 51, 101, 0};
+  end.flags = NFT_SET_ELEM_INTERVAL_END;
+  kernel.state.elements[nk][{start.key, false}] = start;
+  kernel.state.elements[nk][{end.key, true}] = end;
+  nft::RulePtr nrule = nft::BuildRule(*nets_rule);
+  nftnl_rule_set_str(nrule.get(), NFTNL_RULE_TABLE, "filter");
+  nftnl_rule_set_str(nrule.get(), NFTNL_RULE_CHAIN, "input");
+  nftnl_rule_set_u32(nrule.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+  nftnl_rule_set_u64(nrule.get(), NFTNL_RULE_HANDLE, 100);
+  kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(nrule.release(), nftnl_rule_free));
+
   BackendConfig cfg;
   cfg.env = &env;
   cfg.nft_transport = kernel.Factory();
@@ -511,7 +538,7 @@ TEST(HostView, ForeignSetsAreDumpedWhenTheEngineLooksThemUp) {
   c.prefix = 24;
   eth0.addresses.push_back(c);
   (void)analysis::Judge(hv->topo, {eth0}, ClaimsOf(*p), hv->forwarding);
-  EXPECT_EQ(dumps(), 1);  // dumped once, then cached
+  EXPECT_EQ(dumps(), 2);  // each set dumped once, then cached
   EXPECT_TRUE(kernel.batches.empty());  // read only
 }
 
