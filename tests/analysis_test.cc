@@ -13,7 +13,7 @@
 #include "analysis/judge.h"
 #include "analysis/nft_eval.h"
 #include "analysis/reach.h"
-#include "backend/nft_codec.h"
+#include "backend/nft/nft_codec.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 

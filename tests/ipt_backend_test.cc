@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "fakes/fake_env.h"
 #include "fakes/fake_iptables.h"
+#include "fakes/fake_nft_transport.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 
@@ -186,6 +187,62 @@ TEST_F(IptBackendTest, FollowsTheHostsVariant) {
   ASSERT_TRUE(plan);
   EXPECT_NE(std::find(plan->notes.begin(), plan->notes.end(), "iptables variant: legacy"), plan->notes.end());
   EXPECT_EQ(env_.RunsOf("iptables-legacy-save").size(), 1u);
+}
+
+}  // namespace
+}  // namespace mw
+
+namespace mw {
+namespace {
+
+/// iptables-nft keeps each iptables table in an nftables table of the same name, created on
+/// first use: a restore to a snapshot that had none deletes the empty ones (over the netlink
+/// transport, here FakeNftKernel) and keeps one that holds anything.
+TEST(IptBackendNft, ARestoreDeletesTheEmptyNftTablesTheApplyCreated) {
+  testing::FakeEnv env;
+  testing::FakeIptables ipt;
+  testing::FakeNftKernel kernel;
+  ipt.Attach(&env);
+  env.env_vars["MAILWARD_IPTABLES"] = "nft";
+  BackendConfig cfg;
+  cfg.state_dir = "/var/lib/mailward";
+  cfg.env = &env;
+  cfg.nft_transport = kernel.Factory();
+  auto b = MakeIptablesBackend(cfg);
+  Ruleset rs = FromYaml(kPolicy);
+  auto plan = b->Plan(rs, PlanOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto snap = b->TakeSnapshot(**plan);
+  ASSERT_TRUE(snap.ok());
+  ASSERT_TRUE(b->Apply(**plan).ok());
+  // What iptables-nft made: filter with its empty built-in chains, mangle with a rule.
+  auto add_chain = [&](const char* table, const char* name, uint32_t hook) {
+    auto c = std::shared_ptr<nftnl_chain>(nftnl_chain_alloc(), nftnl_chain_free);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_IPV4);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, hook);
+    nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, 0);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    kernel.state.chains[{NFPROTO_IPV4, table, name}] = c;
+  };
+  kernel.AddForeignTable(NFPROTO_IPV4, "filter");
+  add_chain("filter", "INPUT", NF_INET_LOCAL_IN);
+  add_chain("filter", "OUTPUT", NF_INET_LOCAL_OUT);
+  kernel.AddForeignTable(NFPROTO_IPV4, "mangle");
+  add_chain("mangle", "PREROUTING", NF_INET_PRE_ROUTING);
+  auto r = std::shared_ptr<nftnl_rule>(nftnl_rule_alloc(), nftnl_rule_free);
+  nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_IPV4);
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, "mangle");
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, "PREROUTING");
+  nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, 5);
+  kernel.state.rules[{NFPROTO_IPV4, "mangle", "PREROUTING"}].push_back(r);
+
+  ASSERT_TRUE(b->Restore(snap->bytes, "").ok());
+  EXPECT_FALSE(kernel.HasTable(NFPROTO_IPV4, "filter"));
+  EXPECT_TRUE(kernel.HasTable(NFPROTO_IPV4, "mangle"));
+  ASSERT_FALSE(kernel.batches.empty());
+  EXPECT_EQ(kernel.batches.back().Count(NFT_MSG_DELTABLE), 1u);
 }
 
 }  // namespace

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 
-#include "backend/ipt_rules.h"
-#include "backend/ufw_rules.h"
+#include "backend/ipt/ipt_rules.h"
+#include "backend/ufw/ufw_rules.h"
 #include "model/ruleset.h"
 #include "policy/policy.h"
 

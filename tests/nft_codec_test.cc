@@ -1,4 +1,4 @@
-#include "backend/nft_codec.h"
+#include "backend/nft/nft_codec.h"
 
 #include <gtest/gtest.h>
 #include <libmnl/libmnl.h>

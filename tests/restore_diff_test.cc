@@ -1,5 +1,5 @@
 // rollback --dry-run's comparison of mailward's objects now with a snapshot's, and Plural.
-#include "backend/restore_diff.h"
+#include "backend/nft/restore_diff.h"
 
 #include <gtest/gtest.h>
 

@@ -1,10 +1,12 @@
-// The Backend interface: one per firewall manager (nftables, iptables, UFW behind one seam). Commands only see plans, changes and conflicts; how a backend reads and writes
-// the kernel is its own business.
+// The Backend interface: one per firewall manager (nftables, iptables, UFW behind one seam).
+// Commands only see plans, changes and conflicts; how a backend reads and writes the kernel is
+// its own business.
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +16,9 @@
 #include "util/status.h"
 
 namespace mw {
+namespace nft {
+class Transport;
+}
 
 /// One line of a plan, for people and for JSON.
 struct Change {
@@ -143,6 +148,9 @@ struct BackendConfig {
   /// The iptables backend may read and delete iptables-nft's own nftables tables over netlink
   /// (unit tests turn it off: they never touch a kernel).
   bool netlink = true;
+  /// Opens the netlink transport to nf_tables (backend/nft/nft_netlink.h); empty: a real netlink
+  /// socket. Unit tests give a fake (tests/fakes/fake_nft_transport.h).
+  std::function<Result<std::unique_ptr<nft::Transport>>()> nft_transport;
 };
 
 /// The nftables backend (netlink, libnftnl).

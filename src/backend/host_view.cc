@@ -13,7 +13,7 @@
 #include <regex>
 
 #include "analysis/ipt_eval.h"
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "util/fs.h"
 #include "util/process.h"
 
@@ -117,10 +117,13 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j) {
 }
 
 Result<HostView> ReadHostView(const HostViewOptions& opts) {
+  const BackendConfig real;
+  const BackendConfig& cfg = opts.backend ? *opts.backend : real;
+  sys::Env& env = *cfg.env;
   HostView hv;
   hv.interfaces = ReadInterfaces();
   for (int f = 0; f < 2; ++f) {
-    auto v = ReadFile(f == 0 ? "/proc/sys/net/ipv4/ip_forward" : "/proc/sys/net/ipv6/conf/all/forwarding");
+    auto v = env.ReadFile(f == 0 ? "/proc/sys/net/ipv4/ip_forward" : "/proc/sys/net/ipv6/conf/all/forwarding");
     if (v.ok()) hv.forwarding[f] = !v->empty() && (*v)[0] != '0';
   }
   // iptables: iptables-nft's tables (they live in nftables, as ip/ip6 tables named like
@@ -130,13 +133,13 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
   for (int legacy = 0; legacy < 2; ++legacy) {
     for (int f = 0; f < 2; ++f) {
       std::string prog = std::string(f == 0 ? "iptables" : "ip6tables") + (legacy ? "-legacy-save" : "-nft-save");
-      if (legacy && !Exists(f == 0 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names")) continue;
+      if (legacy && !env.Exists(f == 0 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names")) continue;
       if (legacy) {
-        auto names = ReadFile(f == 0 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names");
+        auto names = env.ReadFile(f == 0 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names");
         if (!names.ok() || names->empty()) continue;
       }
-      if (!HaveProgram(prog)) continue;
-      ProcessResult r = RunProcess({prog});
+      if (!env.HaveProgram(prog)) continue;
+      ProcessResult r = env.Run({prog});
       if (!r.ok()) {
         hv.notes.push_back(prog + " failed: " + r.Message());
         continue;
@@ -168,9 +171,9 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
       ipsets->sets[name] = std::move(s);
     }
   }
-  if (!wanted.empty() && HaveProgram("ipset")) {
+  if (!wanted.empty() && env.HaveProgram("ipset")) {
     for (const auto& name : wanted) {
-      ProcessResult r = RunProcess({"ipset", "save", name});
+      ProcessResult r = env.Run({"ipset", "save", name});
       if (!r.ok()) continue;
       auto parsed = analysis::ParseIpsetSave(r.out);
       for (auto& [n, s] : parsed.sets) ipsets->sets[n] = std::move(s);
@@ -181,7 +184,7 @@ Result<HostView> ReadHostView(const HostViewOptions& opts) {
       if (!saves[legacy][f].empty())
         analysis::AddIptablesTables(saves[legacy][f], f == 0 ? Family::kV4 : Family::kV6, legacy == 1, ipsets, &hv.topo);
   hv.keep.push_back(ipsets);
-  Status s = AddNftablesToTopology(opts.plan, opts.desired_nft, opts.read_own_elements, iptables_nft_tables, &hv.topo, &hv.keep);
+  Status s = AddNftablesToTopology(cfg, opts.plan, opts.desired_nft, opts.read_own_elements, iptables_nft_tables, &hv.topo, &hv.keep);
   if (!s.ok()) {
     if (hv.topo.tables.empty()) return s;
     hv.notes.push_back("nftables could not be read: " + s.message());

@@ -37,6 +37,8 @@ struct HostViewOptions {
   /// mailward's ipsets (mw_*) are taken from this desired ruleset instead of `ipset save` (at a
   /// million entries the dump costs seconds; a difference is drift, which the plan reports).
   const Ruleset* desired_ipsets = nullptr;
+  /// Files and programs (env) and the nftables transport; null: the real ones. Tests: fakes.
+  const BackendConfig* backend = nullptr;
 };
 
 /// Reads everything. An unreadable part (no iptables installed, no permission) is a note, not an
@@ -54,9 +56,9 @@ std::vector<analysis::PortClaim> ClaimsOf(const Policy& policy);
 std::vector<Conflict> ToConflicts(const analysis::Judgement& j);
 
 /// Implemented by the nftables backend: adds every active nftables table (except `skip`, the
-/// tables iptables-nft manages) to `topo`. REQUIRES: `desired` and `plan` outlive `topo`
+/// tables iptables-nft manages) to `topo`, read through cfg's transport. REQUIRES: `desired` and `plan` outlive `topo`
 /// (mailward's own set contents are looked up in place, not copied).
-Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements, const std::set<std::pair<uint32_t, std::string>>& skip,
+Status AddNftablesToTopology(const BackendConfig& cfg, const BackendPlan* plan, const Ruleset* desired, bool read_own_elements, const std::set<std::pair<uint32_t, std::string>>& skip,
                              analysis::Topology* topo, std::vector<std::shared_ptr<void>>* keep);
 
 }  // namespace mw

@@ -1,6 +1,6 @@
 #include "backend/select.h"
 
-#include "backend/nft_netlink.h"
+#include "backend/nft/nft_netlink.h"
 
 namespace mw {
 

@@ -6,6 +6,7 @@
 //  - MAILWARD_TEST_FAULT=ip6tables-restore: the first ip6tables*-restore mailward runs fails.
 //  - MAILWARD_TEST_FAULT=ufw-reload: the first `ufw reload` mailward runs fails.
 //  - MAILWARD_TEST_FAULT=state-dir: the state directory counts as unwritable before an apply.
+//  - MAILWARD_TEST_FAULT=netlink-midbatch: the nftables batch carries a change the kernel refuses.
 //  - MAILWARD_TEST_FAULT=pause-after-commit: after a backend's commit, creates
 //    STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it.
 #include <signal.h>

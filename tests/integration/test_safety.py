@@ -416,7 +416,7 @@ class Safety(MailwardCase):
     def test_failure_injected_mid_apply_leaves_the_old_ruleset(self):
         self.mw(self.ns.run, "apply", policy=self.p1, check=True)
         before = self.ruleset()
-        env = dict(os.environ, MAILWARD_TEST_FAULT="netlink-midbatch")
+        env = fault_env("netlink-midbatch")
         p = run(["nsenter", "-t", str(self.ns.pid), "-n", MAILWARD, "--state-dir", self.state, "--policy", self.p2,
                  "apply"], check=False, env=env)
         self.assertEqual(p.returncode, 1)

@@ -1,4 +1,4 @@
-#include "backend/nft_netlink.h"
+#include "backend/nft/nft_netlink.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,7 +33,8 @@ nlmsghdr* PutMarker(char* at, uint16_t type, uint32_t seq) {
   nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
   return nlh;
 }
-/// The kernel's extended-ack text of an error message (NLMSGERR_ATTR_MSG), or "".
+}  // namespace
+
 std::string ExtAckMessage(const nlmsghdr* nlh) {
   if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
   const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
@@ -57,7 +58,6 @@ std::string ExtAckMessage(const nlmsghdr* nlh) {
   }
   return "";
 }
-}  // namespace
 
 Batch::Batch(uint32_t genid) {
   first_seq_ = static_cast<uint32_t>(time(nullptr));
@@ -91,8 +91,51 @@ std::string Batch::Describe(uint32_t seq) const {
   return what_[seq - first_seq_];
 }
 
-Socket::~Socket() {
-  if (nl_) mnl_socket_close(nl_);
+namespace {
+/// The real wire: a netlink socket.
+class NetlinkWire : public Wire {
+ public:
+  explicit NetlinkWire(mnl_socket* nl) : nl_(nl) {}
+  ~NetlinkWire() override { mnl_socket_close(nl_); }
+  ssize_t Send(const void* buf, size_t len) override {
+    sockaddr_nl snl{};
+    snl.nl_family = AF_NETLINK;
+    iovec iov{const_cast<void*>(buf), len};
+    msghdr msg{};
+    msg.msg_name = &snl;
+    msg.msg_namelen = sizeof snl;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    return sendmsg(mnl_socket_get_fd(nl_), &msg, 0);
+  }
+  ssize_t Recv(void* buf, size_t len, int flags) override {
+    // Blocking reads go through libmnl (it checks the sender is the kernel).
+    if (flags == 0) return mnl_socket_recvfrom(nl_, buf, len);
+    return recv(mnl_socket_get_fd(nl_), buf, len, flags);
+  }
+  int Poll(int timeout_ms) override {
+    pollfd pfd{mnl_socket_get_fd(nl_), POLLIN, 0};
+    return poll(&pfd, 1, timeout_ms);
+  }
+  void GrowSendBuffer(size_t bytes) override {
+    int fd = mnl_socket_get_fd(nl_);
+    int snd = static_cast<int>(std::min<size_t>(bytes + 4096, 1u << 30));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
+  }
+
+ private:
+  mnl_socket* nl_;
+};
+}  // namespace
+
+Socket::~Socket() = default;
+
+std::unique_ptr<Socket> Socket::Over(std::unique_ptr<Wire> wire, uint32_t portid, uint32_t seq) {
+  std::unique_ptr<Socket> s(new Socket(std::move(wire)));
+  s->portid_ = portid;
+  s->seq_ = seq;
+  return s;
 }
 
 Result<std::unique_ptr<Socket>> Socket::Open() {
@@ -113,13 +156,18 @@ Result<std::unique_ptr<Socket>> Socket::Open() {
   // An error ack would otherwise echo the whole refused message (up to 64 KB of elements and
   // more); capped, it carries only the header. Send() still reads an uncapped one whole.
   setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
-  std::unique_ptr<Socket> s(new Socket(nl));
-  s->portid_ = mnl_socket_get_portid(nl);
-  s->seq_ = static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u;
-  return s;
+  return Over(std::make_unique<NetlinkWire>(nl), mnl_socket_get_portid(nl),
+              static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0000u);
 }
 
-Result<uint32_t> Socket::GetGeneration() {
+Result<std::unique_ptr<Transport>> OpenTransport(const TransportFactory& factory) {
+  if (factory) return factory();
+  auto s = Socket::Open();
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<Transport>(std::move(s.value()));
+}
+
+Result<uint32_t> Transport::GetGeneration() {
   uint32_t genid = 0;
   bool got = false;
   Status st = Request(
@@ -152,91 +200,95 @@ Status Socket::Request(const std::function<nlmsghdr*(char* buf, uint32_t seq)>& 
   std::vector<char> buf(kRecvBuf);
   uint32_t seq = seq_++;
   nlmsghdr* nlh = build(buf.data(), seq);
-  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
-    return Status::Netlink("netlink send failed: " + Err(errno));
-  CbCtx ctx{&cb};
+  if (wire_->Send(nlh, nlh->nlmsg_len) < 0) return Status::Netlink("netlink send failed: " + Err(errno));
   for (;;) {
-    ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
+    ssize_t n = wire_->Recv(buf.data(), buf.size(), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::Netlink("netlink receive failed: " + Err(errno));
     }
-    int ret = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid_, DataCb, &ctx);
-    if (ret < 0) {
-      if (errno == EINTR) {
-        // The dump was interrupted by a concurrent change (NLM_F_DUMP_INTR).
-        return Status::Error(Code::kGenerationMoved, "the ruleset changed during the dump");
-      }
-      return Status::Netlink(Err(errno));
+    bool done = false;
+    MW_RETURN_IF_ERROR(HandleReplies(buf.data(), static_cast<size_t>(n), seq, portid_, cb, &done));
+    if (done) break;
+  }
+  return Status::Ok();
+}
+
+Status HandleReplies(const char* buf, size_t n, uint32_t seq, uint32_t portid,
+                     const std::function<int(const nlmsghdr*)>& cb, bool* done) {
+  CbCtx ctx{&cb};
+  errno = 0;
+  int ret = mnl_cb_run(buf, n, seq, portid, DataCb, &ctx);
+  *done = ret == MNL_CB_STOP;
+  if (ret < 0) {
+    if (errno == EINTR) {
+      // The dump was interrupted by a concurrent change (NLM_F_DUMP_INTR).
+      return Status::Error(Code::kGenerationMoved, "the ruleset changed during the dump");
     }
-    if (ret == MNL_CB_STOP) break;
+    return Status::Netlink(Err(errno));
   }
   return Status::Ok();
 }
 
 Status Socket::Send(const Batch& batch) {
   const auto& bytes = batch.bytes();
-  int fd = mnl_socket_get_fd(nl_);
-  int snd = static_cast<int>(std::min<size_t>(bytes.size() + 4096, 1u << 30));
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
-  sockaddr_nl snl{};
-  snl.nl_family = AF_NETLINK;
-  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_name = &snl;
-  msg.msg_namelen = sizeof snl;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  wire_->GrowSendBuffer(bytes.size());
   {
     Phase phase("kernel commit");
-    if (sendmsg(fd, &msg, 0) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
+    if (wire_->Send(bytes.data(), bytes.size()) < 0) return Status::Netlink("sending the batch failed: " + Err(errno));
   }
 
   // Every change message asked for an ack; the kernel has processed the whole batch by the
   // time sendmsg returns, so read until all acks are in or an error shows.
   std::vector<char> buf(kRecvBuf);
-  size_t acks = 0;
-  std::string first_error;
-  int first_errno = 0;
-  while (acks < batch.messages()) {
+  AckTally acks;
+  while (acks.acks < batch.messages()) {
     // The size of the next datagram first: an error that echoes a large message (a kernel
     // without NETLINK_CAP_ACK) is read whole, never cut off and lost.
-    ssize_t want = recv(fd, buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+    ssize_t want = wire_->Recv(buf.data(), 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     if (want > static_cast<ssize_t>(buf.size())) buf.resize(static_cast<size_t>(want));
-    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    ssize_t n = wire_->Recv(buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (first_errno) break;
-        pollfd pfd{fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, 10000);
+        if (acks.first_errno) break;
+        int pr = wire_->Poll(10000);
         if (pr == 0)
           return Status::Netlink("the kernel did not acknowledge every change of the batch within 10 s");
         continue;
       }
       return Status::Netlink("reading the batch acknowledgements failed: " + Err(errno));
     }
-    for (nlmsghdr* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, static_cast<int>(n));
-         nlh = mnl_nlmsg_next(nlh, reinterpret_cast<int*>(&n))) {
-      if (nlh->nlmsg_type != NLMSG_ERROR) continue;
-      auto* err = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-      ++acks;
-      if (err->error != 0 && first_errno == 0) {
-        first_errno = -err->error;
-        std::string what = batch.Describe(err->msg.nlmsg_seq);
-        if (what.empty()) what = "the batch";
-        first_error = what + ": " + Err(first_errno);
-        std::string detail = ExtAckMessage(nlh);
-        if (!detail.empty()) first_error += " (" + detail + ")";
-      }
+    CountAcks(buf.data(), static_cast<size_t>(n), &acks);
+  }
+  return BatchStatus(batch, acks.first_seq, acks.first_errno, acks.first_extack);
+}
+
+void CountAcks(const char* buf, size_t n, AckTally* tally) {
+  int left = static_cast<int>(n);
+  for (const nlmsghdr* nlh = reinterpret_cast<const nlmsghdr*>(buf); mnl_nlmsg_ok(nlh, left);
+       nlh = mnl_nlmsg_next(nlh, &left)) {
+    if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    ++tally->acks;
+    if (err->error != 0 && tally->first_errno == 0) {
+      tally->first_errno = -err->error;
+      tally->first_seq = err->msg.nlmsg_seq;
+      tally->first_extack = ExtAckMessage(nlh);
     }
   }
-  if (first_errno == ERESTART || first_errno == EINTR)
+}
+
+Status BatchStatus(const Batch& batch, uint32_t seq, int err, const std::string& extack) {
+  if (err == 0) return Status::Ok();
+  if (err == ERESTART || err == EINTR)
     return Status::Error(Code::kGenerationMoved,
                          "the ruleset changed since it was read (generation moved); nothing was applied");
-  if (first_errno) return Status::Netlink("the kernel refused the batch, nothing was applied: " + first_error);
-  return Status::Ok();
+  std::string what = batch.Describe(seq);
+  if (what.empty()) what = "the batch";
+  std::string error = what + ": " + Err(err);
+  if (!extack.empty()) error += " (" + extack + ")";
+  return Status::Netlink("the kernel refused the batch, nothing was applied: " + error);
 }
 
 }  // namespace mw::nft

@@ -1,4 +1,4 @@
-#include "backend/ufw_rules.h"
+#include "backend/ufw/ufw_rules.h"
 
 #include <algorithm>
 #include <charconv>
@@ -6,7 +6,7 @@
 #include <set>
 #include <sstream>
 
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 #include "util/fs.h"
 #include "util/text.h"
 

@@ -31,8 +31,8 @@
 #include <sstream>
 
 #include "backend/backend.h"
-#include "backend/ipt_rules.h"
-#include "backend/nft_netlink.h"
+#include "backend/ipt/ipt_rules.h"
+#include "backend/nft/nft_netlink.h"
 #include "util/fs.h"
 #include "util/text.h"
 #include "util/hash.h"
@@ -121,7 +121,7 @@ bool IsBuiltinChain(int t, const std::string& name) {
 
 /// The names of family f's nftables tables (iptables-nft keeps each iptables table in the
 /// nftables table of the same name); nullopt when nftables cannot be read.
-std::optional<std::set<std::string>> NftTableNames(nft::Socket& sock, int f) {
+std::optional<std::set<std::string>> NftTableNames(nft::Transport& sock, int f) {
   std::set<std::string> names;
   Status s = sock.Request(
       [&](char* buf, uint32_t seq) { return nftnl_table_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NfProto(f), NLM_F_DUMP, seq); },
@@ -140,8 +140,8 @@ std::optional<std::set<std::string>> NftTableNames(nft::Socket& sock, int f) {
 /// built-in chains (policy accept; no rules, no sets, no other chain): the table an apply
 /// created on a host that had none. Anything else in it, or anything changing meanwhile (the
 /// delete carries the generation it was checked at), leaves it. Returns whether it was deleted.
-Result<bool> DeleteEmptyNftTable(int f, int t) {
-  auto sock = nft::Socket::Open();
+Result<bool> DeleteEmptyNftTable(const nft::TransportFactory& transport, int f, int t) {
+  auto sock = nft::OpenTransport(transport);
   if (!sock.ok()) return sock.status();
   auto gen = (*sock)->GetGeneration();
   if (!gen.ok()) return gen.status();
@@ -469,7 +469,7 @@ class IptablesBackend : public Backend {
     if (tools_.variant == "legacy" || !cfg_.netlink) return;
     for (int f = 0; f < 2; ++f)
       for (int tb = 0; tb < kTableCount; ++tb)
-        if (had[f][tb] && !*had[f][tb]) (void)DeleteEmptyNftTable(f, tb);
+        if (had[f][tb] && !*had[f][tb]) (void)DeleteEmptyNftTable(cfg_.nft_transport, f, tb);
   }
 
   /// Applies a plan (the journal lock held, when there is a state directory). With `journal`,
@@ -576,7 +576,7 @@ class IptablesBackend : public Backend {
       }
     }
     if (with_entries && tools_.variant != "legacy" && cfg_.netlink) {
-      auto sock = nft::Socket::Open();
+      auto sock = nft::OpenTransport(cfg_.nft_transport);
       if (sock.ok())
         for (int f = 0; f < 2; ++f)
           if (live.fam[f].available)

@@ -19,11 +19,12 @@
 
 #include "backend/backend.h"
 #include "backend/host_view.h"
-#include "backend/nft_codec.h"
-#include "backend/nft_netlink.h"
-#include "backend/restore_diff.h"
+#include "backend/nft/nft_codec.h"
+#include "backend/nft/nft_netlink.h"
+#include "backend/nft/restore_diff.h"
 #include "analysis/nft_eval.h"
 #include "plan/diff.h"
+#include "sys/test_hooks.h"
 #include "util/fs.h"
 #include "util/text.h"
 #include "util/timing.h"
@@ -44,9 +45,9 @@ using ChainPtr = std::unique_ptr<nftnl_chain, ChainDeleter>;
 
 /// Identifies this boot and network namespace, so a cached generation number cannot be
 /// mistaken for one of another boot or namespace.
-std::string RuntimeIdentity() {
+std::string RuntimeIdentity(sys::Env& env) {
   std::string id;
-  auto boot = ReadFile("/proc/sys/kernel/random/boot_id");
+  auto boot = env.ReadFile("/proc/sys/kernel/random/boot_id");
   if (boot.ok()) id = *boot;
   while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
   struct stat st;
@@ -212,7 +213,7 @@ class NftBackend : public Backend {
       if (sent.code() != Code::kGenerationMoved && p.live && p.live->elements_from_cache) {
         // The plan trusted mailward's record of its sets and the kernel refused it: the record
         // may be stale. Drop it, so the next run reads the elements from the kernel.
-        if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+        if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
         last_written_.reset();
         return Status::Error(sent.code(), sent.message() +
                                               " (mailward's record of its sets' contents was used and is now dropped: "
@@ -221,12 +222,14 @@ class NftBackend : public Backend {
       return sent;
     }
     if (p.plan.delete_table) {  // removed: no record of sets that are gone
-      if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+      if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
       last_written_.reset();
     } else {
       RememberElements(*p.desired, p.generation);
     }
-    PauseAfterCommitForTests();
+    // The integration tests' hook library may hold the process here, so a test can commit from
+    // another process before this one reads back (MAILWARD_TEST_FAULT=pause-after-commit).
+    if (!cfg_.state_dir.empty()) sys::AfterCommitHook(cfg_.state_dir);
     return Status::Ok();
   }
 
@@ -249,7 +252,7 @@ class NftBackend : public Backend {
  private:
   Status EnsureSocket() {
     if (sock_) return Status::Ok();
-    auto s = Socket::Open();
+    auto s = OpenTransport(cfg_.nft_transport);
     if (!s.ok()) return s.status();
     sock_ = std::move(s.value());
     return Status::Ok();
@@ -275,16 +278,6 @@ class NftBackend : public Backend {
   const Ruleset* sharded_of_ = nullptr;
   std::vector<size_t> sharded_shape_;
   std::shared_ptr<const Ruleset> sharded_;
-  /// Test-only (MAILWARD_TEST_FAULT=pause-after-commit): after the commit, creates
-  /// STATE_DIR/paused-after-commit and waits (at most 60 s) until the test removes it, so a test
-  /// can commit from another process before this one reads back.
-  void PauseAfterCommitForTests() const {
-    const char* fault = std::getenv("MAILWARD_TEST_FAULT");
-    if (!fault || std::string(fault) != "pause-after-commit" || cfg_.state_dir.empty()) return;
-    std::string flag = cfg_.state_dir + "/paused-after-commit";
-    if (!WriteFileAtomic(flag, "", Durability::kNoFsync).ok()) return;
-    for (int i = 0; i < 3000 && Exists(flag); ++i) usleep(20000);
-  }
   Result<LiveState> ReadLive();
   /// Takes (moves out) the cached sets it uses from *cache.
   Status ReadOnce(LiveState* st, ElementCache* cache);
@@ -295,7 +288,7 @@ class NftBackend : public Backend {
   void BuildBatch(const mw::Plan& plan, Batch* batch);
 
   BackendConfig cfg_;
-  std::unique_ptr<Socket> sock_;
+  std::unique_ptr<Transport> sock_;
 
  public:
   /// For a read by the reachability engine on another backend's host: mailward's own allow
@@ -490,8 +483,8 @@ Result<LiveState> NftBackend::ReadLive() {
     // The cache stands in for a read of the kernel's elements: only from a directory no one
     // but root can write.
     from_file = true;
-    auto text = ReadFile(CachePath(), Follow::kNoSymlinks);
-    have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity();
+    auto text = cfg_.env->ReadFile(CachePath(), Follow::kNoSymlinks);
+    have_cache = text.ok() && cache.Parse(*text) && cache.identity == RuntimeIdentity(*cfg_.env);
   }
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
     auto g1 = sock_->GetGeneration();
@@ -665,8 +658,9 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
     nftnl_set_nlmsg_build_payload(nlh, s.get());
     batch->Commit(nlh);
   }
-  // Test-only fault injection: a change the kernel must refuse, in the middle of the batch.
-  if (const char* fault = std::getenv("MAILWARD_TEST_FAULT"); fault && std::string(fault) == "netlink-midbatch") {
+  // Test-only fault injection (the integration tests' hook library, MAILWARD_TEST_FAULT=
+  // netlink-midbatch): a change the kernel must refuse, in the middle of the batch.
+  if (sys::InjectedFault("netlink-midbatch")) {
     nftnl_rule* rule = nftnl_rule_alloc();
     nftnl_rule_set_str(rule, NFTNL_RULE_TABLE, kTable);
     nftnl_rule_set_str(rule, NFTNL_RULE_CHAIN, kChain);
@@ -731,19 +725,19 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
     ours = s.ok() && have_table && gen2.ok() && *gen2 == *gen;
   }
   if (!ours) {
-    unlink(path.c_str());
+    (void)cfg_.env->RemoveFile(path);
     last_written_.reset();
     return;
   }
   ElementCache c;
-  c.identity = RuntimeIdentity();
+  c.identity = RuntimeIdentity(*cfg_.env);
   c.generation = *gen;
   c.table_handle = handle;
   for (const auto& s : desired.sets)
     if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
   // A cache, not a record: losing it costs one full read, so no fsync.
   if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
-    (void)WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+    (void)cfg_.env->WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
   last_written_ = std::move(c);
 }
 
@@ -890,7 +884,7 @@ Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachm
   }
   batch.End();
   MW_RETURN_IF_ERROR(sock_->Send(batch));
-  if (!cfg_.state_dir.empty()) unlink(CachePath().c_str());
+  if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
   last_written_.reset();
   return Status::Ok();
 }
@@ -1014,6 +1008,7 @@ class LiveNftSets : public analysis::NftSets {
     /// addresses are not copied.
     const std::vector<Interval>* intervals;
   };
+  explicit LiveNftSets(TransportFactory transport) : transport_(std::move(transport)) {}
   std::map<std::string, Own> own;
   std::map<std::tuple<uint32_t, std::string, std::string>, LiveState::OtherSet> other;
 
@@ -1083,7 +1078,7 @@ class LiveNftSets : public analysis::NftSets {
     auto k = std::make_tuple(family, table, set);
     if (auto it = cache_.find(k); it != cache_.end()) return it->second ? &*it->second : nullptr;
     if (!sock_) {
-      auto s = Socket::Open();
+      auto s = OpenTransport(transport_);
       if (!s.ok()) return nullptr;
       sock_ = std::move(s.value());
     }
@@ -1129,7 +1124,8 @@ class LiveNftSets : public analysis::NftSets {
     cache_[k] = std::move(out);
     return &*cache_[k];
   }
-  std::unique_ptr<Socket> sock_;
+  TransportFactory transport_;
+  std::unique_ptr<Transport> sock_;
   std::map<std::tuple<uint32_t, std::string, std::string>, std::optional<std::vector<Elem>>> cache_;
 };
 
@@ -1142,7 +1138,7 @@ struct NftKeepAlive {
 }  // namespace
 }  // namespace nft
 
-Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bool read_own_elements,
+Status AddNftablesToTopology(const BackendConfig& cfg, const BackendPlan* plan, const Ruleset* desired, bool read_own_elements,
                              const std::set<std::pair<uint32_t, std::string>>& skip, analysis::Topology* topo,
                              std::vector<std::shared_ptr<void>>* keep) {
   using namespace nft;
@@ -1153,7 +1149,10 @@ Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bo
   if (auto* np = dynamic_cast<const NftPlan*>(plan); np && np->live) {
     livep = np->live.get();
   } else {
-    NftBackend be(BackendConfig{});
+    BackendConfig read_cfg;  // no state directory: reads only
+    read_cfg.env = cfg.env;
+    read_cfg.nft_transport = cfg.nft_transport;
+    NftBackend be(read_cfg);
     be.skip_own_elements_ = !read_own_elements;
     auto fresh = be.Plan(Ruleset{}, PlanOptions{false, 0});
     if (!fresh.ok()) return fresh.status();
@@ -1162,7 +1161,7 @@ Status AddNftablesToTopology(const BackendPlan* plan, const Ruleset* desired, bo
     livep = &ka->live;
   }
   const LiveState& live = *livep;
-  auto sets = std::make_shared<LiveNftSets>();
+  auto sets = std::make_shared<LiveNftSets>(cfg.nft_transport);
   sets->other = live.other_sets;
   std::vector<analysis::NftChainIn> chains;
   for (const auto& c : live.all_chains) {

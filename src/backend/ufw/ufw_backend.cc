@@ -19,8 +19,8 @@
 #include <sys/stat.h>
 
 #include "backend/backend.h"
-#include "backend/ipt_rules.h"
-#include "backend/ufw_rules.h"
+#include "backend/ipt/ipt_rules.h"
+#include "backend/ufw/ufw_rules.h"
 #include "util/fs.h"
 #include "util/hash.h"
 #include "util/process.h"

@@ -1,4 +1,4 @@
-#include "backend/restore_diff.h"
+#include "backend/nft/restore_diff.h"
 
 #include <algorithm>
 #include <map>

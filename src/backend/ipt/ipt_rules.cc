@@ -1,4 +1,4 @@
-#include "backend/ipt_rules.h"
+#include "backend/ipt/ipt_rules.h"
 
 #include "analysis/ipt_eval.h"
 
