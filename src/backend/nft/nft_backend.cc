@@ -34,7 +34,6 @@ namespace nft {
 namespace {
 
 constexpr int kMaxReadAttempts = 20;
-constexpr int kMaxApplyAttempts = 5;
 constexpr uint16_t kSnapIntervals = 0xfff0;     // snapshot record: a set's intervals, raw
 constexpr uint16_t kSnapIntervalsRef = 0xfff1;  // ... held by the attachment (a cache file)
 
@@ -194,7 +193,7 @@ class NftBackend : public Backend {
 
   Status Apply(const BackendPlan& bplan) override {
     MW_RETURN_IF_ERROR(EnsureSocket());
-    const auto& p = static_cast<const NftPlan&>(bplan);
+    const auto& p = PlanAs<NftPlan>(bplan, "nftables");
     if (p.plan.empty()) {
       // In sync. Record the elements unless the record already says exactly this (a no-op apply,
       // as Ansible's second run, then writes nothing).
@@ -744,7 +743,7 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
 // Snapshot format: "MWSN2\n", u8 table-exists, then messages: u16 type, u32 len, payload
 // (the attributes after nfgenmsg), rebuilt into a batch by Restore.
 Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
-  const auto& np = static_cast<const NftPlan&>(bplan);
+  const auto& np = PlanAs<NftPlan>(bplan, "nftables");
   LiveState* live = np.live.get();
   if (!live) return Status::Error(Code::kInternal, "snapshot of a plan without its live state");
   mw::Snapshot snap;
