@@ -195,7 +195,7 @@ COMMIT
   std::vector<Change> changes;
   for (int t = 0; t < ipt::kTableCount; ++t) ipt::DescribeOwnChanges(have.t[t], want.t[t], t, "iptables", &changes);
   std::vector<std::string> names;
-  for (const auto& c : changes) names.push_back(c.op + " " + c.object + " " + c.name);
+  for (const auto& c : changes) names.push_back(std::string(ChangeOpName(c.op)) + " " + ChangeObjectName(c.object) + " " + c.name);
   EXPECT_NE(std::find(names.begin(), names.end(), "delete chain iptables mangle MAILWARD"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "add rule iptables nat mailward:jump"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "add rule iptables mailward:jump"), names.end());

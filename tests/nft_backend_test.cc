@@ -93,7 +93,7 @@ TEST_F(NftBackendTest, AppliesThenIsInSync) {
   // The verification read-back, and a second plan from a fresh backend (no element record).
   auto again = PlanOf(*b, rs);
   ASSERT_TRUE(again);
-  EXPECT_TRUE(again->in_sync()) << again->changes[0].op << " " << again->changes[0].name;
+  EXPECT_TRUE(again->in_sync()) << ChangeOpName(again->changes[0].op) << " " << again->changes[0].name;
   FakeEnv other_env;
   BackendConfig cfg;
   cfg.env = &other_env;
@@ -101,7 +101,7 @@ TEST_F(NftBackendTest, AppliesThenIsInSync) {
   auto fresh = MakeNftablesBackend(cfg);
   auto p3 = PlanOf(*fresh, rs);
   ASSERT_TRUE(p3);
-  EXPECT_TRUE(p3->in_sync()) << p3->changes[0].op << " " << p3->changes[0].object << " " << p3->changes[0].name << " "
+  EXPECT_TRUE(p3->in_sync()) << ChangeOpName(p3->changes[0].op) << " " << ChangeObjectName(p3->changes[0].object) << " " << p3->changes[0].name << " "
                              << p3->changes[0].detail << " " << p3->changes[0].count << " " << (p3->changes[0].items.empty() ? "" : p3->changes[0].items[0]) << " n=" << p3->changes.size();
   // A no-op apply sends nothing.
   ASSERT_TRUE(b->Apply(*again).ok());
@@ -115,7 +115,7 @@ TEST_F(NftBackendTest, OneElementEditSendsOneElementMessage) {
   auto plan = PlanOf(*b, rs2);
   ASSERT_TRUE(plan);
   ASSERT_EQ(plan->changes.size(), 1u);
-  EXPECT_EQ(plan->changes[0].object, "elements");
+  EXPECT_EQ(plan->changes[0].object, ChangeObject::kElements);
   ASSERT_TRUE(b->Apply(*plan).ok());
   const auto& batch = kernel_.batches.back();
   ASSERT_EQ(batch.messages.size(), 1u);

@@ -393,7 +393,7 @@ TEST_F(Ops, RollbackPreviewChangesNothing) {
 }
 
 TEST_F(Ops, RemoveDryRunChangesNothing) {
-  be.remove_changes = {Change{"delete", "table", "mailward", "", 1, {}}};
+  be.remove_changes = {Change{ChangeOp::kDelete, ChangeObject::kTable, "mailward", "", 1, {}}};
   auto out = ops::Remove({&be}, false, true, kDir, 0, {}, [] { return SnapshotInfo{}; }, seams);
   ASSERT_TRUE(out.error.ok());
   ASSERT_EQ(out.backends.size(), 1u);
@@ -407,7 +407,7 @@ TEST_F(Ops, RemoveDryRunChangesNothing) {
 TEST_F(Ops, RemoveInOrderSkippingUnusableBackends) {
   FakeBackend broken;
   broken.remove_plan_error = Status::Error(Code::kFirewall, "ufw is not installed");
-  be.remove_changes = {Change{"delete", "table", "mailward", "", 1, {}}};
+  be.remove_changes = {Change{ChangeOp::kDelete, ChangeObject::kTable, "mailward", "", 1, {}}};
   auto out = ops::Remove({&broken, &be}, false, false, kDir, 0, {},
                          [] { return SnapshotInfo{"remove", "root", "", ""}; }, seams);
   ASSERT_TRUE(out.error.ok()) << out.error.message();

@@ -29,7 +29,7 @@ class TempDir {
   std::string path_;
 };
 
-Change Ch(const char* op, const char* object, const char* name, const char* detail) {
+Change Ch(ChangeOp op, ChangeObject object, const char* name, const char* detail) {
   Change c;
   c.op = op;
   c.object = object;
@@ -39,8 +39,8 @@ Change Ch(const char* op, const char* object, const char* name, const char* deta
 }
 
 TEST(Report, PlanTextAlignsDetailsAndSignsEachOperation) {
-  std::vector<Change> plan = {Ch("add", "rule", "mailward:143:closed", "tcp dport 143 ct state new drop"),
-                              Ch("delete", "set", "old", "ipv4_addr"), Ch("replace", "chain", "input", "")};
+  std::vector<Change> plan = {Ch(ChangeOp::kAdd, ChangeObject::kRule, "mailward:143:closed", "tcp dport 143 ct state new drop"),
+                              Ch(ChangeOp::kDelete, ChangeObject::kSet, "old", "ipv4_addr"), Ch(ChangeOp::kReplace, ChangeObject::kChain, "input", "")};
   EXPECT_EQ(PlanText(plan, false, false),
             "  + rule mailward:143:closed  tcp dport 143 ct state new drop\n"
             "  - set old                   ipv4_addr\n"
@@ -52,7 +52,7 @@ TEST(Report, PlanTextAlignsDetailsAndSignsEachOperation) {
 }
 
 TEST(Report, ElementsAreSampledUnlessVerbose) {
-  Change c = Ch("add", "elements", "allow_office_hosts_v4", "");
+  Change c = Ch(ChangeOp::kAdd, ChangeObject::kElements, "allow_office_hosts_v4", "");
   c.items = {"198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5", "198.51.100.6"};
   c.count = 9;  // a sample of 6 of 9 intervals
   EXPECT_EQ(PlanText({c}, false, false),
@@ -68,7 +68,7 @@ TEST(Report, ElementsAreSampledUnlessVerbose) {
   c.count = 6;
   EXPECT_EQ(ChangeToJson(c)["items_truncated"], false);
   // Not an elements change: no count or items keys.
-  auto r = ChangeToJson(Ch("add", "rule", "k", "d"));
+  auto r = ChangeToJson(Ch(ChangeOp::kAdd, ChangeObject::kRule, "k", "d"));
   EXPECT_FALSE(r.contains("count"));
   EXPECT_EQ(r["op"], "add");
   EXPECT_EQ(r["detail"], "d");
@@ -76,7 +76,7 @@ TEST(Report, ElementsAreSampledUnlessVerbose) {
 
 TEST(Report, ALongNameDoesNotPushDetailsBeyondTheCap) {
   std::string name(60, 'n');
-  auto text = PlanText({Ch("add", "rule", name.c_str(), "drop"), Ch("add", "rule", "k", "accept")}, false, false);
+  auto text = PlanText({Ch(ChangeOp::kAdd, ChangeObject::kRule, name.c_str(), "drop"), Ch(ChangeOp::kAdd, ChangeObject::kRule, "k", "accept")}, false, false);
   // Width is capped at 48: the long name gets no padding, the short one is padded to 48.
   EXPECT_NE(text.find("rule " + name + "  drop\n"), std::string::npos) << text;
   EXPECT_NE(text.find("  + rule k" + std::string(48 - 6, ' ') + "  accept\n"), std::string::npos) << text;

@@ -39,7 +39,7 @@ LiveTable Table(std::vector<LiveRule> rules, std::vector<LiveSet> sets) {
 std::vector<std::string> Lines(const std::vector<Change>& cs) {
   std::vector<std::string> out;
   for (const auto& c : cs) {
-    std::string l = c.op + " " + c.object + " " + c.name + " | " + c.detail;
+    std::string l = std::string(ChangeOpName(c.op)) + " " + ChangeObjectName(c.object) + " " + c.name + " | " + c.detail;
     for (const auto& i : c.items) l += " " + i;
     out.push_back(l);
   }
@@ -82,7 +82,7 @@ TEST(DescribeTableRestore, OrderAloneIsOneReplace) {
   auto then = Table({Rule("b", "tcp dport 2 drop"), Rule("a", "tcp dport 1 accept")}, {});
   auto cs = DescribeTableRestore(now, then, PlanOptions{});
   ASSERT_EQ(cs.size(), 1u);
-  EXPECT_EQ(cs[0].op, "replace");
+  EXPECT_EQ(cs[0].op, ChangeOp::kReplace);
 }
 
 TEST(DescribeTableRestore, SnapshotWithoutTableDeletesIt) {
@@ -90,8 +90,8 @@ TEST(DescribeTableRestore, SnapshotWithoutTableDeletesIt) {
   LiveTable then;
   auto cs = DescribeTableRestore(now, then, PlanOptions{});
   ASSERT_EQ(cs.size(), 1u);
-  EXPECT_EQ(cs[0].op, "delete");
-  EXPECT_EQ(cs[0].object, "table");
+  EXPECT_EQ(cs[0].op, ChangeOp::kDelete);
+  EXPECT_EQ(cs[0].object, ChangeObject::kTable);
   EXPECT_NE(cs[0].detail.find("1 rule and 1 set"), std::string::npos) << cs[0].detail;
   EXPECT_TRUE(DescribeTableRestore(then, then, PlanOptions{}).empty());
 }
@@ -120,9 +120,9 @@ TEST(DescribeTableRestore, ItemsAreCappedButCounted) {
 
 TEST(DescribeLineRestore, RepeatsCount) {
   std::vector<Change> out;
-  DescribeLineRestore({"-A X -j ACCEPT", "-A X -j ACCEPT"}, {"-A X -j ACCEPT"}, "rule", "iptables", &out);
+  DescribeLineRestore({"-A X -j ACCEPT", "-A X -j ACCEPT"}, {"-A X -j ACCEPT"}, ChangeObject::kRule, "iptables", &out);
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].op, "delete");
+  EXPECT_EQ(out[0].op, ChangeOp::kDelete);
 }
 
 }  // namespace

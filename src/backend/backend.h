@@ -20,10 +20,18 @@ namespace nft {
 class Transport;
 }
 
+/// What a plan line does, and to what (JSON: ChangeOpName / ChangeObjectName).
+enum class ChangeOp : uint8_t { kAdd, kDelete, kReplace };
+enum class ChangeObject : uint8_t { kTable, kChain, kSet, kElements, kRule };
+/// "add" | "delete" | "replace"
+const char* ChangeOpName(ChangeOp op);
+/// "table" | "chain" | "set" | "elements" | "rule"
+const char* ChangeObjectName(ChangeObject object);
+
 /// One line of a plan, for people and for JSON.
 struct Change {
-  std::string op;      ///< "add" | "delete" | "replace"
-  std::string object;  ///< "table" | "chain" | "set" | "elements" | "rule"
+  ChangeOp op = ChangeOp::kAdd;
+  ChangeObject object = ChangeObject::kRule;
   std::string name;    ///< table/chain/set name or rule key
   std::string detail;  ///< nft-like text of the rule or set, or the reason
   size_t count = 1;    ///< elements: how many intervals

@@ -1,3 +1,4 @@
+#include <cstring>
 #include "report/report.h"
 
 #include "util/text.h"
@@ -18,8 +19,9 @@ const char* SeverityRankColor(const std::string& s) {
 }
 
 nlohmann::json ChangeToJson(const Change& c) {
-  nlohmann::json j = {{"op", c.op}, {"object", c.object}, {"name", c.name}, {"detail", c.detail}};
-  if (c.object == "elements") {
+  nlohmann::json j = {{"op", ChangeOpName(c.op)}, {"object", ChangeObjectName(c.object)}, {"name", c.name},
+                      {"detail", c.detail}};
+  if (c.object == ChangeObject::kElements) {
     j["count"] = c.count;
     j["items"] = c.items;
     j["items_truncated"] = c.items.size() < c.count;
@@ -85,15 +87,15 @@ nlohmann::json PolicySummaryJson(const Policy& p) {
 std::string PlanText(const std::vector<Change>& changes, bool color, bool verbose) {
   std::string out;
   size_t width = 0;
-  for (const auto& c : changes) width = std::max(width, c.object.size() + 1 + c.name.size());
+  for (const auto& c : changes) width = std::max(width, std::strlen(ChangeObjectName(c.object)) + 1 + c.name.size());
   width = std::min<size_t>(width, 48);
   for (const auto& c : changes) {
-    const char* sign = c.op == "add" ? "+" : c.op == "delete" ? "-" : "~";
-    const char* col = !color ? "" : c.op == "add" ? "\033[32m" : c.op == "delete" ? "\033[31m" : "\033[33m";
-    std::string head = c.object + " " + c.name;
+    const char* sign = c.op == ChangeOp::kAdd ? "+" : c.op == ChangeOp::kDelete ? "-" : "~";
+    const char* col = !color ? "" : c.op == ChangeOp::kAdd ? "\033[32m" : c.op == ChangeOp::kDelete ? "\033[31m" : "\033[33m";
+    std::string head = std::string(ChangeObjectName(c.object)) + " " + c.name;
     std::string line = "  " + std::string(col) + sign + " " + head + (color ? "\033[0m" : "");
     if (!c.detail.empty()) line += std::string(head.size() < width ? width - head.size() : 0, ' ') + "  " + c.detail;
-    if (c.object == "elements" && !c.items.empty()) {
+    if (c.object == ChangeObject::kElements && !c.items.empty()) {
       size_t shown = verbose ? c.items.size() : std::min<size_t>(c.items.size(), 5);
       line += ": ";
       for (size_t i = 0; i < shown; ++i) line += (i ? ", " : "") + c.items[i];

@@ -70,11 +70,11 @@ class FakeBackend : public Backend {
     return p;
   }
   Result<std::vector<Change>> PlanRestore(const std::string& bytes, const std::string&, const PlanOptions&) override {
-    return std::vector<Change>{{"replace", "table", "restore", bytes, 1, {}}};
+    return std::vector<Change>{{ChangeOp::kReplace, ChangeObject::kTable, "restore", bytes, 1, {}}};
   }
 };
 
 /// A change for scripted plans.
-inline Change AddRule(const std::string& name = "r") { return Change{"add", "rule", name, "tcp dport 25 accept", 1, {}}; }
+inline Change AddRule(const std::string& name = "r") { return Change{ChangeOp::kAdd, ChangeObject::kRule, name, "tcp dport 25 accept", 1, {}}; }
 
 }  // namespace mw::testing

@@ -622,7 +622,7 @@ class IptablesBackend : public Backend {
     std::string script, undo;
     for (const auto& tmp : live.temps) {
       script += "destroy " + tmp + "\n";
-      plan->changes.push_back({"delete", "set", tmp, "a temporary set left by an interrupted run", 1, {}});
+      plan->changes.push_back({ChangeOp::kDelete, ChangeObject::kSet, tmp, "a temporary set left by an interrupted run", 1, {}});
     }
     auto create = [](const IpsetSpec& s, const std::string& name) {
       size_t hashsize = 1024;
@@ -647,17 +647,17 @@ class IptablesBackend : public Backend {
     for (const auto& [name, want] : t.ipsets) {
       auto it = live.ipsets.find(name);
       if (it == live.ipsets.end()) {
-        plan->changes.push_back({"add", "set", name, want.type + " family " + FamilyName(want.family) + ", " +
+        plan->changes.push_back({ChangeOp::kAdd, ChangeObject::kSet, name, want.type + " family " + FamilyName(want.family) + ", " +
                                                          Plural(want.entries.size(), "entry", "entries"), 1, {}});
         if (!want.entries.empty())
-          plan->changes.push_back({"add", "elements", name, "", want.entries.size(), sample(want.entries)});
+          plan->changes.push_back({ChangeOp::kAdd, ChangeObject::kElements, name, "", want.entries.size(), sample(want.entries)});
         script += create(want, name) + fill(want, name, want.entries);
         undo += "destroy " + name + "\n";
         continue;
       }
       const IpsetSpec& have = it->second;
       if (have.type != want.type || have.family != want.family || have.maxelem < want.entries.size()) {
-        plan->changes.push_back({"replace", "set", name,
+        plan->changes.push_back({ChangeOp::kReplace, ChangeObject::kSet, name,
                                  "was " + have.type + " family " + FamilyName(have.family) + " maxelem " +
                                      std::to_string(have.maxelem) + "; now " + want.type + " maxelem " +
                                      std::to_string(want.maxelem) + ", " + Plural(want.entries.size(), "entry", "entries"),
@@ -671,8 +671,8 @@ class IptablesBackend : public Backend {
                           std::back_inserter(add));
       std::set_difference(have.entries.begin(), have.entries.end(), want.entries.begin(), want.entries.end(),
                           std::back_inserter(del));
-      if (!add.empty()) plan->changes.push_back({"add", "elements", name, "", add.size(), sample(add)});
-      if (!del.empty()) plan->changes.push_back({"delete", "elements", name, "", del.size(), sample(del)});
+      if (!add.empty()) plan->changes.push_back({ChangeOp::kAdd, ChangeObject::kElements, name, "", add.size(), sample(add)});
+      if (!del.empty()) plan->changes.push_back({ChangeOp::kDelete, ChangeObject::kElements, name, "", del.size(), sample(del)});
       if (add.size() + del.size() > kSwapThreshold && add.size() + del.size() > have.entries.size() / 2) {
         script += rebuild(want);
         undo += rebuild(have);
@@ -685,7 +685,7 @@ class IptablesBackend : public Backend {
     }
     for (const auto& [name, have] : live.ipsets)
       if (!t.ipsets.count(name)) {
-        plan->changes.push_back({"delete", "set", name, have.type + ", " + Plural(have.entries.size(), "entry", "entries"), 1, {}});
+        plan->changes.push_back({ChangeOp::kDelete, ChangeObject::kSet, name, have.type + ", " + Plural(have.entries.size(), "entry", "entries"), 1, {}});
         plan->destroy.push_back(name);
       }
     plan->ipset_script = std::move(script);

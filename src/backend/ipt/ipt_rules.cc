@@ -220,27 +220,27 @@ void DescribeOwnChanges(const OwnTable& have, const OwnTable& want, int t, const
   const std::string name = t == 0 ? label : label + " " + kTables[t];
   const std::string where = label + " " + kTables[t] + " " + kChain;
   const std::string base = JumpBase(t);
-  if (want.chain && !have.chain) out->push_back({"add", "chain", where, "", 1, {}});
-  if (!want.chain && have.chain) out->push_back({"delete", "chain", where, "", 1, {}});
+  if (want.chain && !have.chain) out->push_back({ChangeOp::kAdd, ChangeObject::kChain, where, "", 1, {}});
+  if (!want.chain && have.chain) out->push_back({ChangeOp::kDelete, ChangeObject::kChain, where, "", 1, {}});
   if (want.chain && have.chain && want.rules != have.rules) {
     std::set<std::string> w(want.rules.begin(), want.rules.end()), h(have.rules.begin(), have.rules.end());
     bool any = false;
     for (const auto& r : want.rules)
-      if (!h.count(r)) out->push_back({"add", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
+      if (!h.count(r)) out->push_back({ChangeOp::kAdd, ChangeObject::kRule, name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
     for (const auto& r : have.rules)
-      if (!w.count(r)) out->push_back({"delete", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
-    if (!any) out->push_back({"replace", "chain", where, "rules out of order", 1, {}});
+      if (!w.count(r)) out->push_back({ChangeOp::kDelete, ChangeObject::kRule, name + " " + RuleKey(r), r.substr(3), 1, {}}), any = true;
+    if (!any) out->push_back({ChangeOp::kReplace, ChangeObject::kChain, where, "rules out of order", 1, {}});
   } else if (want.chain && !have.chain) {
-    for (const auto& r : want.rules) out->push_back({"add", "rule", name + " " + RuleKey(r), r.substr(3), 1, {}});
+    for (const auto& r : want.rules) out->push_back({ChangeOp::kAdd, ChangeObject::kRule, name + " " + RuleKey(r), r.substr(3), 1, {}});
   }
   if (want.jumps != have.jumps) {
     std::string j = name + " " + kJumpComment;
     if (!want.jumps.empty() && have.jumps.empty())
-      out->push_back({"add", "rule", j, base + " position 1: jump to " + kChain, 1, {}});
+      out->push_back({ChangeOp::kAdd, ChangeObject::kRule, j, base + " position 1: jump to " + kChain, 1, {}});
     else if (want.jumps.empty())
-      out->push_back({"delete", "rule", j, base + ": jump to " + kChain, 1, {}});
+      out->push_back({ChangeOp::kDelete, ChangeObject::kRule, j, base + ": jump to " + kChain, 1, {}});
     else
-      out->push_back({"replace", "rule", j,
+      out->push_back({ChangeOp::kReplace, ChangeObject::kRule, j,
                       std::to_string(have.jumps.size()) + " jump(s) to " + kChain + " in " + base + ", not mailward's one",
                       1, {}});
   }

@@ -529,12 +529,12 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(std::shared_ptr<const 
 
   // Element changes of a sharded set are shown as changes of the one set the policy names: the
   // count of all its shards, the first items in address order.
-  auto elements_change = [&](const std::string& op, const std::string& set, Family family,
+  auto elements_change = [&](ChangeOp op, const std::string& set, Family family,
                              const std::vector<const std::vector<Interval>*>& parts) {
     size_t total = 0;
     for (const auto* v : parts) total += v->size();
     if (total == 0) return;
-    Change c{op, "elements", set, "", total, {}};
+    Change c{op, ChangeObject::kElements, set, "", total, {}};
     size_t n = opts.max_items == 0 ? total : std::min(total, opts.max_items);
     if (parts.size() == 1) {
       for (size_t i = 0; i < n; ++i) c.items.push_back(FormatInterval(family, (*parts[0])[i]));
@@ -551,16 +551,16 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(std::shared_ptr<const 
     out->changes.push_back(std::move(c));
   };
   if (!p.recreate_reason.empty())
-    out->changes.push_back({"replace", "table", "inet mailward", p.recreate_reason, 1, {}});
+    out->changes.push_back({ChangeOp::kReplace, ChangeObject::kTable, "inet mailward", p.recreate_reason, 1, {}});
   else if (p.create_table)
-    out->changes.push_back({"add", "table", "inet mailward", "", 1, {}});
+    out->changes.push_back({ChangeOp::kAdd, ChangeObject::kTable, "inet mailward", "", 1, {}});
   if (p.create_chain)
-    out->changes.push_back({"add", "chain", kChain, "type filter hook prerouting priority mangle; policy accept", 1, {}});
+    out->changes.push_back({ChangeOp::kAdd, ChangeObject::kChain, kChain, "type filter hook prerouting priority mangle; policy accept", 1, {}});
   for (const auto& r : p.delete_rules)
-    out->changes.push_back({"delete", "rule", r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
+    out->changes.push_back({ChangeOp::kDelete, ChangeObject::kRule, r.key.empty() ? "handle " + std::to_string(r.handle) : r.key,
                             r.text.empty() ? r.body : r.text, 1, {}});
-  for (const auto& s : p.delete_sets) out->changes.push_back({"delete", "set", s, "", 1, {}});
-  for (const auto& s : p.create_sets) out->changes.push_back({"add", "set", s.name, SetDetail(s), 1, {}});
+  for (const auto& s : p.delete_sets) out->changes.push_back({ChangeOp::kDelete, ChangeObject::kSet, s, "", 1, {}});
+  for (const auto& s : p.create_sets) out->changes.push_back({ChangeOp::kAdd, ChangeObject::kSet, s.name, SetDetail(s), 1, {}});
   std::vector<std::string> order;
   std::map<std::string, std::pair<Family, std::vector<const ElementChange*>>> by_base;
   for (const auto& ec : p.elements) {
@@ -576,10 +576,10 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::MakePlan(std::shared_ptr<const 
       if (!ec->remove.empty()) removes.push_back(&ec->remove);
       if (!ec->add.empty()) adds.push_back(&ec->add);
     }
-    elements_change("delete", base, family, removes);
-    elements_change("add", base, family, adds);
+    elements_change(ChangeOp::kDelete, base, family, removes);
+    elements_change(ChangeOp::kAdd, base, family, adds);
   }
-  for (const auto& r : p.add_rules) out->changes.push_back({"add", "rule", r.spec.key, r.spec.Describe(), 1, {}});
+  for (const auto& r : p.add_rules) out->changes.push_back({ChangeOp::kAdd, ChangeObject::kRule, r.spec.key, r.spec.Describe(), 1, {}});
 
   out->live = std::move(live_ptr);
   return std::unique_ptr<BackendPlan>(std::move(out));
@@ -900,7 +900,7 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::PlanRemove(const PlanOptions&) 
     out->plan.delete_table = true;
     size_t entries = 0;
     for (const auto& ls : live->table.sets) entries += ls.intervals.size();
-    out->changes.push_back({"delete", "table", "inet mailward",
+    out->changes.push_back({ChangeOp::kDelete, ChangeObject::kTable, "inet mailward",
                             Plural(live->table.rules.size(), "rule") + ", " + Plural(live->table.sets.size(), "set") +
                                 " holding " + Plural(entries, "allowlist entry", "allowlist entries"),
                             1, {}});

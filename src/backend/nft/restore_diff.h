@@ -19,6 +19,6 @@ std::vector<Change> DescribeTableRestore(const LiveTable& now, const LiveTable& 
 /// entries), as "delete"/"add" of `object` under `name`; a changed order alone reads as one
 /// "replace". Lines are compared as text.
 void DescribeLineRestore(const std::vector<std::string>& now, const std::vector<std::string>& then,
-                         const std::string& object, const std::string& name, std::vector<Change>* out);
+                         ChangeObject object, const std::string& name, std::vector<Change>* out);
 
 }  // namespace mw

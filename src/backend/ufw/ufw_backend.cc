@@ -200,7 +200,7 @@ class UfwBackend : public Backend {
         size_t before = plan->changes.size();
         DescribeChanges(ours, want, label, opts, plan.get());
         if (plan->changes.size() == before)  // same rules, but edited by hand or out of place
-          plan->changes.push_back({"replace", "rule", label,
+          plan->changes.push_back({ChangeOp::kReplace, ChangeObject::kRule, label,
                                    ours == want ? "mailward's rules are moved back before the admin's"
                                                 : "mailward's rules were edited by hand: rewritten",
                                    1, {}});
@@ -213,7 +213,7 @@ class UfwBackend : public Backend {
             if (l.rfind(std::string("-A ") + kInputChain[f] + " ", 0) == 0) file_lines.push_back(l);
         if (!kernel[f].Find(kInputChain[f]) || !LoadedMatches(file_lines, loaded[f])) {
           plan->reload = true;
-          plan->changes.push_back({"replace", "rule", label + " loaded rules",
+          plan->changes.push_back({ChangeOp::kReplace, ChangeObject::kRule, label + " loaded rules",
                                    "the rules UFW has loaded differ from its files: reload", 1, {}});
         }
       }
@@ -290,7 +290,7 @@ class UfwBackend : public Backend {
       size_t before = out.changes.size();
       DescribeChanges(have->rules, then->rules, f == 0 ? "ufw" : "ufw (v6)", opts, &out);
       if (have->rules != then->rules && out.changes.size() == before)
-        out.changes.push_back({"replace", "rule", f == 0 ? "ufw" : "ufw (v6)", "the same rules, back in the snapshot's order", 1, {}});
+        out.changes.push_back({ChangeOp::kReplace, ChangeObject::kRule, f == 0 ? "ufw" : "ufw (v6)", "the same rules, back in the snapshot's order", 1, {}});
     }
     ipt::OwnState pre_now[2];
     bool have[2];
@@ -376,24 +376,24 @@ class UfwBackend : public Backend {
     for (const auto& r : have) h.insert(r.tuple);
     for (const auto& r : want) w.insert(r.tuple);
     // Allowlisted sources are grouped per port, like set elements.
-    std::map<std::pair<std::string, std::string>, std::vector<std::string>> grouped;
-    auto emit = [&](const std::string& op, const std::string& tuple) {
+    std::map<std::pair<ChangeOp, std::string>, std::vector<std::string>> grouped;
+    auto emit = [&](ChangeOp op, const std::string& tuple) {
       auto words = SplitWords(tuple);
       bool any_src = words.size() > 5 && (words[5] == "0.0.0.0/0" || words[5] == "::/0");
       if (words.size() > 5 && words[0] == "allow" && !any_src) {
         grouped[{op, "allow " + words[2] + "/" + words[1] + " from"}].push_back(words[5]);
         return;
       }
-      plan->changes.push_back({op, "rule", label, DescribeTuple(tuple), 1, {}});
+      plan->changes.push_back({op, ChangeObject::kRule, label, DescribeTuple(tuple), 1, {}});
     };
     for (const auto& r : want)
-      if (!h.count(r.tuple)) emit("add", r.tuple);
+      if (!h.count(r.tuple)) emit(ChangeOp::kAdd, r.tuple);
     for (const auto& r : have)
-      if (!w.count(r.tuple)) emit("delete", r.tuple);
+      if (!w.count(r.tuple)) emit(ChangeOp::kDelete, r.tuple);
     for (auto& [k, items] : grouped) {
       size_t n = items.size();
       if (opts.max_items && items.size() > opts.max_items) items.resize(opts.max_items);
-      plan->changes.push_back({k.first, "elements", label + " " + k.second, "", n, items});
+      plan->changes.push_back({k.first, ChangeObject::kElements, label + " " + k.second, "", n, items});
     }
   }
 
