@@ -424,8 +424,8 @@ TEST(HostView, ClaimsAndConflicts) {
   auto cs = ToConflicts(j);
   ASSERT_EQ(cs.size(), 1u);
   EXPECT_EQ(cs[0].family, "ipv6");
-  EXPECT_EQ(cs[0].certainty, "may reach");
-  EXPECT_EQ(cs[0].kind, "closed-port-reachable");
+  EXPECT_STREQ(CertaintyName(cs[0]), "may reach");
+  EXPECT_EQ(cs[0].kind, analysis::ConflictKind::kClosedPortReachable);
   EXPECT_EQ(cs[0].destination, "172.17.0.2:143");
 }
 

@@ -86,8 +86,7 @@ TEST(Report, ConflictsTextAndJson) {
   Conflict c;
   c.port = 993;
   c.family = "ipv4";
-  c.kind = "allowlist-blocked";
-  c.certainty = "blocks";
+  c.kind = analysis::ConflictKind::kAllowlistBlocked;
   c.owner = "UFW";
   c.where = "iptables filter chain ufw-user-input";
   c.reason = "-A ufw-user-input -s 198.51.100.3 -j DROP";
@@ -103,13 +102,22 @@ TEST(Report, ConflictsTextAndJson) {
   EXPECT_EQ(j["source"], "office 198.51.100.3");
   EXPECT_FALSE(j.contains("destination"));
   Conflict d = c;
-  d.kind = "closed-port-reachable";
+  d.kind = analysis::ConflictKind::kClosedPortReachable;
   d.source.clear();
   d.fix.clear();
   d.destination = "172.17.0.2:143";
   EXPECT_EQ(ConflictsText({d}, false).find("fix:"), std::string::npos);
   EXPECT_EQ(ConflictToJson(d)["destination"], "172.17.0.2:143");
   EXPECT_FALSE(ConflictToJson(d).contains("source"));
+  // The JSON keeps its words: kind, and a certainty that reads right for each kind.
+  EXPECT_EQ(j["kind"], "allowlist-blocked");
+  EXPECT_EQ(j["certainty"], "blocks");
+  EXPECT_EQ(ConflictToJson(d)["kind"], "closed-port-reachable");
+  EXPECT_EQ(ConflictToJson(d)["certainty"], "reaches");
+  d.maybe = true;
+  EXPECT_EQ(ConflictToJson(d)["certainty"], "may reach");
+  c.maybe = true;
+  EXPECT_EQ(ConflictToJson(c)["certainty"], "may block");
 }
 
 TEST(Report, SeverityColoursAndNoColorWithoutATerminal) {

@@ -209,7 +209,8 @@ TEST_F(UfwBackendTest, DisabledUfwIsAConflictForEveryClosedPort) {
   ASSERT_TRUE(plan);
   ASSERT_EQ(plan->conflicts.size(), 2u);  // imap and pop3, IPv4 only (IPV6=no)
   EXPECT_EQ(plan->conflicts[0].fix, "ufw enable");
-  EXPECT_EQ(plan->conflicts[0].kind, "closed-port-reachable");
+  EXPECT_EQ(plan->conflicts[0].kind, analysis::ConflictKind::kClosedPortReachable);
+  EXPECT_STREQ(CertaintyName(plan->conflicts[0]), "reaches");
   EXPECT_GE(plan->notes.size(), 2u);
 }
 

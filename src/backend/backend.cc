@@ -2,6 +2,11 @@
 
 namespace mw {
 
+const char* CertaintyName(const Conflict& c) {
+  if (c.kind == analysis::ConflictKind::kClosedPortReachable) return c.maybe ? "may reach" : "reaches";
+  return c.maybe ? "may block" : "blocks";
+}
+
 const char* ChangeOpName(ChangeOp op) {
   switch (op) {
     case ChangeOp::kAdd: return "add";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/judge.h"
 #include "model/ruleset.h"
 #include "sys/env.h"
 #include "util/status.h"
@@ -45,14 +46,20 @@ struct Conflict {
   uint16_t port = 0;
   std::string family;    ///< "ipv4" | "ipv6"
   std::string where;     ///< e.g. "table inet filter chain input"
-  std::string certainty; ///< "blocks" | "may block" (closed-port-reachable: "reaches" | "may reach")
+  /// Certain, or only on some paths mailward cannot decide (JSON: CertaintyName).
+  bool maybe = false;
   std::string reason;    ///< the rule or policy that does it
-  std::string kind;      ///< "open-port-blocked" | "closed-port-reachable" | "allowlist-blocked"
+  /// JSON: analysis::ConflictKindName ("open-port-blocked" | "closed-port-reachable" | "allowlist-blocked").
+  analysis::ConflictKind kind = analysis::ConflictKind::kOpenPortBlocked;
   std::string owner;     ///< "firewalld zone public", "UFW", "Docker", "fail2ban jail X", "table inet filter"
   std::string fix;       ///< the command that resolves it
   std::string source;    ///< allowlist-blocked: the allowlist and the address tried
   std::string destination;  ///< closed-port-reachable: "this host" or the DNAT target
 };
+
+/// "blocks" | "may block"; for a closed port that reaches, "reaches" | "may reach" ("blocks" would
+/// read backwards for a port that is open when it should not be).
+const char* CertaintyName(const Conflict& c);
 
 /// A rule that blocks only some sources (a ban list, an anti-spoofing filter, a per-source rate
 /// limit): reported for information, never a conflict.

@@ -103,10 +103,9 @@ std::vector<Conflict> ToConflicts(const analysis::Judgement& j) {
     c.port = v.port;
     c.family = FamilyName(v.family);
     c.where = v.where;
-    bool reach = v.kind == analysis::ConflictKind::kClosedPortReachable;
-    c.certainty = v.certainty == analysis::Tri::kMaybe ? (reach ? "may reach" : "may block") : (reach ? "reaches" : "blocks");
+    c.maybe = v.certainty == analysis::Tri::kMaybe;
     c.reason = v.reason;
-    c.kind = analysis::ConflictKindName(v.kind);
+    c.kind = v.kind;
     c.owner = v.owner;
     c.fix = v.fix;
     c.source = v.source;

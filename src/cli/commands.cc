@@ -149,7 +149,7 @@ void JudgePaths(const Loaded& l, const Chosen& c, bool as_planned, BackendPlan* 
     if (v.kind == analysis::ConflictKind::kClosedPortReachable) reachable.insert({v.port, FamilyName(v.family)});
   for (size_t i = from_backend; i-- > 0;) {
     const Conflict& b = plan->conflicts[i];
-    if (b.kind == "closed-port-reachable" && !reachable.count({b.port, b.family}))
+    if (b.kind == analysis::ConflictKind::kClosedPortReachable && !reachable.count({b.port, b.family}))
       plan->conflicts.erase(plan->conflicts.begin() + static_cast<long>(i));
   }
   if (as_planned && !plan->in_sync()) {
@@ -634,9 +634,9 @@ int CmdStatus(const GlobalOptions& g) {
       for (const auto& x : bp.conflicts)
         if (x.port == p.port && x.family == fname) mine.push_back(&x);
       json cj = json::array();
-      for (const auto* x : mine) cj.push_back(x->kind + " (" + x->owner + ")");
+      for (const auto* x : mine) cj.push_back(std::string(analysis::ConflictKindName(x->kind)) + " (" + x->owner + ")");
       fam[fname] = {{"as_policy", mine.empty()}, {"conflicts", cj}};
-      cells[f] = mine.empty() ? "ok" : "NOT: " + mine.front()->kind + " (" + mine.front()->owner + ")" +
+      cells[f] = mine.empty() ? "ok" : "NOT: " + std::string(analysis::ConflictKindName(mine.front()->kind)) + " (" + mine.front()->owner + ")" +
                                            (mine.size() > 1 ? " +" + std::to_string(mine.size() - 1) : "");
     }
     ports.push_back({{"port", p.port},

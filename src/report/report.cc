@@ -30,7 +30,7 @@ nlohmann::json ChangeToJson(const Change& c) {
 }
 
 nlohmann::json ConflictToJson(const Conflict& c) {
-  nlohmann::json j = {{"port", c.port},       {"family", c.family}, {"kind", c.kind},   {"certainty", c.certainty},
+  nlohmann::json j = {{"port", c.port},       {"family", c.family}, {"kind", analysis::ConflictKindName(c.kind)},   {"certainty", CertaintyName(c)},
                       {"owner", c.owner},     {"where", c.where},   {"reason", c.reason}, {"fix", c.fix}};
   if (!c.source.empty()) j["source"] = c.source;
   if (!c.destination.empty()) j["destination"] = c.destination;
@@ -110,7 +110,7 @@ std::string ConflictsText(const std::vector<Conflict>& conflicts, bool color) {
   std::string out;
   for (const auto& c : conflicts) {
     out += std::string("  ") + (color ? "\033[33m!\033[0m " : "! ") + std::to_string(c.port) + "/" + c.family + " " +
-           c.kind + " (" + c.certainty + ")" + (c.source.empty() ? "" : " for " + c.source) + ", owner " + c.owner +
+           analysis::ConflictKindName(c.kind) + " (" + CertaintyName(c) + ")" + (c.source.empty() ? "" : " for " + c.source) + ", owner " + c.owner +
            ": " + c.where + ": " + c.reason + "\n";
     if (!c.fix.empty()) out += "      fix: " + c.fix + "\n";
   }

@@ -175,9 +175,8 @@ class UfwBackend : public Backend {
             c.port = r.port;
             c.family = f == 0 ? "ipv4" : "ipv6";
             c.where = "ufw";
-            c.kind = "closed-port-reachable";
+            c.kind = analysis::ConflictKind::kClosedPortReachable;
             c.owner = "UFW";
-            c.certainty = "reaches";
             c.destination = "this host";
             c.reason = "UFW is disabled (ENABLED=no in /etc/ufw/ufw.conf): its rules are not loaded, so the policy is "
                        "not enforced and closed port " + std::to_string(r.port) + " is not closed by UFW";
