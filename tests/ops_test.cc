@@ -284,6 +284,32 @@ TEST_F(Ops, ADamagedRecordWithoutWatchdogIsRemoved) {
   EXPECT_EQ(ops::Apply(be, desired, req, seams).status().code(), Code::kRefused);
 }
 
+TEST_F(Ops, RemoveEndsAStaleOrDamagedPendingConfirmSoNothingBringsTheRulesBack) {
+  // Left in place, a later 'confirm' or 'apply' would revert the stale record and put back
+  // the rules 'remove' took away.
+  SaveSnap("OLD\n");
+  state::PendingConfirm p;
+  p.snapshot = Snaps().at(0);
+  p.pid = 99;  // no watchdog holds watchdog-99.lock
+  p.boot_id = "boot-1";
+  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  auto out = ops::Remove({&be}, true, false, kDir, 0, {}, [] { return SnapshotInfo{}; }, seams);
+  ASSERT_TRUE(out.error.ok()) << out.error.message();
+  EXPECT_FALSE(state::PendingRecordExists(kDir, env));
+  EXPECT_TRUE(be.restored.empty());  // nothing reverted
+  EXPECT_NE(env.Get(kDir + "/confirm.log").find("ended by 'mailward remove'"), std::string::npos);
+  // A damaged record: refused while a watchdog may still act on it, else removed.
+  env.Put(kDir + "/pending-confirm", "garbage");
+  env.Put(state::WatchdogLockPath(kDir, 7), "");
+  env.held_by_others.insert(state::WatchdogLockPath(kDir, 7));
+  out = ops::Remove({&be}, true, false, kDir, 0, {}, [] { return SnapshotInfo{}; }, seams);
+  EXPECT_EQ(out.error.code(), Code::kRefused);
+  env.held_by_others.clear();
+  out = ops::Remove({&be}, true, false, kDir, 0, {}, [] { return SnapshotInfo{}; }, seams);
+  ASSERT_TRUE(out.error.ok()) << out.error.message();
+  EXPECT_FALSE(state::PendingRecordExists(kDir, env));
+}
+
 TEST_F(Ops, WatchdogRevertsAtTheDeadline) {
   SaveSnap("OLD\n");
   state::PendingConfirm p;

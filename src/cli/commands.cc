@@ -800,10 +800,11 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
       std::cout << r.backend << ": " << (o.dry_run ? "would remove" : "removed") << " ("
                 << Plural(r.changes.size(), "change") << "):\n"
                 << PlanText(r.changes, color, g.verbose);
-      if (!r.snapshot.empty())
-        std::cout << "  saved before: " << r.snapshot << " ('mailward rollback' puts it back)\n";
+      if (!r.snapshot.empty()) std::cout << "  saved before: " << r.snapshot << "\n";
     }
   }
+  size_t saved = 0;
+  for (const auto& r : removed.backends) saved += !r.snapshot.empty();
   if (!removed.error.ok()) return ReportError(g, "remove", removed.error);
   if (Json(g)) {
     std::cout << DumpJson(Utf8Safe(json{{"command", "remove"}, {"dry_run", o.dry_run}, {"backends", per},
@@ -812,7 +813,13 @@ int CmdRemove(const GlobalOptions& g, const RemoveOptions& o) {
   } else if (!g.quiet) {
     if (total == 0) std::cout << "nothing of mailward's is in the firewall: nothing to remove\n";
     else if (o.dry_run) std::cout << "dry run: nothing was changed ('mailward remove' does it)\n";
-    else std::cout << "mailward's rules are gone; the policy file and " << g.state_dir << " are left in place\n";
+    else {
+      std::cout << "mailward's rules are gone; the policy file and " << g.state_dir << " are left in place\n";
+      // Each rollback restores the newest rollback point: one backend's removal at a time.
+      if (saved == 1) std::cout << "'mailward rollback' puts them back\n";
+      else if (saved > 1)
+        std::cout << "'mailward rollback' puts them back one backend at a time: run it " << saved << " times\n";
+    }
   }
   return o.dry_run && total > 0 ? exit_code::kChanges : exit_code::kOk;
 }

@@ -281,11 +281,26 @@ RemoveOutcome Remove(const std::vector<Backend*>& backends, bool by_name, bool d
     lock.emplace(std::move(l.value()));
     state::PendingConfirm pending;
     std::string why;
-    if (state::ReadPending(state_dir, &pending, env) && !state::PendingIsStale(state_dir, pending, &why, env)) {
-      out.error = Status::Error(Code::kRefused, "an apply --confirm is pending (it reverts to " + pending.snapshot +
-                                                    " at its deadline): run 'mailward confirm' or 'mailward rollback' "
-                                                    "first; nothing was removed");
-      return out;
+    if (state::ReadPending(state_dir, &pending, env)) {
+      if (!state::PendingIsStale(state_dir, pending, &why, env)) {
+        out.error = Status::Error(Code::kRefused, "an apply --confirm is pending (it reverts to " + pending.snapshot +
+                                                      " at its deadline): run 'mailward confirm' or 'mailward rollback' "
+                                                      "first; nothing was removed");
+        return out;
+      }
+      // Nobody will confirm or revert it now; left in place, a later 'confirm' or 'apply' would
+      // revert it and bring back what is removed here.
+      state::EndPending(state_dir, "pending confirmation ended by 'mailward remove' (" + why + "): nothing reverted", env);
+    } else if (state::PendingRecordExists(state_dir, env)) {
+      // Unreadable: its watchdog, if alive, still reverts by its last reading of it.
+      if (state::AnyWatchdogAlive(state_dir, env)) {
+        out.error = Status::Error(Code::kRefused, state_dir + "/pending-confirm cannot be read, and an apply --confirm "
+                                                              "watchdog still runs: run 'mailward confirm' or 'mailward "
+                                                              "rollback' first; nothing was removed");
+        return out;
+      }
+      state::EndPending(state_dir, "damaged pending confirmation record with no watchdog left: removed by 'mailward remove'",
+                        env);
     }
     ResolveUncommitted(state_dir, env);
   }

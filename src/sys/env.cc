@@ -1,5 +1,7 @@
 #include "sys/env.h"
 
+#include "util/fs.h"
+
 #include <fcntl.h>
 #include <dirent.h>
 #include <sys/file.h>
@@ -90,7 +92,9 @@ class PosixEnv : public Env {
   Status CheckTrusted(const std::string& path, TrustedKind kind) override { return mw::CheckTrusted(path, kind); }
   Result<std::unique_ptr<FileLock>> TryLock(const std::string& path, LockInherit inherit) override {
     // Without O_CLOEXEC the programs run while it is held inherit it (and keep it held).
-    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);
+    // A regular file only (a FIFO or device planted there is refused, never opened blocking).
+    int fd = mw::OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd >= 0 && inherit != LockInherit::kNo) fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) & ~FD_CLOEXEC);
     if (fd < 0)
       return Status::Io(std::string(std::strerror(errno)) +
                         (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
@@ -103,7 +107,9 @@ class PosixEnv : public Env {
   /// One descriptor for the whole wait (others see who waits on the lock, in /proc/PID/fd).
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, double timeout_s, int poll_ms,
                                              LockInherit inherit, const std::string& busy_message) override {
-    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | (inherit == LockInherit::kNo ? O_CLOEXEC : 0), 0600);
+    // A regular file only (a FIFO or device planted there is refused, never opened blocking).
+    int fd = mw::OpenStateFile(path, O_RDWR | O_CREAT);
+    if (fd >= 0 && inherit != LockInherit::kNo) fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) & ~FD_CLOEXEC);
     if (fd < 0)
       return Status::Io(std::string(std::strerror(errno)) +
                         (errno == ELOOP || errno == EINVAL ? " (not a regular file: remove it)" : ""));
