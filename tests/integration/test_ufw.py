@@ -16,33 +16,10 @@ import unittest
 
 from pidns import PrivatePids
 from mwtest import (fault_env, ALLOWED_V4, ALLOWED_V6, HOST_V4, HOST_V6, MAILWARD, PLAIN_V4, PLAIN_V6, Dockerd, docker_rules,
-                    have_docker, assert_mail_policy_reachability, MailwardCase, run, Sandbox, Topology)
-
-POLICY = """\
-version: 1
-backend: {backend}
-allowlists:
-  office:
-    - {allowed_v4}
-    - {allowed_v6}/128
-    - 203.0.113.0/24
-ports:
-  imap:
-    state: closed
-    allow: [office]
-  imaps:
-    state: open
-  pop3:
-    state: closed
-    action: reject
-  pop3s:
-    state: open
-    rate_limit: 20/minute
-"""
-
+                    have_docker, assert_mail_policy_reachability, mail_policy, MailwardCase, run, Sandbox, Topology)
 
 def policy_text(backend="ufw"):
-    return POLICY.format(backend=backend, allowed_v4=ALLOWED_V4, allowed_v6=ALLOWED_V6)
+    return mail_policy(backend)
 
 
 class UfwHost:
