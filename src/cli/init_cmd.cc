@@ -1,5 +1,6 @@
 #include "cli/init_cmd.h"
 
+#include <sys/socket.h>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -8,6 +9,7 @@
 
 #include "policy/policy.h"
 #include "report/report.h"
+#include "sys/env.h"
 #include "util/fs.h"
 
 namespace mw {
@@ -94,8 +96,8 @@ std::string StarterPolicy(const std::vector<Listener>& listening, bool have_dove
 int CmdInit(const GlobalOptions& g, const InitOptions& opts) {
   std::string out = opts.output.empty() ? g.policy : opts.output;
   std::vector<Listener> listening;
-  for (const char* f : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    auto t = ReadFile(f);
+  for (int family : {AF_INET, AF_INET6}) {
+    auto t = sys::RealEnv().TcpTable(family);
     if (t.ok())
       for (auto& l : ParseListeners(*t)) listening.push_back(l);
   }

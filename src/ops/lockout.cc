@@ -1,6 +1,7 @@
 #include "ops/lockout.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -117,7 +118,7 @@ std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::v
     if (client.empty()) continue;
     bool dup = false;
     for (const auto& s : out) dup |= s.client == client && s.port == r.lport;
-    if (!dup) out.push_back({client, r.lport, by_sshd ? "sshd" : "/proc/net/tcp"});
+    if (!dup) out.push_back({client, r.lport, by_sshd ? "sshd" : "the TCP table"});
   }
   return out;
 }
@@ -147,8 +148,8 @@ namespace {
 
 std::vector<std::string> ReadProcNetTcp(sys::Env& env) {
   std::vector<std::string> texts;
-  for (const char* p : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    auto t = env.ReadFile(p);
+  for (int family : {AF_INET, AF_INET6}) {
+    auto t = env.TcpTable(family);
     if (t.ok()) texts.push_back(*t);
   }
   return texts;

@@ -1,5 +1,5 @@
 // ops/: anti-lockout. An apply over SSH must not close the port of the caller's own session (or
-// any SSH session) to its client: the sessions are found from SSH_CONNECTION, /proc/net/tcp and
+// any SSH session) to its client: the sessions are found from SSH_CONNECTION, the TCP table and
 // sshd's sockets (through sys::Env), and a policy that would cut one is refused without --force.
 #pragma once
 
@@ -18,7 +18,7 @@ namespace mw::ops {
 struct SshSession {
   std::string client;
   uint16_t port = 0;
-  std::string source;  ///< "SSH_CONNECTION", "sshd" (a connection sshd holds) or "/proc/net/tcp" (port 22)
+  std::string source;  ///< "SSH_CONNECTION", "sshd" (a connection sshd holds) or "the TCP table" (port 22)
 };
 
 /// The caller's SSH_CONNECTION plus the established TCP connections, in `proc_net_tcp` texts

@@ -16,6 +16,7 @@
 #include <ctime>
 #include <thread>
 
+#include "sys/tcp_table.h"
 #include "sys/test_hooks.h"
 
 namespace mw::sys {
@@ -35,6 +36,7 @@ class FdLock : public FileLock {
 class PosixEnv : public Env {
  public:
   Result<std::string> ReadFile(const std::string& path, Follow follow) override { return mw::ReadFile(path, follow); }
+  Result<std::string> TcpTable(int family) override { return TcpTableText(family); }
   std::optional<unsigned> FileMode(const std::string& path) override {
     struct stat st;
     if (stat(path.c_str(), &st) != 0) return std::nullopt;

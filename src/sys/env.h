@@ -82,6 +82,11 @@ class Env {
   /// An environment variable; nullopt when unset.
   virtual std::optional<std::string> GetEnv(const std::string& name) = 0;
 
+  // --- Network ---
+  /// The ESTABLISHED and LISTEN TCP sockets of `family` (AF_INET, AF_INET6) in this network
+  /// namespace, in /proc/net/tcp{,6}'s text format (sys/tcp_table.h).
+  virtual Result<std::string> TcpTable(int family) = 0;
+
   // --- Clock ---
   /// A monotonic clock in milliseconds (for timeouts; unrelated to the time of day).
   virtual int64_t MonotonicMs() = 0;

@@ -4,6 +4,8 @@
 // here, leveldb-style: on_write fails a write, on_run fails a program, held_by_others holds a lock.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -65,6 +67,10 @@ class FakeEnv : public sys::Env {
     auto it = files.find(path);
     if (it == files.end()) return Status::Io(path + ": cannot open: No such file or directory");
     return it->second.data;
+  }
+  /// The fixture's /proc/net/tcp{,6} files.
+  Result<std::string> TcpTable(int family) override {
+    return ReadFile(family == AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp", Follow::kSymlinks);
   }
   std::optional<unsigned> FileMode(const std::string& path) override {
     auto it = files.find(path);
