@@ -422,12 +422,18 @@ int CmdCheck(const GlobalOptions& g, const CheckOptions& o) {
 int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   auto l = Load(g);
   if (!l.ok()) return ReportError(g, "apply", l.status());
-  auto c = ChooseBackend(g, l->policy, "apply");
+  auto c = [&] {
+    Phase phase("choose backend");
+    return ChooseBackend(g, l->policy, "apply");
+  }();
   if (!c.ok()) return ReportError(g, "apply", c.status());
   if (!c->fights.empty() && !ao.force)
     return ReportError(g, "apply", Status::Error(Code::kRefused, "two firewall managers would fight over this host: " +
                                                                     c->fights.front() + "; nothing was applied (--force applies anyway)"));
-  auto sessions = SshSessionsFor(l->policy);
+  auto sessions = [&] {
+    Phase phase("ssh sessions");
+    return SshSessionsFor(l->policy);
+  }();
   if (!ao.force) {
     Status lo = CheckLockout(l->policy, sessions);
     if (!lo.ok()) return ReportError(g, "apply", lo);
@@ -436,7 +442,10 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   req.state_dir = g.state_dir;
   req.lock_timeout = g.lock_timeout;
   req.plan_options = MakePlanOptions(g);
-  req.info = SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)};
+  {
+    Phase phase("hash policy files");
+    req.info = SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)};
+  }
   req.confirm_seconds = ao.confirm_seconds;
   auto applied = ops::Apply(*c->backend, l->desired, req);
   if (!applied.ok())
