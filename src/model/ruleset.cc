@@ -21,20 +21,6 @@ std::string AllowSetName(const std::string& allowlist, SetSpec::Kind kind, Famil
 
 namespace {
 
-/// LSD radix sort of 32-bit keys, two 16-bit passes: linear, where std::sort of 100,000
-/// addresses costs several milliseconds.
-void RadixSort32(std::vector<uint32_t>& v) {
-  std::vector<uint32_t> tmp(v.size());
-  for (int shift : {0, 16}) {
-    std::vector<uint32_t> count(65537, 0);
-    for (uint32_t x : v) ++count[((x >> shift) & 0xffff) + 1];
-    for (size_t i = 1; i < count.size(); ++i) count[i] += count[i - 1];
-    for (uint32_t x : v) tmp[count[(x >> shift) & 0xffff]++] = x;
-    v.swap(tmp);
-  }
-}
-
-
 }  // namespace
 
 void SplitHostsAndNets(Family family, const std::vector<Cidr>& entries, std::vector<Interval>* hosts,

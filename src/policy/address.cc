@@ -86,6 +86,17 @@ bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   return true;
 }
 
+void RadixSort32(std::vector<uint32_t>& v) {
+  std::vector<uint32_t> tmp(v.size());
+  for (int shift : {0, 16}) {
+    std::vector<uint32_t> count(65537, 0);
+    for (uint32_t x : v) ++count[((x >> shift) & 0xffff) + 1];
+    for (size_t i = 1; i < count.size(); ++i) count[i] += count[i - 1];
+    for (uint32_t x : v) tmp[count[(x >> shift) & 0xffff]++] = x;
+    v.swap(tmp);
+  }
+}
+
 Interval HostInterval(Family family, const Addr& a) {
   Interval iv;
   iv.start = a;

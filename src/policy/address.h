@@ -71,6 +71,10 @@ std::string FormatAddr(Family family, const Addr& a);
 /// Formats an interval as a single address, a CIDR when it is one, else "first-last".
 std::string FormatInterval(Family family, const Interval& iv);
 
+/// Sorts 32-bit keys (IPv4 addresses as host-order integers): an LSD radix sort in two 16-bit
+/// passes, linear, where std::sort of 100,000 addresses costs several milliseconds.
+void RadixSort32(std::vector<uint32_t>& v);
+
 /// The one-address interval [a, a+1) (to_max for the family's last address). Fast for IPv4:
 /// it runs once per host of a 100,000-address list.
 Interval HostInterval(Family family, const Addr& a);

@@ -368,16 +368,39 @@ std::vector<Interval> ElementsToIntervals(Family family, std::vector<RawElement>
                                           bool* clean) {
   *clean = true;
   if (kind != SetSpec::Kind::kAllowNets) {  // a hash set: every element is one address
+    // The kernel dumps a hash set in bucket order: sort the addresses (IPv4 as integers, by
+    // radix: a million of them), then make the intervals.
     std::vector<Interval> out;
     out.reserve(elems.size());
-    for (const auto& e : elems) {
-      if (e.end) {
-        *clean = false;
-        continue;
+    if (family == Family::kV4) {
+      std::vector<uint32_t> keys;
+      keys.reserve(elems.size());
+      for (const auto& e : elems) {
+        if (e.end) {
+          *clean = false;
+          continue;
+        }
+        uint32_t be;
+        std::memcpy(&be, e.key.b.data(), 4);
+        keys.push_back(__builtin_bswap32(be));
       }
-      out.push_back(HostInterval(family, e.key));
+      if (!std::is_sorted(keys.begin(), keys.end())) RadixSort32(keys);
+      for (uint32_t k : keys) {
+        Addr a;
+        uint32_t be = __builtin_bswap32(k);
+        std::memcpy(a.b.data(), &be, 4);
+        out.push_back(HostInterval(family, a));
+      }
+      return out;
     }
-    if (!std::is_sorted(out.begin(), out.end())) std::sort(out.begin(), out.end());
+    std::vector<Addr> keys;
+    keys.reserve(elems.size());
+    for (const auto& e : elems) {
+      if (e.end) *clean = false;
+      else keys.push_back(e.key);
+    }
+    if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+    for (const Addr& a : keys) out.push_back(HostInterval(family, a));
     return out;
   }
   auto before = [](const RawElement& a, const RawElement& b) {
