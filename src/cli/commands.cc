@@ -447,7 +447,10 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
     req.info = SnapshotInfo{"apply", CurrentUser(), g.policy, HashFiles(l->policy.files)};
   }
   req.confirm_seconds = ao.confirm_seconds;
-  auto applied = ops::Apply(*c->backend, l->desired, req);
+  auto applied = [&] {
+    Phase phase("apply transaction");
+    return ops::Apply(*c->backend, l->desired, req);
+  }();
   if (!applied.ok())
     return ReportError(g, "apply", applied.status(),
                        applied.status().code() == Code::kVerifyFailed ? exit_code::kVerifyFailed : exit_code::kError);
@@ -461,7 +464,10 @@ int CmdApply(const GlobalOptions& g, const ApplyOptions& ao) {
   // since a stopped service is not the firewall's doing.
   TestPausePoint("probes");
   std::vector<JudgedProbe> probes;
-  if (ao.probe) probes = ProbeOpenPortsLocally(l->policy);
+  if (ao.probe) {
+    Phase phase("local probes");
+    probes = ProbeOpenPortsLocally(l->policy);
+  }
 
   // Commit-confirmed: the watchdog armed before the commit reverts unless `mailward confirm`
   // (or, with --auto-confirm, this run's own checks) confirms first.
