@@ -70,6 +70,23 @@ TEST(Diff, OneAddressEditIsOneElement) {
   EXPECT_TRUE(p.delete_rules.empty());
 }
 
+TEST(Diff, ASetReadAsDesiredHasNoElementChanges) {
+  // The verification read-back of the process's own write: the set's contents are not copied
+  // (left empty) and count as the desired ones; its rules and spec are still compared.
+  Fixture f;
+  LiveTable live = f.InSync();
+  live.sets[0].intervals.clear();
+  live.sets[0].elements_as_desired = true;
+  EXPECT_TRUE(Diff(f.desired, f.bodies, live).empty());
+  live.rules.pop_back();
+  Plan p = Diff(f.desired, f.bodies, live);
+  EXPECT_TRUE(p.elements.empty());
+  EXPECT_EQ(p.add_rules.size(), 1u);
+  // Without the mark, the same empty set is three missing elements.
+  live.sets[0].elements_as_desired = false;
+  ASSERT_EQ(Diff(f.desired, f.bodies, live).elements.size(), 1u);
+}
+
 TEST(Diff, FlushedChainAddsRulesInOrder) {
   Fixture f;
   LiveTable live = f.InSync();

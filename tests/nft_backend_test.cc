@@ -328,6 +328,62 @@ TEST_F(NftBackendTest, ShardedSetsRoundTrip) {
   EXPECT_TRUE(PlanOf(*fresh, rs)->in_sync());
 }
 
+TEST_F(NftBackendTest, TheVerificationReadBackTakesItsOwnWriteAsRead) {
+  // 40,000 hosts (sharded, the backend's own copy) and the small policy (the caller's ruleset).
+  std::string yaml = "version: 1\nallowlists:\n  many: [";
+  for (int i = 0; i < 40000; ++i)
+    yaml += (i ? "," : "") + std::string("10.1.") + std::to_string(i / 256) + "." + std::to_string(i % 256);
+  yaml += "]\nports:\n  imap: {state: closed, allow: [many]}\n";
+  for (const std::string& text : {yaml, std::string(kPolicy)}) {
+    SCOPED_TRACE(text.size() > 1000 ? "40,000 hosts" : "small policy");
+    kernel_ = FakeNftKernel();
+    env_.files.clear();
+    auto b = Make();
+    auto rs = std::make_unique<Ruleset>(FromYaml(text));
+    ASSERT_TRUE(b->Apply(*PlanOf(*b, *rs)).ok());
+    PlanOptions verify;
+    verify.verify_read_back = true;
+    auto elem_dumps = [&] {
+      size_t n = 0;
+      for (uint16_t t : kernel_.requests) n += t == NFT_MSG_GETSETELEM;
+      return n;
+    };
+    size_t before = elem_dumps();
+    auto v = b->Plan(*rs, verify);
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE((*v)->in_sync());
+    EXPECT_EQ(elem_dumps(), before);  // taken as written: no element dump
+    // A snapshot of that plan still holds every element (the plan's own sets).
+    auto snap = b->TakeSnapshot(**v);
+    ASSERT_TRUE(snap.ok()) << snap.status().message();
+    // Another ruleset under the same flag is compared, not taken as read: one address more.
+    Ruleset other = *rs;
+    for (auto& set : other.sets)
+      if (set.spec.kind == SetSpec::Kind::kAllowHosts && set.spec.family == Family::kV4 && !set.intervals.empty()) {
+        Cidr c;
+        std::string err;
+        ASSERT_TRUE(ParseCidr("192.0.2.200", &c, &err));
+        set.intervals.push_back(HostInterval(Family::kV4, c.addr));
+        break;
+      }
+    auto d = b->Plan(other, verify);
+    ASSERT_TRUE(d.ok());
+    ASSERT_FALSE((*d)->in_sync());
+    EXPECT_EQ((*d)->changes[0].object, ChangeObject::kElements);
+    EXPECT_EQ((*d)->changes[0].count, 1u);
+    // The caller's ruleset may go; the backend's record of it does not dangle.
+    rs.reset();
+    auto again = b->Plan(FromYaml(text), verify);
+    ASSERT_TRUE(again.ok());
+    EXPECT_TRUE((*again)->in_sync());
+    // And the snapshot restores the whole table after it is emptied.
+    ASSERT_TRUE(b->Apply(*PlanOf(*b, Ruleset{})).ok());
+    ASSERT_TRUE(b->Restore(snap->bytes, Att(*snap)).ok());
+    auto fresh = Make("");
+    EXPECT_TRUE(PlanOf(*fresh, FromYaml(text))->in_sync());
+  }
+}
+
 TEST_F(NftBackendTest, NoPermissionIsAnError) {
   kernel_.fail_requests = EPERM;
   auto b = Make();

@@ -104,6 +104,10 @@ struct Snapshot {
 struct PlanOptions {
   bool analyze_conflicts = true;
   size_t max_items = 20;  ///< addresses listed per element change; 0 = all
+  /// The read-back right after this backend's own Apply of the same ruleset (ops::Apply's
+  /// verification). A backend may then take the contents it just wrote as read, where nobody
+  /// has committed since, rather than compare them with a copy of themselves.
+  bool verify_read_back = false;
 };
 
 class Backend {

@@ -293,8 +293,13 @@ Ruleset ShardHostSets(const Ruleset& rs) {
       shard.spec.name = ShardSetName(s.spec.name, i);
       out.sets.push_back(std::move(shard));
     }
-    // Hosts are sorted, so each shard's subsequence stays sorted (canonical).
-    for (const auto& iv : s.intervals) out.sets[first + ShardOf(s.spec.family, bits, iv.start)].intervals.push_back(iv);
+    // Hosts are sorted, so each shard's subsequence stays sorted (canonical). Counted first, so
+    // that each shard is one allocation of its size (100,000 addresses: 3 MB, not twice that).
+    std::vector<uint32_t> of(s.intervals.size());
+    std::vector<size_t> count(n, 0);
+    for (size_t k = 0; k < s.intervals.size(); ++k) ++count[of[k] = ShardOf(s.spec.family, bits, s.intervals[k].start)];
+    for (size_t i = 0; i < n; ++i) out.sets[first + i].intervals.reserve(count[i]);
+    for (size_t k = 0; k < s.intervals.size(); ++k) out.sets[first + of[k]].intervals.push_back(s.intervals[k]);
     for (size_t i = first; i < out.sets.size(); ++i) out.sets[i].spec.size = HostsCapacity(out.sets[i].intervals.size());
   }
   for (const auto& r : rs.rules) {

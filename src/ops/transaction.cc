@@ -129,6 +129,7 @@ Result<ApplyOutcome> Apply(Backend& be, const Ruleset& desired, const ApplyReque
   if (!plan->in_sync()) {
     PlanOptions o = req.plan_options;
     o.analyze_conflicts = false;
+    o.verify_read_back = true;
     std::string verify_error;
     {
       Phase phase("verify read-back");

@@ -110,7 +110,7 @@ Plan Diff(const Ruleset& desired, const std::vector<std::string>& bodies, const 
     }
     if (ds.spec.is_allow()) {
       ElementChange ec{ds.spec.name, ds.spec.family, ds.spec.kind, {}, {}};
-      DiffIntervals(ds.intervals, it->second->intervals, &ec.add, &ec.remove);
+      if (!it->second->elements_as_desired) DiffIntervals(ds.intervals, it->second->intervals, &ec.add, &ec.remove);
       if (!ec.add.empty() || !ec.remove.empty()) p.elements.push_back(std::move(ec));
     }
     live_sets.erase(it);

@@ -25,6 +25,9 @@ struct LiveSet {
   SetSpec spec;
   bool spec_known = true;            ///< false: a set of a shape mailward never makes
   std::vector<Interval> intervals;   ///< allow sets only
+  /// Its elements are the desired set's own (the verification read-back of the same process's
+  /// commit, nobody else committed since): no element changes, and `intervals` is left empty.
+  bool elements_as_desired = false;
 };
 
 /// mailward's table as read from the kernel.

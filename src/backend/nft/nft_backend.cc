@@ -67,41 +67,66 @@ struct ElementCache {
   uint32_t generation = 0;
   uint64_t table_handle = 0;
   std::map<std::string, Set> sets;
+  /// In memory only (RememberElements): the allow sets are this ruleset's own, not copied into
+  /// `sets`. Owned, so it stays valid whoever planned it.
+  std::shared_ptr<const Ruleset> written;
 
   /// True when every interval is one address: then only the addresses are stored (4 bytes an
   /// IPv4 host instead of a 33-byte interval), which keeps 100,000 hosts at 400 KB.
-  static bool AllHosts(const Set& s) {
-    for (const auto& iv : s.intervals)
-      if (!(HostInterval(s.family, iv.start) == iv)) return false;
+  static bool AllHosts(Family family, const std::vector<Interval>& ivs) {
+    if (family == Family::kV4) {  // the common case, as integers
+      for (const auto& iv : ivs) {
+        uint32_t a, b;
+        std::memcpy(&a, iv.start.b.data(), 4);
+        std::memcpy(&b, iv.end.b.data(), 4);
+        a = __builtin_bswap32(a);
+        if (a == 0xffffffffu ? !iv.to_max : (iv.to_max || __builtin_bswap32(b) != a + 1)) return false;
+      }
+      return true;
+    }
+    for (const auto& iv : ivs)
+      if (!(HostInterval(family, iv.start) == iv)) return false;
     return true;
   }
 
+  struct View {
+    const std::string* name;
+    Family family;
+    const std::vector<Interval>* intervals;
+  };
   std::string Serialize() const {
+    std::vector<View> views;
+    for (const auto& [name, s] : sets) views.push_back({&name, s.family, &s.intervals});
+    return Serialize(views);
+  }
+  std::string Serialize(const std::vector<View>& views) const {
     size_t total = 64 + identity.size();
-    for (const auto& [name, s] : sets) total += 16 + name.size() + s.intervals.size() * sizeof(Interval);
+    for (const auto& v : views) total += 16 + v.name->size() + v.intervals->size() * sizeof(Interval);
     std::string out;
     out.reserve(total);
     out = "MWEC3\n" + identity + "\n";
     auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
     put(&generation, 4);
     put(&table_handle, 8);
-    uint32_t n = static_cast<uint32_t>(sets.size());
+    uint32_t n = static_cast<uint32_t>(views.size());
     put(&n, 4);
-    for (const auto& [name, s] : sets) {
-      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(s.intervals.size());
+    for (const auto& v : views) {
+      const std::string& name = *v.name;
+      const std::vector<Interval>& ivs = *v.intervals;
+      uint32_t len = static_cast<uint32_t>(name.size()), count = static_cast<uint32_t>(ivs.size());
       put(&len, 4);
       put(name.data(), len);
-      uint8_t fam = s.family == Family::kV4 ? 4 : 6, hosts = AllHosts(s) ? 1 : 0;
+      uint8_t fam = v.family == Family::kV4 ? 4 : 6, hosts = AllHosts(v.family, ivs) ? 1 : 0;
       put(&fam, 1);
       put(&hosts, 1);
       put(&count, 4);
       if (hosts) {
-        size_t alen = AddrLen(s.family);
+        size_t alen = AddrLen(v.family);
         size_t at = out.size();
         out.resize(at + count * alen);
-        for (size_t i = 0; i < count; ++i) std::memcpy(out.data() + at + i * alen, s.intervals[i].start.b.data(), alen);
+        for (size_t i = 0; i < count; ++i) std::memcpy(out.data() + at + i * alen, ivs[i].start.b.data(), alen);
       } else {
-        put(s.intervals.data(), s.intervals.size() * sizeof(Interval));
+        put(ivs.data(), ivs.size() * sizeof(Interval));
       }
     }
     return out;
@@ -186,9 +211,10 @@ class NftBackend : public Backend {
 
   Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) override {
     MW_RETURN_IF_ERROR(EnsureSocket());
-    auto live = ReadLive();
+    auto sharded = Sharded(desired, opts.verify_read_back);
+    auto live = ReadLive(opts.verify_read_back ? sharded.get() : nullptr);
     if (!live.ok()) return live.status();
-    return MakePlan(Sharded(desired), std::make_unique<LiveState>(std::move(live.value())), opts);
+    return MakePlan(std::move(sharded), std::make_unique<LiveState>(std::move(live.value())), opts);
   }
 
   Status Apply(const BackendPlan& bplan) override {
@@ -197,7 +223,7 @@ class NftBackend : public Backend {
     if (p.plan.empty()) {
       // In sync. Record the elements unless the record already says exactly this (a no-op apply,
       // as Ansible's second run, then writes nothing).
-      if (!p.live || !p.live->elements_from_cache_file) RememberElements(*p.desired, p.generation - 1);
+      if (!p.live || !p.live->elements_from_cache_file) RememberElements(p.sharded, p.generation - 1);
       return Status::Ok();
     }
     Status sent;
@@ -224,7 +250,7 @@ class NftBackend : public Backend {
       if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
       last_written_.reset();
     } else {
-      RememberElements(*p.desired, p.generation);
+      RememberElements(p.sharded, p.generation);
     }
     // The integration tests' hook library may hold the process here, so a test can commit from
     // another process before this one reads back (MAILWARD_TEST_FAULT=pause-after-commit).
@@ -246,7 +272,7 @@ class NftBackend : public Backend {
 
   /// After a successful Apply of `plan` made against generation g: if the kernel is now at
   /// g+1, nobody else committed in between, and the allow sets hold exactly `desired`.
-  void RememberElements(const Ruleset& desired, uint32_t planned_generation);
+  void RememberElements(const std::shared_ptr<const Ruleset>& desired, uint32_t planned_generation);
 
  private:
   Status EnsureSocket() {
@@ -257,16 +283,18 @@ class NftBackend : public Backend {
     return Status::Ok();
   }
   std::string CachePath() const { return cfg_.state_dir + "/nft-elements.cache"; }
-  /// The sharded form of `desired` (ShardHostSets); kept while the caller plans the same
-  /// ruleset again (the verification read-back), so a million addresses are copied once.
-  std::shared_ptr<const Ruleset> Sharded(const Ruleset& desired) {
+  /// The sharded form of `desired` (ShardHostSets). The verification read-back (`same`: the
+  /// caller plans the very ruleset it just applied) reuses the last one, so a million
+  /// addresses are sharded once; any other plan shards afresh (another ruleset may sit at the
+  /// same address with the same shape).
+  std::shared_ptr<const Ruleset> Sharded(const Ruleset& desired, bool same) {
     bool any = false;
     for (const auto& s : desired.sets) any |= s.spec.kind == SetSpec::Kind::kAllowHosts && ShardBits(s.intervals.size()) > 0;
     if (!any) return std::shared_ptr<const Ruleset>(&desired, [](const Ruleset*) {});  // the caller's, as it is
     // The same object with the same shape (its address alone could be a new ruleset's).
     std::vector<size_t> shape{desired.rules.size()};
     for (const auto& s : desired.sets) shape.push_back(s.intervals.size());
-    if (sharded_of_ != &desired || shape != sharded_shape_ || !sharded_) {
+    if (!same || sharded_of_ != &desired || shape != sharded_shape_ || !sharded_) {
       sharded_.reset();
       sharded_ = std::make_shared<const Ruleset>(ShardHostSets(desired));
       sharded_of_ = &desired;
@@ -277,9 +305,11 @@ class NftBackend : public Backend {
   const Ruleset* sharded_of_ = nullptr;
   std::vector<size_t> sharded_shape_;
   std::shared_ptr<const Ruleset> sharded_;
-  Result<LiveState> ReadLive();
+  /// `verifying`: the (sharded) ruleset this process just applied, for the verification
+  /// read-back: its sets, where RememberElements recorded them as written, are taken as read.
+  Result<LiveState> ReadLive(const Ruleset* verifying = nullptr);
   /// Takes (moves out) the cached sets it uses from *cache.
-  Status ReadOnce(LiveState* st, ElementCache* cache);
+  Status ReadOnce(LiveState* st, ElementCache* cache, const Ruleset* verifying);
   /// What RememberElements last wrote, so a verification read-back needs no file.
   std::optional<ElementCache> last_written_;
   Result<std::unique_ptr<BackendPlan>> MakePlan(std::shared_ptr<const Ruleset> desired, std::unique_ptr<LiveState> live,
@@ -295,7 +325,7 @@ class NftBackend : public Backend {
   bool skip_own_elements_ = false;
 };
 
-Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
+Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache, const Ruleset* verifying) {
   // Tables.
   bool have_table = false;
   uint64_t table_handle = 0;
@@ -439,7 +469,17 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
     if (!ls.spec_known || !ls.spec.is_allow() || skip_own_elements_) continue;
-    if (trust_cache) {
+    if (trust_cache && cache->written) {
+      const AddrSet* w = cache->written->FindSet(ls.spec.name);
+      if (w && w->spec.family == ls.spec.family && w->spec.is_allow()) {
+        // The verification of this very write: the contents are the desired set's own. Any
+        // other read in this process gets a copy.
+        if (cache->written.get() == verifying) ls.elements_as_desired = true;
+        else ls.intervals = w->intervals;
+        st->elements_from_cache = true;
+        continue;
+      }
+    } else if (trust_cache) {
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
         ls.intervals = std::move(node.mapped().intervals);
@@ -470,7 +510,7 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache) {
   return Status::Ok();
 }
 
-Result<LiveState> NftBackend::ReadLive() {
+Result<LiveState> NftBackend::ReadLive(const Ruleset* verifying) {
   Phase phase("read live state");
   ElementCache cache;
   bool have_cache = false, from_file = false;
@@ -490,7 +530,7 @@ Result<LiveState> NftBackend::ReadLive() {
     if (!g1.ok()) return g1.status();
     LiveState st;
     st.generation = *g1;
-    Status s = ReadOnce(&st, have_cache ? &cache : nullptr);
+    Status s = ReadOnce(&st, have_cache ? &cache : nullptr, verifying);
     if (!s.ok() && s.code() != Code::kGenerationMoved) return s;
     auto g2 = sock_->GetGeneration();
     if (!g2.ok()) return g2.status();
@@ -695,7 +735,8 @@ void NftBackend::BuildBatch(const mw::Plan& p, Batch* batch) {
   }
 }
 
-void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_generation) {
+void NftBackend::RememberElements(const std::shared_ptr<const Ruleset>& desired_ptr, uint32_t planned_generation) {
+  const Ruleset& desired = *desired_ptr;
   Phase phase("remember elements");
   if (cfg_.state_dir.empty()) return;
   auto gen = sock_->GetGeneration();
@@ -732,11 +773,15 @@ void NftBackend::RememberElements(const Ruleset& desired, uint32_t planned_gener
   c.identity = RuntimeIdentity(*cfg_.env);
   c.generation = *gen;
   c.table_handle = handle;
+  std::vector<ElementCache::View> views;
   for (const auto& s : desired.sets)
-    if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
+    if (s.spec.is_allow()) views.push_back({&s.spec.name, s.spec.family, &s.intervals});
   // A cache, not a record: losing it costs one full read, so no fsync.
   if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
-    (void)cfg_.env->WriteFileAtomic(path, c.Serialize(), Durability::kNoFsync);
+    (void)cfg_.env->WriteFileAtomic(path, c.Serialize(views), Durability::kNoFsync);
+  // The in-memory record refers to the ruleset rather than copying it: the sharded one is the
+  // backend's own; a caller's ruleset (not sharded) is copied, as it may not outlive this.
+  c.written = desired_ptr == sharded_ ? desired_ptr : std::make_shared<const Ruleset>(desired);
   last_written_ = std::move(c);
 }
 
@@ -754,7 +799,9 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
   std::string& out = snap.bytes;
   out = "MWSN2\n";
   out.push_back(live->table.exists ? 1 : 0);
-  std::vector<char> buf(1 << 20);
+  // One chain, set or rule message at a time: each is well under 64 KB (a rule's expressions
+  // are one attribute with a 16-bit length); elements are written raw, not as messages.
+  std::vector<char> buf(1 << 17);
   auto put_msg = [&](nlmsghdr* nlh) {
     uint16_t type = nlh->nlmsg_type & 0xff;
     uint32_t len = nlh->nlmsg_len - NLMSG_HDRLEN - sizeof(nfgenmsg);
@@ -781,11 +828,18 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
       const LiveSet* ls = nullptr;
       for (const auto& x : live->table.sets)
         if (x.spec.name == name && x.spec_known && x.spec.is_allow()) ls = &x;
-      if (!ls || ls->intervals.empty()) continue;
+      if (!ls) continue;
+      const std::vector<Interval>* ivs = &ls->intervals;
+      if (ls->elements_as_desired) {  // read as this process wrote them: the plan's own sets
+        const AddrSet* d = np.desired ? np.desired->FindSet(name) : nullptr;
+        if (!d) return Status::Error(Code::kInternal, "snapshot: set " + name + " read as written, but not planned");
+        ivs = &d->intervals;
+      }
+      if (ivs->empty()) continue;
       // Elements as a raw interval array (type kSnapIntervals): a memcpy, not 100,000 attributes;
       // or, when they are the attachment's, only the set's name (kSnapIntervalsRef).
       uint16_t type = by_ref ? kSnapIntervalsRef : kSnapIntervals;
-      size_t payload = by_ref ? 0 : ls->intervals.size() * sizeof(Interval);
+      size_t payload = by_ref ? 0 : ivs->size() * sizeof(Interval);
       uint32_t len = static_cast<uint32_t>(2 + 4 + name.size() + payload);
       out.append(reinterpret_cast<const char*>(&type), 2);
       out.append(reinterpret_cast<const char*>(&len), 4);
@@ -794,7 +848,7 @@ Result<mw::Snapshot> NftBackend::TakeSnapshot(const BackendPlan& bplan) {
       uint32_t nlen = static_cast<uint32_t>(name.size());
       out.append(reinterpret_cast<const char*>(&nlen), 4);
       out.append(name);
-      out.append(reinterpret_cast<const char*>(ls->intervals.data()), payload);
+      out.append(reinterpret_cast<const char*>(ivs->data()), payload);
     }
     for (const nftnl_rule* cr : live->our_rules) {
       auto* r = const_cast<nftnl_rule*>(cr);
@@ -1145,8 +1199,10 @@ Status AddNftablesToTopology(const BackendConfig& cfg, const BackendPlan* plan, 
   // otherwise read it here, without mailward's allow-set elements.
   auto ka = std::make_shared<NftKeepAlive>();
   const LiveState* livep = nullptr;
+  const Ruleset* planned = nullptr;  // the plan's desired: the contents of sets read "as desired"
   if (auto* np = dynamic_cast<const NftPlan*>(plan); np && np->live) {
     livep = np->live.get();
+    planned = np->desired;
   } else {
     BackendConfig read_cfg;  // no state directory: reads only
     read_cfg.env = cfg.env;
@@ -1185,8 +1241,10 @@ Status AddNftablesToTopology(const BackendConfig& cfg, const BackendPlan* plan, 
     for (const auto& set : desired->sets)
       sets->own[set.spec.name] = {set.spec.family, set.spec.kind, &set.intervals};
   } else {
-    for (const auto& ls : live.table.sets)
-      sets->own[ls.spec.name] = {ls.spec.family, ls.spec.kind, &ls.intervals};
+    for (const auto& ls : live.table.sets) {
+      const AddrSet* d = ls.elements_as_desired && planned ? planned->FindSet(ls.spec.name) : nullptr;
+      sets->own[ls.spec.name] = {ls.spec.family, ls.spec.kind, d ? &d->intervals : &ls.intervals};
+    }
   }
   analysis::AddNftTables(chains, sets, topo);
   keep->push_back(ka);
