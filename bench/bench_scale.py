@@ -10,6 +10,8 @@ nftables, on the identical table (mailward's own, dumped with `nft list table` a
                                                            vs  nft -j list ruleset
   edit warm / cold      mailward apply of a one-address change (cold: after a foreign commit)
                                                            vs  nft add element
+  edit warm, removal    mailward apply taking that address out again
+                                                           vs  nft delete element
                         (plan warm and the edits, small numbers, are timed inside the namespace
                         by bash's `time`; the rest through nsenter and /usr/bin/time, ~2 ms more)
   peak RSS              of mailward apply from nothing
@@ -177,24 +179,27 @@ def bench_nft(size, tmp):
         r["plan_cold_mailward"] = med(runs)
         r["plan_cold_nft"] = med([ns.timed(["nft", "-j", "list", "ruleset"])[0] for _ in range(REPS)])
 
-        # One-address edits: add it (timed), remove it again (untimed).
-        warm, cold = [], []
+        # One-address edits: add it, remove it again (both timed). Removing an element costs
+        # any tool more: the kernel frees a deleted element after an RCU grace period, and the
+        # close of the netlink socket waits for that (nft delete element pays it too).
+        warm, warm_rm, cold = [], [], []
         ns.sh(mw + ["apply"])
         for _ in range(REPS):
             warm.append(ns.timed_inside(mw_edit + ["apply"]))
-            ns.sh(mw + ["apply"])
+            warm_rm.append(ns.timed_inside(mw + ["apply"]))
         for _ in range(REPS):
             foreign_commit()
             cold.append(ns.timed_inside(mw_edit + ["apply"]))
             foreign_commit()
             ns.sh(mw + ["apply"])
         r["edit_warm_mailward"], r["edit_cold_mailward"] = med(warm), med(cold)
+        r["edit_warm_remove_mailward"] = med(warm_rm)
         target = shard_set("allow_big_hosts_v4", n, "192.0.2.78")
-        runs = []
+        runs, runs_rm = [], []
         for _ in range(REPS):
             runs.append(ns.timed_inside(["nft", "add", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"]))
-            ns.sh(["nft", "delete", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"])
-        r["edit_nft"] = med(runs)
+            runs_rm.append(ns.timed_inside(["nft", "delete", "element", "inet", "mailward", target, "{", "192.0.2.78", "}"]))
+        r["edit_nft"], r["edit_remove_nft"] = med(runs), med(runs_rm)
 
         # The classic layout for reference: the same content as one set per family, loaded and
         # listed by nft (what a hand-written table, or mailward before sharding, costs nft).
@@ -287,14 +292,15 @@ def main():
             out["iptables"].append(bench_ipt(n, tmp))
             print(f"iptables: measured {n}", file=sys.stderr)
     print("| allowlist | apply: mailward | nft -f | ratio | peak RSS | plan warm | plan cold | nft -j list ruleset "
-          "| ratio (cold) | edit warm | edit cold | nft add element |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| ratio (cold) | edit warm | edit cold | nft add element | removal warm | nft delete element |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in out["nftables"]:
         name = f"{int(r['size'].split('+')[0]):,} IPv4 hosts" + (f" + {V6_PREFIXES:,} IPv6 /64" if "+v6" in r["size"] else "")
         print(f"| {name} | {fmt(r['apply_mailward'])} | {fmt(r['apply_nft'])} | {r['apply_mailward'] / r['apply_nft']:.2f} "
               f"| {r['apply_rss_kb'] / 1024:.0f} MB | {fmt(r['plan_warm_mailward'])} | {fmt(r['plan_cold_mailward'])} "
               f"| {fmt(r['plan_cold_nft'])} | {r['plan_cold_mailward'] / r['plan_cold_nft']:.2f} "
-              f"| {fmt(r['edit_warm_mailward'])} | {fmt(r['edit_cold_mailward'])} | {fmt(r['edit_nft'])} |")
+              f"| {fmt(r['edit_warm_mailward'])} | {fmt(r['edit_cold_mailward'])} | {fmt(r['edit_nft'])} "
+              f"| {fmt(r['edit_warm_remove_mailward'])} | {fmt(r['edit_remove_nft'])} |")
     classic = [r for r in out["nftables"] if "apply_nft_one_set" in r]
     if classic:
         print()
