@@ -18,10 +18,12 @@ void PrepareLargeHeap(size_t bytes) {
   if (done || bytes == 0) return;
   done = true;
   constexpr uintptr_t kHuge = 2u << 20;
-  // Blocks up to glibc's most (32 MB) from the heap, and no trimming: a vector freed by one
-  // step is the memory the next step fills (glibc otherwise maps and unmaps each block over
-  // 128 KB, and every page of each new mapping faults in again).
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  // Blocks up to 4 MB (a set of 100,000 addresses is 3.3 MB) from the heap, and no trimming:
+  // a vector freed by one step is the memory the next step fills, where glibc would map and
+  // unmap it and every page of the next one would fault in again. Bigger blocks (a million
+  // addresses) keep their own mappings, given back when freed: kept in the heap they raised
+  // the peak RSS of a 1,000,000-address iptables apply from ~200 to 235 MB.
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   // Grow the heap once by `bytes`: take 1 MB blocks until one comes from new space (at start
   // the free top is small; later it may hold what earlier steps freed), then give them back.
