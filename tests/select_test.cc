@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fakes/fake_backend.h"
 #include "fakes/fake_env.h"
 
@@ -97,6 +99,21 @@ TEST_F(Select, NamedBackendsWithNotesAndFights) {
   auto bad = Choose("pf");
   EXPECT_EQ(bad.status().code(), Code::kInvalidPolicy);
   EXPECT_NE(bad.status().message().find("unknown backend 'pf'"), std::string::npos);
+}
+
+TEST_F(Select, ProcessesAreReadOnlyWhenFirewalldMatters) {
+  // backend: nftables neither depends on nor reports firewalld: no process's name is read.
+  Firewalld();
+  env.links["/proc/self/ns/net"] = "net:[1]";
+  env.reads.clear();
+  ASSERT_TRUE(Choose("nftables").ok());
+  for (const auto& r : env.reads) EXPECT_NE(r, "/proc/77/comm");
+  // auto (without UFW) does look, and finds it.
+  env.reads.clear();
+  auto c = Choose("");
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->reason.find("firewalld"), std::string::npos);
+  EXPECT_NE(std::find(env.reads.begin(), env.reads.end(), "/proc/77/comm"), env.reads.end());
 }
 
 TEST_F(Select, RemoveLooksAtEveryUsableBackendInOrder) {

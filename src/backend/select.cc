@@ -2,6 +2,8 @@
 
 #include "backend/nft/nft_netlink.h"
 
+#include <optional>
+
 namespace mw {
 
 const char* BackendIdName(BackendId id) {
@@ -60,12 +62,17 @@ Result<Chosen> ChooseBackend(const std::string& flag, BackendKind policy_backend
   BackendConfig cfg{state_dir};
   cfg.env = seams.env;
   const bool ufw = UfwActive(*seams.env);
-  const bool firewalld = ProcessRunning("firewalld", *seams.env);
+  // Looked for only where it changes the choice or is reported: it reads every process's name.
+  std::optional<bool> firewalld_seen;
+  auto firewalld_runs = [&] {
+    if (!firewalld_seen) firewalld_seen = ProcessRunning("firewalld", *seams.env);
+    return *firewalld_seen;
+  };
   if (want == "auto") {
     if (ufw) {
       c.backend = seams.make(BackendId::kUfw, cfg);
       c.reason = "auto: UFW is active, so mailward's rules go through UFW";
-    } else if (firewalld) {
+    } else if (firewalld_runs()) {
       c.backend = seams.make(BackendId::kNftables, cfg);
       c.reason = "auto: firewalld is running; mailward keeps to its own nftables table inet mailward";
       c.notes.push_back("firewalld runs: it does not touch table inet mailward, and its own zones still apply "
@@ -89,13 +96,13 @@ Result<Chosen> ChooseBackend(const std::string& flag, BackendKind policy_backend
     if (ufw)
       c.fights.push_back("UFW is active and manages the same iptables INPUT chain; use backend: ufw (or auto) "
                          "so the two do not fight over it");
-    if (firewalld)
+    if (firewalld_runs())
       c.fights.push_back("firewalld is running and rebuilds the firewall on every reload; use backend: nftables "
                          "(or auto), which keeps to its own table");
   } else if (want == "ufw") {
     c.backend = seams.make(BackendId::kUfw, cfg);
     c.reason = "ufw, as " + source + " says";
-    if (firewalld)
+    if (firewalld_runs())
       c.fights.push_back("firewalld is running beside UFW: two firewall managers on one host; stop one of them");
   } else {
     return Status::Invalid("unknown backend '" + want + "' (expected auto, nftables, iptables or ufw)");

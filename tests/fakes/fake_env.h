@@ -63,7 +63,9 @@ class FakeEnv : public sys::Env {
     return out;
   }
 
+  std::vector<std::string> reads;  ///< every path ReadFile was asked for, in order
   Result<std::string> ReadFile(const std::string& path, Follow) override {
+    reads.push_back(path);
     auto it = files.find(path);
     if (it == files.end()) return Status::Io(path + ": cannot open: No such file or directory");
     return it->second.data;
