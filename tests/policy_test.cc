@@ -182,6 +182,37 @@ TEST(Policy, AllowlistFileWithCommentsAndErrors) {
   EXPECT_HAS(bad.status().message(), d.path() + "/bad.txt:3:1: one address or CIDR per line");
 }
 
+TEST(Policy, AllowlistFileBareAndDressedLinesReadAlike) {
+  // Bare addresses (the fast path) and the same with spaces, a comment, CRLF or a prefix (the
+  // general parser) give the same entries; a bare line that is no address still gets the
+  // general parser's message and position.
+  TempDir d;
+  d.Write("a.txt", "10.0.0.1\n192.0.2.255\n255.255.255.255\n0.0.0.0\n198.51.100.7");
+  d.Write("b.txt", " 10.0.0.1\n192.0.2.255 # x\n255.255.255.255\r\n0.0.0.0/32\n198.51.100.7\n");
+  auto load = [&](const std::string& list) {
+    std::string p = d.Write("p-" + list + ".yaml", "version: 1\nallowlists:\n  l:\n    file: " + list + "\n");
+    return LoadPolicy({p});
+  };
+  auto a = load("a.txt"), b = load("b.txt");
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  const auto& ea = a->allowlists.at("l").entries;
+  const auto& eb = b->allowlists.at("l").entries;
+  ASSERT_EQ(ea.size(), 5u);
+  ASSERT_EQ(eb.size(), 5u);
+  for (size_t i = 0; i < ea.size(); ++i) {
+    EXPECT_TRUE(ea[i].addr == eb[i].addr) << i;
+    EXPECT_EQ(ea[i].prefix, eb[i].prefix) << i;
+    EXPECT_EQ(ea[i].family, Family::kV4);
+  }
+  d.Write("c.txt", "10.0.0.1\n010.0.0.2\n10.0.0.256\n1.2.3\n");
+  auto c = load("c.txt");
+  ASSERT_FALSE(c.ok());
+  EXPECT_HAS(c.status().message(), d.path() + "/c.txt:2:1: '010.0.0.2'");
+  EXPECT_HAS(c.status().message(), d.path() + "/c.txt:3:1: '10.0.0.256' is not");
+  EXPECT_HAS(c.status().message(), d.path() + "/c.txt:4:1: '1.2.3' is not");
+}
+
 TEST(Policy, MissingAllowlistFileNamesThePolicyLine) {
   TempDir d;
   std::string p = d.Write("policy.yaml", "version: 1\nallowlists:\n  partners:\n    file: /nonexistent/partners.txt\n");

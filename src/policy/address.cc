@@ -31,6 +31,13 @@ bool FastIpv4(std::string_view s, Addr* out) {
 }
 }  // namespace
 
+bool ParseIpv4Host(std::string_view text, Addr* out) {
+  Addr a;
+  if (!FastIpv4(text, &a)) return false;
+  *out = a;
+  return true;
+}
+
 bool ParseCidr(std::string_view text, Cidr* out, std::string* error) {
   std::string_view addr_part = text;
   int prefix = -1;

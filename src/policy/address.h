@@ -49,6 +49,11 @@ struct Cidr {
 /// an error (the message suggests the network). On failure returns false and sets *error.
 bool ParseCidr(std::string_view text, Cidr* out, std::string* error);
 
+/// The fast path of ParseCidr for the common line of a big allowlist: exactly a dotted-quad
+/// IPv4 address, no leading zeros, nothing around it. False for anything else (which ParseCidr
+/// then takes, with its error messages); *out untouched then.
+bool ParseIpv4Host(std::string_view text, Addr* out);
+
 /// Whether `net` contains the address `a` (same family, equal in the first net.prefix bits).
 bool CidrContains(const Cidr& net, const Cidr& a);
 

@@ -354,6 +354,19 @@ class Loader {
     // One pass a line: skip blanks, take the token, stop at '#' or the end of the line.
     while (pos < n) {
       ++line;
+      // The common line first: an IPv4 address alone, as generated lists hold them.
+      {
+        const void* nl = std::memchr(s.data() + pos, '\n', n - pos);
+        size_t eol = nl ? static_cast<size_t>(static_cast<const char*>(nl) - s.data()) : n;
+        Cidr c;
+        if (eol - pos >= 7 && eol - pos <= 15 && ParseIpv4Host(std::string_view(s.data() + pos, eol - pos), &c.addr)) {
+          c.family = Family::kV4;
+          c.prefix = 32;
+          al.entries.push_back(c);
+          pos = eol + 1;
+          continue;
+        }
+      }
       size_t i = pos;
       while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r')) ++i;
       size_t b = i;
