@@ -190,6 +190,51 @@ TEST_F(NftBackendTest, SnapshotRestoresByteIdentical) {
   EXPECT_TRUE(PlanOf(*b, FromYaml(kPolicy))->in_sync());
 }
 
+TEST_F(NftBackendTest, DamagedSnapshotsAreRefusedAlikeByRestoreAndItsDryRun) {
+  const Ruleset rs = FromYaml(kPolicy);
+  ASSERT_TRUE(Make()->Apply(*PlanOf(*Make(), rs)).ok());
+  auto b = Make();  // another run: it plans from the record file, so the snapshot links it
+  const Ruleset rs3 = FromYaml(kPolicy3);  // outlives the plan, which refers to it
+  auto plan = PlanOf(*b, rs3);
+  auto snap = b->TakeSnapshot(*plan);
+  ASSERT_TRUE(snap.ok());
+  const std::string att = Att(*snap);
+  ASSERT_FALSE(att.empty());  // the sets are in the linked record
+  ASSERT_TRUE(b->Apply(*plan).ok());
+  const std::string good = snap->bytes;
+  std::string bad_type = good;
+  bad_type[7] = 0x42;  // the first record's type
+  std::string bad_kind = good;
+  // A set's element record: type (2 bytes, 0xfff1 little-endian), length (4), family, kind,
+  // name length (4), name: the kind is 5 bytes before the name.
+  size_t at = good.find("allow_office");
+  while (at != std::string::npos && !(at >= 12 && static_cast<uint8_t>(good[at - 12]) == 0xf1 &&
+                                      static_cast<uint8_t>(good[at - 11]) == 0xff))
+    at = good.find("allow_office", at + 1);
+  ASSERT_NE(at, std::string::npos) << "no element record in the snapshot";
+  bad_kind[at - 5] = 9;
+  struct Case {
+    std::string snap, att, message;
+  };
+  for (const Case& c : {Case{"MWSN1\n\x01", att, "not a mailward nftables snapshot"},
+                        Case{good.substr(0, good.size() - 3), att, "truncated snapshot"},
+                        Case{bad_type, att, "unexpected message type"},
+                        Case{bad_kind, att, "corrupt snapshot"},
+                        Case{good, "", "element file is missing or corrupt"}}) {
+    uint32_t gen = kernel_.generation;
+    auto dry = b->PlanRestore(c.snap, c.att, PlanOptions{});
+    ASSERT_FALSE(dry.ok()) << c.message;
+    EXPECT_NE(dry.status().message().find(c.message), std::string::npos) << dry.status().message();
+    Status real = b->Restore(c.snap, c.att);
+    ASSERT_FALSE(real.ok()) << c.message;
+    EXPECT_NE(real.message().find(c.message), std::string::npos) << real.message();
+    EXPECT_EQ(kernel_.generation, gen);  // nothing was sent
+  }
+  // The intact one still restores.
+  ASSERT_TRUE(b->Restore(good, att).ok());
+  EXPECT_TRUE(PlanOf(*b, FromYaml(kPolicy))->in_sync());
+}
+
 TEST_F(NftBackendTest, RestoreOwnCommitRefusesAfterAForeignCommit) {
   auto b = Make();
   Ruleset rs = FromYaml(kPolicy);  // outlives the plan, which points at it
@@ -373,7 +418,8 @@ TEST_F(NftBackendTest, TheVerificationReadBackTakesItsOwnWriteAsRead) {
     EXPECT_EQ((*d)->changes[0].count, 1u);
     // The caller's ruleset may go; the backend's record of it does not dangle.
     rs.reset();
-    auto again = b->Plan(FromYaml(text), verify);
+    const Ruleset same = FromYaml(text);
+    auto again = b->Plan(same, verify);
     ASSERT_TRUE(again.ok());
     EXPECT_TRUE((*again)->in_sync());
     // And the snapshot restores the whole table after it is emptied.

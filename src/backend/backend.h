@@ -115,7 +115,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
-  /// Reads the live state and diffs it against `desired`. Changes nothing.
+  /// Reads the live state and diffs it against `desired`. Changes nothing. The plan may refer to
+  /// `desired` (not copy it: it can hold a million addresses): keep it alive as long as the plan.
   virtual Result<std::unique_ptr<BackendPlan>> Plan(const Ruleset& desired, const PlanOptions& opts) = 0;
 
   /// Applies a plan made by this backend. Fails with Code::kGenerationMoved, changing nothing,

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
+#include <functional>
 #include <type_traits>
 #include <map>
 #include <set>
@@ -173,6 +175,67 @@ struct ElementCache {
     return pos == str.size();
   }
 };
+
+/// One record of a snapshot (format: see TakeSnapshot): a chain, set or rule message (its
+/// attributes, `type` NFT_MSG_NEW*), or the elements of one set (`type` 0).
+struct SnapshotRecord {
+  uint16_t type = 0;
+  std::string_view payload;
+  std::string set;
+  Family family = Family::kV4;
+  SetSpec::Kind kind = SetSpec::Kind::kAllowHosts;
+  std::vector<Interval> intervals;
+};
+
+/// Decodes a snapshot and its attachment (the element record it links) for restoring and for
+/// describing a restore alike: `header` gets whether the table existed, then `each` every record
+/// in order. The first error stops it.
+Status DecodeSnapshot(const std::string& snap, const std::string& attachment, const std::function<void(bool table)>& header,
+                      const std::function<Status(SnapshotRecord&)>& each) {
+  if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
+  header(snap[6] != 0);
+  ElementCache attached;
+  bool attached_ok = !attachment.empty() && attached.Parse(attachment);
+  size_t pos = 7;
+  while (pos < snap.size()) {
+    if (pos + 6 > snap.size()) return Status::Io("truncated snapshot");
+    uint16_t type;
+    uint32_t len;
+    std::memcpy(&type, snap.data() + pos, 2);
+    std::memcpy(&len, snap.data() + pos + 2, 4);
+    pos += 6;
+    if (len > snap.size() - pos) return Status::Io("truncated snapshot");
+    SnapshotRecord rec;
+    if (type == kSnapIntervals || type == kSnapIntervalsRef) {
+      if (len < 6) return Status::Io("truncated snapshot");
+      rec.family = snap[pos] == 4 ? Family::kV4 : Family::kV6;
+      rec.kind = static_cast<SetSpec::Kind>(snap[pos + 1]);
+      if (rec.kind != SetSpec::Kind::kAllowHosts && rec.kind != SetSpec::Kind::kAllowNets)
+        return Status::Io("corrupt snapshot");
+      uint32_t nlen;
+      std::memcpy(&nlen, snap.data() + pos + 2, 4);
+      if (nlen > len - 6 || (len - 6 - nlen) % sizeof(Interval)) return Status::Io("corrupt snapshot");
+      rec.set = snap.substr(pos + 6, nlen);
+      if (type == kSnapIntervals) {
+        rec.intervals.resize((len - 6 - nlen) / sizeof(Interval));
+        std::memcpy(rec.intervals.data(), snap.data() + pos + 6 + nlen, rec.intervals.size() * sizeof(Interval));
+      } else {
+        if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
+        auto it = attached.sets.find(rec.set);
+        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + rec.set);
+        rec.intervals = std::move(it->second.intervals);
+      }
+    } else if (type == NFT_MSG_NEWCHAIN || type == NFT_MSG_NEWSET || type == NFT_MSG_NEWRULE) {
+      rec.type = type;
+      rec.payload = std::string_view(snap.data() + pos, len);
+    } else {
+      return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
+    }
+    pos += len;
+    MW_RETURN_IF_ERROR(each(rec));
+  }
+  return Status::Ok();
+}
 
 /// Everything read from the kernel in one consistent generation.
 struct LiveState {
@@ -886,55 +949,27 @@ Status NftBackend::RestoreOwnCommit(const BackendPlan& applied, const std::strin
 
 Status NftBackend::RestoreAt(const std::string& snap, const std::string& attachment, uint32_t generation) {
   MW_RETURN_IF_ERROR(EnsureSocket());
-  if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
-  bool table = snap[6] != 0;
-  ElementCache attached;
-  bool attached_ok = !attachment.empty() && attached.Parse(attachment);
   Batch batch(generation);
-  AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
-  AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
-  if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
-  size_t pos = 7;
-  while (pos < snap.size()) {
-    if (pos + 6 > snap.size()) return Status::Io("truncated snapshot");
-    uint16_t type;
-    uint32_t len;
-    std::memcpy(&type, snap.data() + pos, 2);
-    std::memcpy(&len, snap.data() + pos + 2, 4);
-    pos += 6;
-    if (len > snap.size() - pos) return Status::Io("truncated snapshot");
-    if (type == kSnapIntervals || type == kSnapIntervalsRef) {
-      if (len < 6) return Status::Io("truncated snapshot");
-      Family fam = snap[pos] == 4 ? Family::kV4 : Family::kV6;
-      auto kind = static_cast<SetSpec::Kind>(snap[pos + 1]);
-      if (kind != SetSpec::Kind::kAllowHosts && kind != SetSpec::Kind::kAllowNets) return Status::Io("corrupt snapshot");
-      uint32_t nlen;
-      std::memcpy(&nlen, snap.data() + pos + 2, 4);
-      if (nlen > len - 6 || (len - 6 - nlen) % sizeof(Interval)) return Status::Io("corrupt snapshot");
-      std::string name = snap.substr(pos + 6, nlen);
-      std::vector<Interval> ivs;
-      if (type == kSnapIntervals) {
-        ivs.resize((len - 6 - nlen) / sizeof(Interval));
-        std::memcpy(ivs.data(), snap.data() + pos + 6 + nlen, ivs.size() * sizeof(Interval));
-      } else {
-        if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
-        auto it = attached.sets.find(name);
-        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + name);
-        ivs = it->second.intervals;
-      }
-      AddElementMessages(&batch, NFT_MSG_NEWSETELEM, name, fam, IntervalsToElements(ivs, kind), "restore");
-      pos += len;
-      continue;
+  auto header = [&](bool table) {
+    // Whatever is there goes (created first so the delete cannot fail), then the snapshot's.
+    AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+    AddTable(&batch, NFT_MSG_DELTABLE, "delete table inet mailward");
+    if (table) AddTable(&batch, NFT_MSG_NEWTABLE, "add table inet mailward");
+  };
+  MW_RETURN_IF_ERROR(DecodeSnapshot(snap, attachment, header, [&](SnapshotRecord& rec) {
+    if (rec.type == 0) {
+      AddElementMessages(&batch, NFT_MSG_NEWSETELEM, rec.set, rec.family, IntervalsToElements(rec.intervals, rec.kind),
+                         "restore");
+      return Status::Ok();
     }
-    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWRULE)
-      return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
-    uint16_t flags = NLM_F_CREATE | (type == NFT_MSG_NEWRULE ? NLM_F_APPEND : 0);
-    nlmsghdr* nlh = batch.Add(type, NFPROTO_INET, flags, len + 64, "restore snapshot");
-    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), snap.data() + pos, len);
+    const uint32_t len = static_cast<uint32_t>(rec.payload.size());
+    uint16_t flags = NLM_F_CREATE | (rec.type == NFT_MSG_NEWRULE ? NLM_F_APPEND : 0);
+    nlmsghdr* nlh = batch.Add(rec.type, NFPROTO_INET, flags, len + 64, "restore snapshot");
+    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), rec.payload.data(), len);
     nlh->nlmsg_len += MNL_ALIGN(len);
     batch.Commit(nlh);
-    pos += len;
-  }
+    return Status::Ok();
+  }));
   batch.End();
   MW_RETURN_IF_ERROR(sock_->Send(batch));
   if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
@@ -966,12 +1001,8 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::PlanRemove(const PlanOptions&) 
 Result<std::vector<Change>> NftBackend::PlanRestore(const std::string& snap, const std::string& attachment,
                                                     const PlanOptions& opts) {
   MW_RETURN_IF_ERROR(EnsureSocket());
-  if (snap.size() < 7 || snap.compare(0, 6, "MWSN2\n") != 0) return Status::Io("not a mailward nftables snapshot");
   // The snapshot, read into the shape of a live table.
   LiveTable then;
-  then.exists = snap[6] != 0;
-  ElementCache attached;
-  bool attached_ok = !attachment.empty() && attached.Parse(attachment);
   auto set_named = [&](const std::string& name) -> LiveSet& {
     for (auto& ls : then.sets)
       if (ls.spec.name == name) return ls;
@@ -980,45 +1011,23 @@ Result<std::vector<Change>> NftBackend::PlanRestore(const std::string& snap, con
     return then.sets.back();
   };
   std::vector<char> buf(1 << 16);
-  size_t pos = 7;
-  while (pos < snap.size()) {
-    if (pos + 6 > snap.size()) return Status::Io("truncated snapshot");
-    uint16_t type;
-    uint32_t len;
-    std::memcpy(&type, snap.data() + pos, 2);
-    std::memcpy(&len, snap.data() + pos + 2, 4);
-    pos += 6;
-    if (len > snap.size() - pos) return Status::Io("truncated snapshot");
-    if (type == kSnapIntervals || type == kSnapIntervalsRef) {
-      if (len < 6) return Status::Io("truncated snapshot");
-      uint32_t nlen;
-      std::memcpy(&nlen, snap.data() + pos + 2, 4);
-      if (nlen > len - 6 || (len - 6 - nlen) % sizeof(Interval)) return Status::Io("corrupt snapshot");
-      LiveSet& ls = set_named(snap.substr(pos + 6, nlen));
-      ls.spec.family = snap[pos] == 4 ? Family::kV4 : Family::kV6;
-      ls.spec.kind = static_cast<SetSpec::Kind>(snap[pos + 1]);
-      if (type == kSnapIntervals) {
-        ls.intervals.resize((len - 6 - nlen) / sizeof(Interval));
-        std::memcpy(ls.intervals.data(), snap.data() + pos + 6 + nlen, ls.intervals.size() * sizeof(Interval));
-      } else {
-        if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
-        auto it = attached.sets.find(ls.spec.name);
-        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + ls.spec.name);
-        ls.intervals = it->second.intervals;
-      }
-      pos += len;
-      continue;
+  auto header = [&](bool table) { then.exists = table; };
+  MW_RETURN_IF_ERROR(DecodeSnapshot(snap, attachment, header, [&](SnapshotRecord& rec) {
+    if (rec.type == 0) {
+      LiveSet& ls = set_named(rec.set);
+      ls.spec.family = rec.family;
+      ls.spec.kind = rec.kind;
+      ls.intervals = std::move(rec.intervals);
+      return Status::Ok();
     }
-    if (type != NFT_MSG_NEWCHAIN && type != NFT_MSG_NEWSET && type != NFT_MSG_NEWRULE)
-      return Status::Io("snapshot holds an unexpected message type " + std::to_string(type));
+    const uint32_t len = static_cast<uint32_t>(rec.payload.size());
     if (len + 256 > buf.size()) buf.resize(len + 256);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_INET, 0, 0);
-    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), snap.data() + pos, len);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), rec.type, NFPROTO_INET, 0, 0);
+    std::memcpy(mnl_nlmsg_get_payload_tail(nlh), rec.payload.data(), len);
     nlh->nlmsg_len += MNL_ALIGN(len);
-    pos += len;
-    if (type == NFT_MSG_NEWCHAIN) {
+    if (rec.type == NFT_MSG_NEWCHAIN) {
       then.chain_exists = true;
-    } else if (type == NFT_MSG_NEWSET) {
+    } else if (rec.type == NFT_MSG_NEWSET) {
       SetPtr st(nftnl_set_alloc());
       if (nftnl_set_nlmsg_parse(nlh, st.get()) < 0) return Status::Io("corrupt snapshot: a set");
       set_named(nftnl_set_get_str(st.get(), NFTNL_SET_NAME));
@@ -1030,7 +1039,8 @@ Result<std::vector<Change>> NftBackend::PlanRestore(const std::string& snap, con
       lr.text = analysis::NftRuleText(r.get());
       then.rules.push_back(std::move(lr));
     }
-  }
+    return Status::Ok();
+  }));
   auto live = ReadLive();
   if (!live.ok()) return live.status();
   return DescribeTableRestore(live->table, then, opts);
