@@ -90,12 +90,17 @@ Result<Loaded> Load(const GlobalOptions& g) {
 }  // namespace
 
 bool HaveNetAdmin() {
-  auto st = ReadFile("/proc/self/status");
-  if (!st.ok()) return geteuid() == 0;
-  size_t at = st->find("\nCapEff:");
-  if (at == std::string::npos) return geteuid() == 0;
-  unsigned long long caps = std::strtoull(st->c_str() + at + 8, nullptr, 16);
-  return (caps >> 12) & 1;  // CAP_NET_ADMIN
+  // Read once: main's check before any command and the backend choice after it ask alike, and
+  // mailward never changes its own capabilities.
+  static const bool have = [] {
+    auto st = ReadFile("/proc/self/status");
+    if (!st.ok()) return geteuid() == 0;
+    size_t at = st->find("\nCapEff:");
+    if (at == std::string::npos) return geteuid() == 0;
+    unsigned long long caps = std::strtoull(st->c_str() + at + 8, nullptr, 16);
+    return ((caps >> 12) & 1) != 0;  // CAP_NET_ADMIN
+  }();
+  return have;
 }
 
 Status RequireNetAdmin(const std::string& command) {
