@@ -3,6 +3,8 @@
 // sharded sets, with no kernel and no netlink socket.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "backend/backend.h"
 #include "backend/host_view.h"
 #include "backend/ipt/ipt_rules.h"
@@ -265,6 +267,9 @@ TEST_F(NftBackendTest, PlanRemoveThenApplyLeavesNoTable) {
   auto none = b->PlanRemove(PlanOptions{});
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE((*none)->in_sync());
+  size_t sent = kernel_.batches.size();
+  ASSERT_TRUE(b->Apply(**none).ok());  // nothing to remove: nothing sent, nothing recorded
+  EXPECT_EQ(kernel_.batches.size(), sent);
   ASSERT_TRUE(b->Apply(*PlanOf(*b, FromYaml(kPolicy))).ok());
   auto rm = b->PlanRemove(PlanOptions{});
   ASSERT_TRUE(rm.ok());
@@ -388,27 +393,16 @@ TEST_F(NftBackendTest, TheVerificationReadBackTakesItsOwnWriteAsRead) {
     ASSERT_TRUE(b->Apply(*PlanOf(*b, *rs)).ok());
     PlanOptions verify;
     verify.verify_read_back = true;
-    auto elem_dumps = [&] {
-      size_t n = 0;
-      for (uint16_t t : kernel_.requests) n += t == NFT_MSG_GETSETELEM;
-      return n;
-    };
-    size_t before = elem_dumps();
-    auto v = b->Plan(*rs, verify);
-    ASSERT_TRUE(v.ok());
-    EXPECT_TRUE((*v)->in_sync());
-    EXPECT_EQ(elem_dumps(), before);  // taken as written: no element dump
-    // A snapshot of that plan still holds every element (the plan's own sets).
-    auto snap = b->TakeSnapshot(**v);
-    ASSERT_TRUE(snap.ok()) << snap.status().message();
-    // Another ruleset under the same flag is compared, not taken as read: one address more.
+    // (1) Another ruleset under the flag, while the record of the write is held: compared, not
+    // taken as read (one address more shows).
     Ruleset other = *rs;
     for (auto& set : other.sets)
       if (set.spec.kind == SetSpec::Kind::kAllowHosts && set.spec.family == Family::kV4 && !set.intervals.empty()) {
         Cidr c;
         std::string err;
         ASSERT_TRUE(ParseCidr("192.0.2.200", &c, &err));
-        set.intervals.push_back(HostInterval(Family::kV4, c.addr));
+        Interval iv = HostInterval(Family::kV4, c.addr);
+        set.intervals.insert(std::upper_bound(set.intervals.begin(), set.intervals.end(), iv), iv);  // canonical: sorted
         break;
       }
     auto d = b->Plan(other, verify);
@@ -416,17 +410,36 @@ TEST_F(NftBackendTest, TheVerificationReadBackTakesItsOwnWriteAsRead) {
     ASSERT_FALSE((*d)->in_sync());
     EXPECT_EQ((*d)->changes[0].object, ChangeObject::kElements);
     EXPECT_EQ((*d)->changes[0].count, 1u);
-    // The caller's ruleset may go; the backend's record of it does not dangle.
-    rs.reset();
-    const Ruleset same = FromYaml(text);
-    auto again = b->Plan(same, verify);
+    // (2) The very ruleset just applied: in sync with no element dump, and a snapshot of that
+    // plan still holds every element (taken from the plan's own sets).
+    auto rs2 = std::make_unique<Ruleset>(other);
+    ASSERT_TRUE(b->Apply(*PlanOf(*b, *rs2)).ok());
+    auto elem_dumps = [&] {
+      size_t n = 0;
+      for (uint16_t t : kernel_.requests) n += t == NFT_MSG_GETSETELEM;
+      return n;
+    };
+    size_t before = elem_dumps();
+    auto v = b->Plan(*rs2, verify);
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE((*v)->in_sync());
+    EXPECT_EQ(elem_dumps(), before);
+    auto snap = b->TakeSnapshot(**v);
+    ASSERT_TRUE(snap.ok()) << snap.status().message();
+    // (3) The caller's ruleset may go while the backend holds the record of its write.
+    const Ruleset keep = *rs2;
+    ASSERT_TRUE(b->Apply(*PlanOf(*b, *rs2)).ok());  // a no-op apply: the record is made again
+    rs2.reset();
+    auto again = b->Plan(keep, verify);
     ASSERT_TRUE(again.ok());
     EXPECT_TRUE((*again)->in_sync());
-    // And the snapshot restores the whole table after it is emptied.
+    // (4) The snapshot restores the whole table after it is emptied.
     ASSERT_TRUE(b->Apply(*PlanOf(*b, Ruleset{})).ok());
     ASSERT_TRUE(b->Restore(snap->bytes, Att(*snap)).ok());
     auto fresh = Make("");
-    EXPECT_TRUE(PlanOf(*fresh, FromYaml(text))->in_sync());
+    auto last = PlanOf(*fresh, keep);
+    EXPECT_TRUE(last->in_sync()) << ChangeOpName(last->changes[0].op) << " " << ChangeObjectName(last->changes[0].object)
+                                 << " " << last->changes[0].name << " " << last->changes[0].detail;
   }
 }
 

@@ -39,7 +39,8 @@ void PrepareLargeHeap(size_t bytes) {
     after = reinterpret_cast<uintptr_t>(sbrk(0));
   }
   for (void* p : taken) std::free(p);
-  mallopt(M_TOP_PAD, 0);  // later growth in glibc's default steps
+  mallopt(M_TOP_PAD, 128 << 10);  // later growth in glibc's default steps (DEFAULT_TOP_PAD)
+  // No growth (sbrk refused: glibc mapped the blocks instead): nothing to advise.
   if (before == static_cast<uintptr_t>(-1) || after <= before) return;
   uintptr_t from = (before + kHuge - 1) & ~(kHuge - 1), to = after & ~(kHuge - 1);
   if (to > from) (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);

@@ -65,8 +65,9 @@ class Fd {
   int fd_;
 };
 
-/// The dump, or nullopt when sock_diag cannot answer (the caller reads /proc instead).
-std::optional<std::string> Dump(int family) {
+}  // namespace
+
+std::optional<std::string> TcpTableFromSockDiag(int family) {
   Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (sock.get() < 0) return std::nullopt;
   struct {
@@ -108,10 +109,8 @@ std::optional<std::string> Dump(int family) {
   }
 }
 
-}  // namespace
-
 Result<std::string> TcpTableText(int family) {
-  if (auto text = Dump(family)) return *text;
+  if (auto text = TcpTableFromSockDiag(family)) return *text;
   return mw::ReadFile(ProcFile(family));
 }
 

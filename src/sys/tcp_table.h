@@ -6,6 +6,7 @@
 // /proc/net/tcp's own text format so one parser (and the tests' fixtures) serve both.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "util/status.h"
@@ -17,6 +18,10 @@ namespace mw::sys {
 /// inode" rows). Through NETLINK_SOCK_DIAG; /proc/net/tcp{,6} itself when that cannot be used
 /// (no inet_diag in the kernel).
 Result<std::string> TcpTableText(int family);
+
+/// The same from NETLINK_SOCK_DIAG only: nullopt when it cannot answer (exposed for tests, so
+/// that they see the dump itself and not the /proc fallback).
+std::optional<std::string> TcpTableFromSockDiag(int family);
 
 /// One row in /proc/net/tcp's format (exposed for tests): `local`/`remote` are the raw
 /// addresses as the kernel keeps them (4 or 16 bytes, network order), ports in host order.

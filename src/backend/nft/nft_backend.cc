@@ -69,9 +69,12 @@ struct ElementCache {
   uint32_t generation = 0;
   uint64_t table_handle = 0;
   std::map<std::string, Set> sets;
-  /// In memory only (RememberElements): the allow sets are this ruleset's own, not copied into
-  /// `sets`. Owned, so it stays valid whoever planned it.
+  /// In memory only (RememberElements): the ruleset whose allow sets were written. `written`
+  /// holds it when it is the backend's own sharded copy (then `sets` stays empty: no copy of a
+  /// million addresses); a caller's ruleset is only named (`written_of`, never dereferenced:
+  /// it may be gone) and its sets are copied into `sets`, as before.
   std::shared_ptr<const Ruleset> written;
+  const Ruleset* written_of = nullptr;
 
   /// True when every interval is one address: then only the addresses are stored (4 bytes an
   /// IPv4 host instead of a 33-byte interval), which keeps 100,000 hosts at 400 KB.
@@ -221,9 +224,9 @@ Status DecodeSnapshot(const std::string& snap, const std::string& attachment, co
         std::memcpy(rec.intervals.data(), snap.data() + pos + 6 + nlen, rec.intervals.size() * sizeof(Interval));
       } else {
         if (!attached_ok) return Status::Io("the snapshot's element file is missing or corrupt");
-        auto it = attached.sets.find(rec.set);
-        if (it == attached.sets.end()) return Status::Io("the snapshot's element file lacks set " + rec.set);
-        rec.intervals = std::move(it->second.intervals);
+        auto node = attached.sets.extract(rec.set);  // a set named twice finds nothing the second time
+        if (!node) return Status::Io("the snapshot's element file lacks set " + rec.set);
+        rec.intervals = std::move(node.mapped().intervals);
       }
     } else if (type == NFT_MSG_NEWCHAIN || type == NFT_MSG_NEWSET || type == NFT_MSG_NEWRULE) {
       rec.type = type;
@@ -286,7 +289,7 @@ class NftBackend : public Backend {
     if (p.plan.empty()) {
       // In sync. Record the elements unless the record already says exactly this (a no-op apply,
       // as Ansible's second run, then writes nothing).
-      if (!p.live || !p.live->elements_from_cache_file) RememberElements(p.sharded, p.generation - 1);
+      if (p.sharded && (!p.live || !p.live->elements_from_cache_file)) RememberElements(p.sharded, p.generation - 1);
       return Status::Ok();
     }
     Status sent;
@@ -313,7 +316,7 @@ class NftBackend : public Backend {
       if (!cfg_.state_dir.empty()) (void)cfg_.env->RemoveFile(CachePath());
       last_written_.reset();
     } else {
-      RememberElements(p.sharded, p.generation);
+      if (p.sharded) RememberElements(p.sharded, p.generation);
     }
     // The integration tests' hook library may hold the process here, so a test can commit from
     // another process before this one reads back (MAILWARD_TEST_FAULT=pause-after-commit).
@@ -532,13 +535,21 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache, const Ruleset* v
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
     if (!ls.spec_known || !ls.spec.is_allow() || skip_own_elements_) continue;
+    if (trust_cache && verifying && cache->written_of == verifying) {
+      // The verification of this very write (the caller plans the ruleset it just applied, which
+      // is alive): the contents are the desired set's own.
+      const AddrSet* w = verifying->FindSet(ls.spec.name);
+      if (w && w->spec.family == ls.spec.family && w->spec.is_allow()) {
+        ls.elements_as_desired = true;
+        st->elements_from_cache = true;
+        continue;
+      }
+    }
     if (trust_cache && cache->written) {
+      // Any other read in this process: a copy of what was written.
       const AddrSet* w = cache->written->FindSet(ls.spec.name);
       if (w && w->spec.family == ls.spec.family && w->spec.is_allow()) {
-        // The verification of this very write: the contents are the desired set's own. Any
-        // other read in this process gets a copy.
-        if (cache->written.get() == verifying) ls.elements_as_desired = true;
-        else ls.intervals = w->intervals;
+        ls.intervals = w->intervals;
         st->elements_from_cache = true;
         continue;
       }
@@ -842,9 +853,15 @@ void NftBackend::RememberElements(const std::shared_ptr<const Ruleset>& desired_
   // A cache, not a record: losing it costs one full read, so no fsync.
   if (MakeDirs(cfg_.state_dir).ok() && CheckTrusted(cfg_.state_dir, TrustedKind::kStateDir).ok())
     (void)cfg_.env->WriteFileAtomic(path, c.Serialize(views), Durability::kNoFsync);
-  // The in-memory record refers to the ruleset rather than copying it: the sharded one is the
-  // backend's own; a caller's ruleset (not sharded) is copied, as it may not outlive this.
-  c.written = desired_ptr == sharded_ ? desired_ptr : std::make_shared<const Ruleset>(desired);
+  // The in-memory record: the backend's own sharded ruleset is held, not copied; a caller's
+  // ruleset may not outlive this backend, so its sets are copied (as they always were).
+  c.written_of = desired_ptr.get();
+  if (desired_ptr == sharded_) {
+    c.written = desired_ptr;
+  } else {
+    for (const auto& s : desired.sets)
+      if (s.spec.is_allow()) c.sets[s.spec.name] = ElementCache::Set{s.spec.family, s.intervals};
+  }
   last_written_ = std::move(c);
 }
 
@@ -984,6 +1001,7 @@ Result<std::unique_ptr<BackendPlan>> NftBackend::PlanRemove(const PlanOptions&) 
   static const Ruleset kNothing;
   auto out = std::make_unique<NftPlan>();
   out->generation = live->generation;
+  out->sharded = std::shared_ptr<const Ruleset>(&kNothing, [](const Ruleset*) {});
   out->desired = &kNothing;
   if (live->table.exists) {
     out->plan.delete_table = true;
