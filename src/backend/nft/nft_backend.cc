@@ -535,25 +535,19 @@ Status NftBackend::ReadOnce(LiveState* st, ElementCache* cache, const Ruleset* v
                      cache->generation == st->generation;
   for (auto& ls : st->table.sets) {
     if (!ls.spec_known || !ls.spec.is_allow() || skip_own_elements_) continue;
-    if (trust_cache && verifying && cache->written_of == verifying) {
-      // The verification of this very write (the caller plans the ruleset it just applied, which
-      // is alive): the contents are the desired set's own.
-      const AddrSet* w = verifying->FindSet(ls.spec.name);
+    if (trust_cache) {
+      // From the in-memory record of this process's write: the verification of that very write
+      // (the caller plans the ruleset it just applied, which is alive) takes the desired set's
+      // own contents as read; any other read gets a copy of the backend's own sharded ruleset.
+      const Ruleset* own = verifying && cache->written_of == verifying ? verifying : cache->written.get();
+      const AddrSet* w = own ? own->FindSet(ls.spec.name) : nullptr;
       if (w && w->spec.family == ls.spec.family && w->spec.is_allow()) {
-        ls.elements_as_desired = true;
+        if (own == verifying) ls.elements_as_desired = true;
+        else ls.intervals = w->intervals;
         st->elements_from_cache = true;
         continue;
       }
-    }
-    if (trust_cache && cache->written) {
-      // Any other read in this process: a copy of what was written.
-      const AddrSet* w = cache->written->FindSet(ls.spec.name);
-      if (w && w->spec.family == ls.spec.family && w->spec.is_allow()) {
-        ls.intervals = w->intervals;
-        st->elements_from_cache = true;
-        continue;
-      }
-    } else if (trust_cache) {
+      // From the element record (the file, or a caller's sets copied in memory).
       auto node = cache->sets.extract(ls.spec.name);
       if (node && node.mapped().family == ls.spec.family) {
         ls.intervals = std::move(node.mapped().intervals);
