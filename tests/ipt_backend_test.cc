@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
+#include "fakes/ruleset_yaml.h"
 #include "fakes/fake_env.h"
 #include "fakes/fake_iptables.h"
 #include "fakes/fake_nft_transport.h"
@@ -15,20 +16,9 @@ namespace {
 using testing::FakeEnv;
 using testing::FakeIptables;
 
-Ruleset FromYaml(const std::string& yaml) {
-  auto p = ParsePolicyText(yaml, "test.yaml");
-  EXPECT_TRUE(p.ok()) << p.status().message();
-  return BuildRuleset(*p);
-}
+using testing::FromYaml;
 
-const char* kPolicy = R"(version: 1
-allowlists:
-  office: [198.51.100.0/24, 203.0.113.7, "2001:db8::/48"]
-ports:
-  imap: {state: closed, allow: [office]}
-  imaps: {state: open}
-  pop3: {state: closed, action: reject}
-)";
+const char* const kPolicy = testing::kOfficePolicy;
 
 const char* kPolicy2 = R"(version: 1
 allowlists:

@@ -7,16 +7,13 @@
 #include "backend/ipt/ipt_rules.h"
 #include "backend/ufw/ufw_rules.h"
 #include "model/ruleset.h"
+#include "fakes/ruleset_yaml.h"
 #include "policy/policy.h"
 
 namespace mw {
 namespace {
 
-Ruleset FromYaml(const std::string& yaml) {
-  auto p = ParsePolicyText(yaml, "test.yaml");
-  EXPECT_TRUE(p.ok()) << p.status().message();
-  return BuildRuleset(*p);
-}
+using testing::FromYaml;
 
 const char* kPolicy = R"(version: 1
 allowlists:

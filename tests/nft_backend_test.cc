@@ -10,6 +10,8 @@
 #include "backend/ipt/ipt_rules.h"
 #include "analysis/judge.h"
 #include "backend/nft/nft_codec.h"
+#include "fakes/cidr.h"
+#include "fakes/ruleset_yaml.h"
 #include "fakes/fake_env.h"
 #include "fakes/fake_nft_transport.h"
 #include "model/ruleset.h"
@@ -21,20 +23,9 @@ namespace {
 using testing::FakeEnv;
 using testing::FakeNftKernel;
 
-Ruleset FromYaml(const std::string& yaml) {
-  auto p = ParsePolicyText(yaml, "test.yaml");
-  EXPECT_TRUE(p.ok()) << p.status().message();
-  return BuildRuleset(*p);
-}
+using testing::FromYaml;
 
-const char* kPolicy = R"(version: 1
-allowlists:
-  office: [198.51.100.0/24, 203.0.113.7, "2001:db8::/48"]
-ports:
-  imap: {state: closed, allow: [office]}
-  imaps: {state: open}
-  pop3: {state: closed, action: reject}
-)";
+const char* const kPolicy = testing::kOfficePolicy;
 
 const char* kPolicy2 = R"(version: 1
 allowlists:
@@ -398,10 +389,7 @@ TEST_F(NftBackendTest, TheVerificationReadBackTakesItsOwnWriteAsRead) {
     Ruleset other = *rs;
     for (auto& set : other.sets)
       if (set.spec.kind == SetSpec::Kind::kAllowHosts && set.spec.family == Family::kV4 && !set.intervals.empty()) {
-        Cidr c;
-        std::string err;
-        ASSERT_TRUE(ParseCidr("192.0.2.200", &c, &err));
-        Interval iv = HostInterval(Family::kV4, c.addr);
+        Interval iv = HostInterval(Family::kV4, testing::C("192.0.2.200").addr);
         set.intervals.insert(std::upper_bound(set.intervals.begin(), set.intervals.end(), iv), iv);  // canonical: sorted
         break;
       }
@@ -585,55 +573,43 @@ TEST(HostView, ForeignSetsAreDumpedWhenTheEngineLooksThemUp) {
   kernel.state.chains[ck] = chain;
 
   Ruleset rs = FromYaml(kPolicy);
-  const SetSpec* hosts = nullptr;
-  for (const auto& s : rs.sets)
-    if (s.spec.kind == SetSpec::Kind::kAllowHosts && s.spec.family == Family::kV4) hosts = &s.spec;
-  ASSERT_TRUE(hosts);
-  const RuleSpec* lookup = nullptr;
-  for (const auto& r : rs.rules)
-    if (r.saddr_set == hosts->name) lookup = &r;
-  ASSERT_TRUE(lookup);
-  nft::SetPtr set = nft::BuildSet(*hosts);
-  nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, "filter");
-  nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-  FakeNftKernel::Key sk{NFPROTO_INET, "filter", hosts->name};
-  kernel.state.sets[sk] = std::shared_ptr<nftnl_set>(set.release(), nftnl_set_free);
+  // The allowlist's IPv4 set of `kind` and the rule that looks it up, in table filter's input.
+  auto plant = [&](SetSpec::Kind kind, uint64_t handle) {
+    const SetSpec* spec = nullptr;
+    for (const auto& s : rs.sets)
+      if (s.spec.kind == kind && s.spec.family == Family::kV4) spec = &s.spec;
+    EXPECT_TRUE(spec);
+    const RuleSpec* lookup = nullptr;
+    for (const auto& r : rs.rules)
+      if (spec && r.saddr_set == spec->name) lookup = &r;
+    EXPECT_TRUE(lookup);
+    FakeNftKernel::Key key{NFPROTO_INET, "filter", spec ? spec->name : ""};
+    if (!spec || !lookup) return key;
+    nft::SetPtr set = nft::BuildSet(*spec);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, "filter");
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    kernel.state.sets[key] = std::shared_ptr<nftnl_set>(set.release(), nftnl_set_free);
+    nft::RulePtr rule = nft::BuildRule(*lookup);
+    nftnl_rule_set_str(rule.get(), NFTNL_RULE_TABLE, "filter");
+    nftnl_rule_set_str(rule.get(), NFTNL_RULE_CHAIN, "input");
+    nftnl_rule_set_u32(rule.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+    nftnl_rule_set_u64(rule.get(), NFTNL_RULE_HANDLE, handle);
+    kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(rule.release(), nftnl_rule_free));
+    return key;
+  };
+  FakeNftKernel::Key sk = plant(SetSpec::Kind::kAllowHosts, 99);
   FakeNftKernel::Elem e;
   e.key = {203, 0, 113, 7};
   kernel.state.elements[sk][{e.key, false}] = e;
-  nft::RulePtr rule = nft::BuildRule(*lookup);
-  nftnl_rule_set_str(rule.get(), NFTNL_RULE_TABLE, "filter");
-  nftnl_rule_set_str(rule.get(), NFTNL_RULE_CHAIN, "input");
-  nftnl_rule_set_u32(rule.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
-  nftnl_rule_set_u64(rule.get(), NFTNL_RULE_HANDLE, 99);
-  kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(rule.release(), nftnl_rule_free));
 
   // And the interval set of the allowlist's networks, with its rule.
-  const SetSpec* nets = nullptr;
-  for (const auto& s : rs.sets)
-    if (s.spec.kind == SetSpec::Kind::kAllowNets && s.spec.family == Family::kV4) nets = &s.spec;
-  ASSERT_TRUE(nets);
-  const RuleSpec* nets_rule = nullptr;
-  for (const auto& r : rs.rules)
-    if (r.saddr_set == nets->name) nets_rule = &r;
-  ASSERT_TRUE(nets_rule);
-  nft::SetPtr nset = nft::BuildSet(*nets);
-  nftnl_set_set_str(nset.get(), NFTNL_SET_TABLE, "filter");
-  nftnl_set_set_u32(nset.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-  FakeNftKernel::Key nk{NFPROTO_INET, "filter", nets->name};
-  kernel.state.sets[nk] = std::shared_ptr<nftnl_set>(nset.release(), nftnl_set_free);
+  FakeNftKernel::Key nk = plant(SetSpec::Kind::kAllowNets, 100);
   FakeNftKernel::Elem start, end;
   start.key = {198, 51, 100, 0};
   end.key = {198, 51, 101, 0};
   end.flags = NFT_SET_ELEM_INTERVAL_END;
   kernel.state.elements[nk][{start.key, false}] = start;
   kernel.state.elements[nk][{end.key, true}] = end;
-  nft::RulePtr nrule = nft::BuildRule(*nets_rule);
-  nftnl_rule_set_str(nrule.get(), NFTNL_RULE_TABLE, "filter");
-  nftnl_rule_set_str(nrule.get(), NFTNL_RULE_CHAIN, "input");
-  nftnl_rule_set_u32(nrule.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
-  nftnl_rule_set_u64(nrule.get(), NFTNL_RULE_HANDLE, 100);
-  kernel.state.rules[ck].push_back(std::shared_ptr<nftnl_rule>(nrule.release(), nftnl_rule_free));
 
   BackendConfig cfg;
   cfg.env = &env;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
+#include "fakes/ruleset_yaml.h"
 #include "fakes/fake_env.h"
 #include "fakes/fake_iptables.h"
 #include "model/ruleset.h"
@@ -16,11 +17,7 @@ namespace {
 using testing::FakeEnv;
 using testing::FakeIptables;
 
-Ruleset FromYaml(const std::string& yaml) {
-  auto p = ParsePolicyText(yaml, "test.yaml");
-  EXPECT_TRUE(p.ok()) << p.status().message();
-  return BuildRuleset(*p);
-}
+using testing::FromYaml;
 
 const char* kPolicy = R"(version: 1
 backend: ufw
