@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "fakes/fake_nft_transport.h"  // libmnl, libnftnl, the netfilter headers
@@ -13,6 +14,20 @@
 
 namespace mw::nft {
 namespace {
+
+/// One NEWTABLE message for each description in `whats` (named by it in the batch), then the
+/// batch's end.
+void AddTableMessages(Batch* batch, std::initializer_list<const char*> whats) {
+  nftnl_table* t = nftnl_table_alloc();
+  nftnl_table_set_str(t, NFTNL_TABLE_NAME, "mailward");
+  for (const char* what : whats) {
+    nlmsghdr* nlh = batch->Add(NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, 512, what);
+    nftnl_table_nlmsg_build_payload(nlh, t);
+    batch->Commit(nlh);
+  }
+  nftnl_table_free(t);
+  batch->End();
+}
 
 /// A datagram built message by message.
 class Datagram {
@@ -107,15 +122,7 @@ TEST(NftNetlink, AnInterruptedDumpMovesTheGeneration) {
 
 TEST(NftNetlink, AcksNameTheChangeThatFailedWithTheExtendedAck) {
   Batch batch(42);
-  nftnl_table* t = nftnl_table_alloc();
-  nftnl_table_set_str(t, NFTNL_TABLE_NAME, "mailward");
-  for (const char* what : {"add table inet mailward", "add set allow_x"}) {
-    nlmsghdr* nlh = batch.Add(NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, 512, what);
-    nftnl_table_nlmsg_build_payload(nlh, t);
-    batch.Commit(nlh);
-  }
-  nftnl_table_free(t);
-  batch.End();
+  AddTableMessages(&batch, {"add table inet mailward", "add set allow_x"});
   EXPECT_EQ(batch.messages(), 2u);
   EXPECT_EQ(batch.Describe(batch.first_seq() + 1), "add set allow_x");
   EXPECT_EQ(batch.Describe(batch.first_seq() + 7), "");
@@ -233,15 +240,7 @@ TEST(NftNetlink, ASocketReadsADumpOverItsWire) {
 
 TEST(NftNetlink, ASocketSendsABatchAndReadsItsAcks) {
   Batch batch(5);
-  nftnl_table* t = nftnl_table_alloc();
-  nftnl_table_set_str(t, NFTNL_TABLE_NAME, "mailward");
-  for (const char* what : {"add table inet mailward", "delete table inet mailward"}) {
-    nlmsghdr* nlh = batch.Add(NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, 512, what);
-    nftnl_table_nlmsg_build_payload(nlh, t);
-    batch.Commit(nlh);
-  }
-  nftnl_table_free(t);
-  batch.End();
+  AddTableMessages(&batch, {"add table inet mailward", "delete table inet mailward"});
 
   auto wire = std::make_unique<ScriptedWire>();
   ScriptedWire* k = wire.get();

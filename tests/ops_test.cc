@@ -66,6 +66,16 @@ class Ops : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().message();
     MarkCommitted(*s, env);
   }
+  /// Writes a pending confirm of the first snapshot that no watchdog holds (pid 99 holds no
+  /// watchdog-99.lock), made in boot `boot_id`: stale.
+  state::PendingConfirm WriteStalePending(const std::string& boot_id) {
+    state::PendingConfirm p;
+    p.snapshot = Snaps().at(0);
+    p.pid = 99;
+    p.boot_id = boot_id;
+    EXPECT_TRUE(state::WritePending(kDir, p, env).ok());
+    return p;
+  }
 
   FakeEnv env;
   FakeBackend be;
@@ -232,11 +242,7 @@ TEST_F(Ops, APendingConfirmRefusesApplyAndRemove) {
 
 TEST_F(Ops, AStalePendingConfirmIsRevertedFirst) {
   SaveSnap("OLD\n");
-  state::PendingConfirm p;
-  p.snapshot = Snaps().at(0);
-  p.pid = 99;  // no watchdog holds watchdog-99.lock
-  p.boot_id = "boot-1";
-  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  state::PendingConfirm p = WriteStalePending("boot-1");
   auto out = ops::Apply(be, desired, req, seams);
   ASSERT_TRUE(out.ok()) << out.status().message();
   ASSERT_EQ(out->notes.size(), 1u);
@@ -255,11 +261,7 @@ TEST_F(Ops, AStalePendingConfirmIsRevertedFirst) {
 
 TEST_F(Ops, AStalePendingConfirmWhoseRevertFailsIsStillEnded) {
   SaveSnap("OLD\n");
-  state::PendingConfirm p;
-  p.snapshot = Snaps().at(0);
-  p.pid = 99;
-  p.boot_id = "boot-0";  // another boot
-  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  WriteStalePending("boot-0");  // another boot
   be.restore_error = Status::Error(Code::kFirewall, "restore broke");
   auto out = ops::Apply(be, desired, req, seams);
   ASSERT_TRUE(out.ok()) << out.status().message();
@@ -288,11 +290,7 @@ TEST_F(Ops, RemoveEndsAStaleOrDamagedPendingConfirmSoNothingBringsTheRulesBack) 
   // Left in place, a later 'confirm' or 'apply' would revert the stale record and put back
   // the rules 'remove' took away.
   SaveSnap("OLD\n");
-  state::PendingConfirm p;
-  p.snapshot = Snaps().at(0);
-  p.pid = 99;  // no watchdog holds watchdog-99.lock
-  p.boot_id = "boot-1";
-  ASSERT_TRUE(state::WritePending(kDir, p, env).ok());
+  state::PendingConfirm p = WriteStalePending("boot-1");
   auto out = ops::Remove({&be}, true, false, kDir, 0, {}, [] { return SnapshotInfo{}; }, seams);
   ASSERT_TRUE(out.error.ok()) << out.error.message();
   EXPECT_FALSE(state::PendingRecordExists(kDir, env));
