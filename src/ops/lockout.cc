@@ -91,8 +91,11 @@ std::vector<TcpLine> ParseTcp(const std::vector<std::string>& texts) {
 
 }  // namespace
 
-std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::vector<std::string>& proc_net_tcp,
-                                        const std::set<uint64_t>& sshd_inodes) {
+namespace {
+
+/// FindSshSessions on rows already parsed.
+std::vector<SshSession> SessionsIn(const char* ssh_connection, const std::vector<TcpLine>& rows,
+                                   const std::set<uint64_t>& sshd_inodes) {
   std::vector<SshSession> out;
   std::vector<uint16_t> ports = {22};
   if (ssh_connection && *ssh_connection) {
@@ -104,7 +107,6 @@ std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::v
       if (sport != 22) ports.push_back(static_cast<uint16_t>(sport));
     }
   }
-  auto rows = ParseTcp(proc_net_tcp);
   // The ports sshd listens on, whatever they are.
   std::vector<uint16_t> sshd_ports;
   for (const auto& r : rows)
@@ -121,6 +123,13 @@ std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::v
     if (!dup) out.push_back({client, r.lport, by_sshd ? "sshd" : "the TCP table"});
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<SshSession> FindSshSessions(const char* ssh_connection, const std::vector<std::string>& proc_net_tcp,
+                                        const std::set<uint64_t>& sshd_inodes) {
+  return SessionsIn(ssh_connection, ParseTcp(proc_net_tcp), sshd_inodes);
 }
 
 std::set<uint64_t> SshdSocketInodes(sys::Env& env) {
@@ -146,7 +155,7 @@ std::set<uint64_t> SshdSocketInodes(sys::Env& env) {
 
 namespace {
 
-std::vector<std::string> ReadProcNetTcp(sys::Env& env) {
+std::vector<std::string> ReadTcpTables(sys::Env& env) {
   std::vector<std::string> texts;
   for (int family : {AF_INET, AF_INET6}) {
     auto t = env.TcpTable(family);
@@ -158,7 +167,7 @@ std::vector<std::string> ReadProcNetTcp(sys::Env& env) {
 }  // namespace
 
 std::vector<SshSession> FindSshSessions(sys::Env& env) {
-  auto texts = ReadProcNetTcp(env);
+  auto texts = ReadTcpTables(env);
   auto conn = env.GetEnv("SSH_CONNECTION");
   return FindSshSessions(conn ? conn->c_str() : nullptr, texts, SshdSocketInodes(env));
 }
@@ -173,11 +182,11 @@ std::vector<SshSession> SshSessionsFor(const Policy& policy, sys::Env& env) {
   auto conn = env.GetEnv("SSH_CONNECTION");
   const char* ssh_connection = conn ? conn->c_str() : nullptr;
   if (closed.empty()) return FindSshSessions(ssh_connection, {});
-  auto texts = ReadProcNetTcp(env);
+  auto rows = ParseTcp(ReadTcpTables(env));
   bool candidate = false;
-  for (const auto& r : ParseTcp(texts))
+  for (const auto& r : rows)
     candidate |= r.state == "01" && std::find(closed.begin(), closed.end(), r.lport) != closed.end();
-  return FindSshSessions(ssh_connection, texts, candidate ? SshdSocketInodes(env) : std::set<uint64_t>{});
+  return SessionsIn(ssh_connection, rows, candidate ? SshdSocketInodes(env) : std::set<uint64_t>{});
 }
 
 Status CheckLockout(const Policy& policy, const std::vector<SshSession>& sessions) {
