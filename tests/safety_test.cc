@@ -18,7 +18,6 @@ namespace {
 using ops::CheckLockout;
 using ops::FindSshSessions;
 using ops::SshSession;
-using state::BootId;
 using state::PendingConfirm;
 using state::PendingIsStale;
 using state::ReadPending;
@@ -143,11 +142,11 @@ TEST_F(ConfirmStateDir, SnapshotsAreOrderedBySequenceNotByName) {
 }
 
 TEST_F(ConfirmStateDir, PendingWithADeadWatchdogOrAnotherBootIsStale) {
-  ASSERT_FALSE(BootId().empty());
+  ASSERT_FALSE(sys::BootId(sys::RealEnv()).empty());
   std::string why;
   PendingConfirm p;
   p.snapshot = dir_ + "/snapshots/1.snap";
-  p.boot_id = BootId();
+  p.boot_id = sys::BootId(sys::RealEnv());
   p.pid = getpid();  // alive, but not a mailward-watch process
   EXPECT_TRUE(PendingIsStale(dir_, p, &why));
   EXPECT_NE(why.find("is gone"), std::string::npos) << why;

@@ -195,7 +195,7 @@ TEST_F(Pending, StaleWhenAnotherBootOrTheWatchdogIsGone) {
   p.boot_id = "boot-0";
   EXPECT_TRUE(state::PendingIsStale(kDir, p, &why, env));
   EXPECT_NE(why.find("rebooted (boot id boot-0)"), std::string::npos) << why;
-  EXPECT_EQ(state::BootId(env), "boot-1");
+  EXPECT_EQ(sys::BootId(env), "boot-1");
 }
 
 }  // namespace

@@ -126,7 +126,7 @@ Status ArmConfirm(const std::string& state_dir, const std::string& snapshot, int
       (void)!write(ready[1], &no, 1);
       _exit(1);
     }
-    p.boot_id = state::BootId();
+    p.boot_id = sys::BootId(sys::RealEnv());
     state::SetDeadline(&p, seconds);
     Status w = state::WritePending(state_dir, p);
     char ok = w.ok() ? 'y' : 'n';

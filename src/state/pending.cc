@@ -65,14 +65,6 @@ void LogConfirm(const std::string& state_dir, const std::string& msg, sys::Env& 
   env.AppendFile(state_dir + "/confirm.log", std::string(full) + " " + msg + "\n");
 }
 
-std::string BootId(sys::Env& env) {
-  auto t = env.ReadFile("/proc/sys/kernel/random/boot_id");
-  if (!t.ok()) return "";
-  std::string s = *t;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 std::string WatchdogLockPath(const std::string& state_dir, int pid) {
   return state_dir + "/watchdog-" + std::to_string(pid) + ".lock";
 }
@@ -115,7 +107,7 @@ bool AnyWatchdogAlive(const std::string& state_dir, sys::Env& env) {
 }
 
 bool PendingIsStale(const std::string& state_dir, const PendingConfirm& p, std::string* why, sys::Env& env) {
-  std::string boot = BootId(env);
+  std::string boot = sys::BootId(env);
   if (!p.boot_id.empty() && !boot.empty() && p.boot_id != boot) {
     *why = "it was armed before the host rebooted (boot id " + p.boot_id + ")";
     return true;

@@ -38,9 +38,6 @@ bool PendingRecordExists(const std::string& state_dir, sys::Env& env = sys::Real
 /// Appends a timestamped line to STATE_DIR/confirm.log.
 void LogConfirm(const std::string& state_dir, const std::string& msg, sys::Env& env = sys::RealEnv());
 
-/// This boot's /proc/sys/kernel/random/boot_id ("" when unreadable).
-std::string BootId(sys::Env& env = sys::RealEnv());
-
 /// Each watchdog holds an exclusive lock on STATE_DIR/watchdog-<pid>.lock for its whole life:
 /// whether it still lives can be told without /proc (which a sandbox may hide) and without
 /// trusting that a pid was not reused.

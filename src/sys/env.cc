@@ -167,6 +167,14 @@ Env& RealEnv() {
   return *env;
 }
 
+std::string BootId(Env& env) {
+  auto t = env.ReadFile("/proc/sys/kernel/random/boot_id");
+  if (!t.ok()) return "";
+  std::string s = *t;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 Result<std::unique_ptr<FileLock>> Env::LockFile(const std::string& path, double timeout_s, int poll_ms,
                                                 LockInherit inherit, const std::string& busy_message) {
   const int64_t deadline = MonotonicMs() + static_cast<int64_t>(timeout_s * 1000);

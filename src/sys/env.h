@@ -103,4 +103,7 @@ class Env {
 /// The process's real operating system. Lives as long as the program.
 Env& RealEnv();
 
+/// This boot's id (/proc/sys/kernel/random/boot_id, trimmed); "" when it cannot be read.
+std::string BootId(Env& env);
+
 }  // namespace mw::sys

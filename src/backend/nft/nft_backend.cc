@@ -47,10 +47,7 @@ using ChainPtr = std::unique_ptr<nftnl_chain, ChainDeleter>;
 /// Identifies this boot and network namespace, so a cached generation number cannot be
 /// mistaken for one of another boot or namespace.
 std::string RuntimeIdentity(sys::Env& env) {
-  std::string id;
-  auto boot = env.ReadFile("/proc/sys/kernel/random/boot_id");
-  if (boot.ok()) id = *boot;
-  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  std::string id = sys::BootId(env);
   struct stat st;
   if (stat("/proc/self/ns/net", &st) == 0) id += ":" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
   return id;
